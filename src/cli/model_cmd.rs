@@ -1,0 +1,231 @@
+//! `distill model init | inspect | sample`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use candle_core::{DType, Device};
+use clap::{Args, Subcommand};
+
+use crate::model::generate::{generate, GenerationConfig, GenerationRequest};
+use crate::model::init::{random_weights, Preset};
+use crate::model::load::{self, ModelSource};
+use crate::model::save::{save_hf_dir, torch_dtype_name};
+use crate::model::{Decoder, ModelConfig, SamplerConfig, Tokenizer};
+use crate::runtime::parse_device;
+
+/// Model tools.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Create a random-initialised model of a real shape, saved as a Hugging Face directory.
+    Init(InitArgs),
+    /// Print architecture, parameter count, dtype, vocabulary and context length.
+    Inspect(InspectArgs),
+    /// Print a model's continuation of a prompt (temperature 0 = greedy).
+    Sample(SampleArgs),
+}
+
+/// `distill model init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The shape to create.
+    #[arg(long, value_enum)]
+    pub preset: Preset,
+    /// tokenizer.json, or a directory holding it (copied into the model, with tokenizer_config.json).
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `distill model inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Model directory, hub id (org/name) or llama2.c .bin file.
+    pub model: String,
+}
+
+/// `distill model sample`.
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Model directory, hub id (org/name) or llama2.c .bin file.
+    #[arg(long)]
+    pub model: String,
+    /// Text to continue (an empty prompt starts from BOS).
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Render the prompt as a user turn with the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// Runs a model subcommand.
+pub fn run(command: ModelCommand) -> anyhow::Result<()> {
+    match command {
+        ModelCommand::Init(args) => init(&args),
+        ModelCommand::Inspect(args) => inspect(&args),
+        ModelCommand::Sample(args) => sample(&args),
+    }
+}
+
+fn init(args: &InitArgs) -> anyhow::Result<()> {
+    let tokenizer_path = if args.tokenizer.is_dir() {
+        args.tokenizer.join("tokenizer.json")
+    } else {
+        args.tokenizer.clone()
+    };
+    let tokenizer = Tokenizer::from_tokenizer_json(&tokenizer_path)?;
+    let mut config = args.preset.config(tokenizer.vocab_size())?;
+    let eos: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();
+    config.eos_token_ids = eos.clone();
+    let device = Device::Cpu;
+    let weights = random_weights(&config, args.seed, &device)?;
+    let model = Decoder::from_weights(&config, &weights, DType::F32, &device)?;
+    save_hf_dir(&model, &tokenizer, &eos, &args.out)?;
+    println!(
+        "wrote {} ({} parameters, seed {}) to {}",
+        config.architecture.hf_class(),
+        config.parameter_count(),
+        args.seed,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
+    let (config, dtype) = match load::resolve(&args.model)? {
+        ModelSource::HfDir(dir) => {
+            let config = ModelConfig::from_file(&dir.join("config.json"))?;
+            (config, stored_dtype(&dir)?)
+        }
+        source @ ModelSource::Llama2c { .. } => {
+            let loaded = load::load_source(source, &Device::Cpu, DType::F32)?;
+            (loaded.model.config().clone(), "float32 (llama2.c)".to_string())
+        }
+    };
+    let c = &config;
+    println!("architecture:     {} ({})", c.architecture.model_type(), c.architecture.hf_class());
+    println!("parameters:       {}", c.parameter_count());
+    println!("dtype:            {dtype}");
+    println!("vocab:            {}", c.vocab_size);
+    println!("context length:   {}", c.max_position_embeddings);
+    println!("layers:           {}", c.num_hidden_layers);
+    println!("hidden size:      {} (MLP {})", c.hidden_size, c.intermediate_size);
+    println!(
+        "attention heads:  {} query, {} key/value, head_dim {}",
+        c.num_attention_heads, c.num_key_value_heads, c.head_dim
+    );
+    println!("tied embeddings:  {}", c.tie_word_embeddings);
+    println!("eos token ids:    {:?}", c.eos_token_ids);
+    Ok(())
+}
+
+/// The dtype of the first tensor in the directory's safetensors header, without reading the weights.
+fn stored_dtype(dir: &Path) -> anyhow::Result<String> {
+    let index = dir.join("model.safetensors.index.json");
+    let file = if index.is_file() {
+        let text = std::fs::read_to_string(&index).with_context(|| index.display().to_string())?;
+        let value: serde_json::Value = serde_json::from_str(&text).with_context(|| index.display().to_string())?;
+        let first = value["weight_map"]
+            .as_object()
+            .and_then(|m| m.values().next())
+            .and_then(|v| v.as_str())
+            .with_context(|| format!("{}: weight_map is empty", index.display()))?;
+        dir.join(first)
+    } else {
+        dir.join("model.safetensors")
+    };
+    let mut reader = std::fs::File::open(&file).with_context(|| file.display().to_string())?;
+    let mut len = [0u8; 8];
+    std::io::Read::read_exact(&mut reader, &mut len).with_context(|| file.display().to_string())?;
+    let len = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX).min(100 << 20);
+    let mut header = vec![0u8; len];
+    std::io::Read::read_exact(&mut reader, &mut header).with_context(|| file.display().to_string())?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).with_context(|| format!("{}: unreadable safetensors header", file.display()))?;
+    let dtype = header
+        .as_object()
+        .and_then(|m| m.iter().find(|(k, _)| *k != "__metadata__"))
+        .and_then(|(_, v)| v["dtype"].as_str())
+        .unwrap_or("unknown");
+    Ok(match dtype {
+        "F32" => torch_dtype_name(DType::F32),
+        "BF16" => torch_dtype_name(DType::BF16),
+        "F16" => torch_dtype_name(DType::F16),
+        other => other,
+    }
+    .to_string())
+}
+
+fn sample(args: &SampleArgs) -> anyhow::Result<()> {
+    let device = parse_device(&args.device)?;
+    let loaded = load::load(&args.model, &device, DType::F32)?;
+    let tokenizer = &loaded.tokenizer;
+    let prompt = if args.chat {
+        let messages = [crate::model::Message::new("user", args.prompt.clone())];
+        let options = crate::model::ChatOptions {
+            add_generation_prompt: true,
+            enable_thinking: None,
+        };
+        let text = tokenizer.render_chat(&messages, &options)?;
+        tokenizer.encode(&text, false)?
+    } else {
+        let mut ids = tokenizer.encode(&args.prompt, true)?;
+        if ids.is_empty() {
+            ids.extend(loaded.model.config().bos_token_id);
+        }
+        ids
+    };
+    anyhow::ensure!(
+        !prompt.is_empty(),
+        "the prompt is empty and the model has no BOS token to start from; pass --prompt"
+    );
+    let config = GenerationConfig {
+        sampler: SamplerConfig {
+            temperature: args.temperature,
+            top_p: args.top_p,
+            top_k: args.top_k,
+            min_p: 0.0,
+        },
+        max_new_tokens: args.max_new_tokens,
+        n: 1,
+        eos_token_ids: loaded.eos_token_ids.clone(),
+        stop_strings: Vec::new(),
+    };
+    let request = GenerationRequest {
+        prompt: prompt.clone(),
+        seed: args.seed,
+    };
+    let completions = generate(&loaded.model, tokenizer, &[request], &config)?;
+    let completion = completions.first().context("generation returned no completion")?;
+    let prompt_text = tokenizer.decode(&prompt, true)?;
+    println!("{prompt_text}{}", completion.text);
+    eprintln!(
+        "[{} prompt tokens, {} generated, finish_reason={}]",
+        completion.prompt_tokens,
+        completion.completion_tokens,
+        completion.finish_reason.as_str()
+    );
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! distill: turn a strong reasoning teacher into long chain-of-thought training data and smaller
+//! reasoning students (SFT and GRPO), with Parquet as the contract between stages.
+//!
+//! The binary `distill` only parses arguments ([`cli`]) and calls the stages in this library.
+
+pub mod cli;
+pub mod model;
+pub mod runtime;
+pub mod train;
+pub mod verify;

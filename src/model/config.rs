@@ -1,0 +1,442 @@
+//! The shape of a decoder: Hugging Face `config.json` read into [`ModelConfig`] and written back.
+//!
+//! One config covers Qwen2/Qwen2.5, Qwen3 and Llama 2/3.x. The architectures differ only in flags
+//! (`qkv_bias`, `qk_norm`, `rope_scaling`, `tie_word_embeddings`), never in separate layer code.
+
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use super::error::{ModelError, Result};
+
+/// The decoder families distill implements with one code path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// Qwen2 / Qwen2.5: bias on q, k, v projections.
+    Qwen2,
+    /// Qwen3: RMSNorm on each query and key head, explicit `head_dim`.
+    Qwen3,
+    /// Llama 2 and Llama 3.x (optionally with `rope_scaling` of type `llama3`).
+    Llama,
+}
+
+impl Architecture {
+    /// The `model_type` string Hugging Face uses.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
+            Architecture::Llama => "llama",
+        }
+    }
+
+    /// The `architectures[0]` class name transformers instantiates.
+    pub fn hf_class(self) -> &'static str {
+        match self {
+            Architecture::Qwen2 => "Qwen2ForCausalLM",
+            Architecture::Qwen3 => "Qwen3ForCausalLM",
+            Architecture::Llama => "LlamaForCausalLM",
+        }
+    }
+
+    fn from_model_type(model_type: &str) -> Option<Self> {
+        match model_type {
+            "qwen2" => Some(Architecture::Qwen2),
+            "qwen3" => Some(Architecture::Qwen3),
+            "llama" => Some(Architecture::Llama),
+            _ => None,
+        }
+    }
+}
+
+/// Llama 3.x frequency-dependent RoPE scaling (`rope_scaling.rope_type == "llama3"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Llama3RopeScaling {
+    /// Overall scale factor applied to low frequencies.
+    pub factor: f64,
+    /// Wavelength boundary (as a fraction of the original context) below which frequencies are scaled.
+    pub low_freq_factor: f64,
+    /// Wavelength boundary above which frequencies are kept.
+    pub high_freq_factor: f64,
+    /// Context length the model was pretrained with.
+    pub original_max_position_embeddings: usize,
+}
+
+/// Everything the decoder needs to know about a model's shape and numerics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Which family the weights belong to.
+    pub architecture: Architecture,
+    /// Rows of the embedding and of the output projection.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the SwiGLU MLP.
+    pub intermediate_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads per layer.
+    pub num_attention_heads: usize,
+    /// Key/value heads per layer (grouped-query attention when fewer than query heads).
+    pub num_key_value_heads: usize,
+    /// Width of one attention head.
+    pub head_dim: usize,
+    /// Epsilon of every RMSNorm.
+    pub rms_norm_eps: f64,
+    /// RoPE base frequency.
+    pub rope_theta: f64,
+    /// Llama 3.x RoPE scaling, when the config asks for it.
+    pub rope_scaling: Option<Llama3RopeScaling>,
+    /// Longest context the model supports.
+    pub max_position_embeddings: usize,
+    /// Whether the output projection reuses the embedding matrix.
+    pub tie_word_embeddings: bool,
+    /// Whether q/k/v projections carry a bias.
+    pub qkv_bias: bool,
+    /// Whether query and key heads are RMS-normalised (Qwen3).
+    pub qk_norm: bool,
+    /// Beginning-of-sequence token, when the model has one.
+    pub bos_token_id: Option<u32>,
+    /// Every token id that ends generation.
+    pub eos_token_ids: Vec<u32>,
+    /// Every other field of the original `config.json`, written back unchanged on save.
+    pub extra: Map<String, Value>,
+}
+
+/// Fields [`ModelConfig`] owns; everything else is carried in `extra`.
+const OWNED_FIELDS: &[&str] = &[
+    "architectures",
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "attention_bias",
+    "bos_token_id",
+    "eos_token_id",
+    "hidden_act",
+    "torch_dtype",
+];
+
+impl ModelConfig {
+    /// Reads and validates a Hugging Face `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json_str(&text, &path.display().to_string())
+    }
+
+    /// Parses the text of a `config.json`; `origin` names the file in errors.
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Config {
+            file: origin.to_string(),
+            field: "(document)".into(),
+            message: format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()),
+        })?;
+        let Value::Object(map) = value else {
+            return Err(config_error(origin, "(document)", "expected a JSON object"));
+        };
+        Self::from_map(map, origin)
+    }
+
+    fn from_map(map: Map<String, Value>, origin: &str) -> Result<Self> {
+        let fields = Fields { map: &map, origin };
+        let model_type = fields.string("model_type")?;
+        let architecture = Architecture::from_model_type(&model_type).ok_or_else(|| {
+            config_error(
+                origin,
+                "model_type",
+                &format!("unsupported model_type {model_type:?}; distill supports qwen2, qwen3 and llama"),
+            )
+        })?;
+        if let Some(act) = fields.optional_string("hidden_act")? {
+            if act != "silu" {
+                return Err(config_error(
+                    origin,
+                    "hidden_act",
+                    &format!("unsupported activation {act:?}; only silu (SwiGLU) is implemented"),
+                ));
+            }
+        }
+        let hidden_size = fields.usize("hidden_size")?;
+        let num_attention_heads = fields.usize("num_attention_heads")?;
+        let num_key_value_heads = fields
+            .optional_usize("num_key_value_heads")?
+            .unwrap_or(num_attention_heads);
+        if num_attention_heads == 0 || num_key_value_heads == 0 {
+            return Err(config_error(origin, "num_attention_heads", "head counts must be positive"));
+        }
+        if num_attention_heads % num_key_value_heads != 0 {
+            return Err(config_error(
+                origin,
+                "num_key_value_heads",
+                &format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"),
+            ));
+        }
+        let head_dim = match fields.optional_usize("head_dim")? {
+            Some(d) => d,
+            None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
+            None => {
+                return Err(config_error(
+                    origin,
+                    "head_dim",
+                    "missing, and hidden_size is not a multiple of num_attention_heads",
+                ))
+            }
+        };
+        if head_dim % 2 != 0 {
+            return Err(config_error(origin, "head_dim", "must be even for rotary embeddings"));
+        }
+        let qkv_bias = match architecture {
+            Architecture::Qwen2 => true,
+            _ => fields.optional_bool("attention_bias")?.unwrap_or(false),
+        };
+        Ok(ModelConfig {
+            architecture,
+            vocab_size: fields.usize("vocab_size")?,
+            hidden_size,
+            intermediate_size: fields.usize("intermediate_size")?,
+            num_hidden_layers: fields.usize("num_hidden_layers")?,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rms_norm_eps: fields.optional_f64("rms_norm_eps")?.unwrap_or(1e-6),
+            rope_theta: fields.optional_f64("rope_theta")?.unwrap_or(10_000.0),
+            rope_scaling: parse_rope_scaling(&fields)?,
+            max_position_embeddings: fields.optional_usize("max_position_embeddings")?.unwrap_or(4096),
+            tie_word_embeddings: fields.optional_bool("tie_word_embeddings")?.unwrap_or(false),
+            qkv_bias,
+            qk_norm: architecture == Architecture::Qwen3,
+            bos_token_id: fields.optional_u32("bos_token_id")?,
+            eos_token_ids: fields.token_ids("eos_token_id")?,
+            extra: map
+                .iter()
+                .filter(|(k, _)| !OWNED_FIELDS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+
+    /// The `config.json` transformers reads for this model, with `torch_dtype` set to `dtype`.
+    pub fn to_hf_json(&self, torch_dtype: &str) -> Value {
+        let mut map = self.extra.clone();
+        let owned = json!({
+            "architectures": [self.architecture.hf_class()],
+            "model_type": self.architecture.model_type(),
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "hidden_act": "silu",
+            "torch_dtype": torch_dtype,
+        });
+        if let Value::Object(owned) = owned {
+            map.extend(owned);
+        }
+        if self.architecture != Architecture::Qwen2 {
+            map.insert("attention_bias".into(), json!(self.qkv_bias));
+        }
+        map.insert(
+            "rope_scaling".into(),
+            match self.rope_scaling {
+                Some(s) => json!({
+                    "rope_type": "llama3",
+                    "factor": s.factor,
+                    "low_freq_factor": s.low_freq_factor,
+                    "high_freq_factor": s.high_freq_factor,
+                    "original_max_position_embeddings": s.original_max_position_embeddings,
+                }),
+                None => Value::Null,
+            },
+        );
+        map.insert("bos_token_id".into(), json!(self.bos_token_id));
+        map.insert(
+            "eos_token_id".into(),
+            match self.eos_token_ids.as_slice() {
+                [] => Value::Null,
+                [one] => json!(one),
+                many => json!(many),
+            },
+        );
+        Value::Object(map)
+    }
+
+    /// Number of parameters, counting a tied output projection once.
+    pub fn parameter_count(&self) -> usize {
+        let d = self.hidden_size;
+        let q = self.num_attention_heads * self.head_dim;
+        let kv = self.num_key_value_heads * self.head_dim;
+        let attention = d * q + 2 * d * kv + q * d;
+        let bias = if self.qkv_bias { q + 2 * kv } else { 0 };
+        let qk_norm = if self.qk_norm { 2 * self.head_dim } else { 0 };
+        let mlp = 3 * d * self.intermediate_size;
+        let layer = attention + bias + qk_norm + mlp + 2 * d;
+        let embed = self.vocab_size * d;
+        let head = if self.tie_word_embeddings { 0 } else { embed };
+        embed + head + self.num_hidden_layers * layer + d
+    }
+
+    /// The `eos_token_id` of a `generation_config.json` text (a single id or a list; empty when absent).
+    pub fn eos_ids_from_generation_config(text: &str, origin: &str) -> Result<Vec<u32>> {
+        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Config {
+            file: origin.to_string(),
+            field: "(document)".into(),
+            message: format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()),
+        })?;
+        let Value::Object(map) = value else {
+            return Err(config_error(origin, "(document)", "expected a JSON object"));
+        };
+        Fields { map: &map, origin }.token_ids("eos_token_id")
+    }
+
+    /// Query heads that share one key/value head.
+    pub fn group_size(&self) -> usize {
+        self.num_attention_heads / self.num_key_value_heads
+    }
+}
+
+fn parse_rope_scaling(fields: &Fields) -> Result<Option<Llama3RopeScaling>> {
+    let Some(value) = fields.map.get("rope_scaling") else {
+        return Ok(None);
+    };
+    if value.is_null() {
+        return Ok(None);
+    }
+    let Value::Object(inner) = value else {
+        return Err(config_error(fields.origin, "rope_scaling", "expected an object or null"));
+    };
+    let origin = format!("{} (rope_scaling)", fields.origin);
+    let sub = Fields { map: inner, origin: &origin };
+    let kind = match sub.optional_string("rope_type")? {
+        Some(kind) => kind,
+        None => sub.string("type")?,
+    };
+    if kind != "llama3" {
+        return Err(config_error(
+            fields.origin,
+            "rope_scaling.rope_type",
+            &format!("unsupported RoPE scaling {kind:?}; only \"llama3\" is implemented"),
+        ));
+    }
+    Ok(Some(Llama3RopeScaling {
+        factor: sub.f64("factor")?,
+        low_freq_factor: sub.f64("low_freq_factor")?,
+        high_freq_factor: sub.f64("high_freq_factor")?,
+        original_max_position_embeddings: sub.usize("original_max_position_embeddings")?,
+    }))
+}
+
+fn config_error(file: &str, field: &str, message: &str) -> ModelError {
+    ModelError::Config {
+        file: file.to_string(),
+        field: field.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Typed access to the fields of one JSON object, with errors that name the file and field.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    origin: &'a str,
+}
+
+impl Fields<'_> {
+    fn present(&self, name: &str) -> Option<&Value> {
+        self.map.get(name).filter(|v| !v.is_null())
+    }
+
+    fn missing(&self, name: &str) -> ModelError {
+        config_error(self.origin, name, "missing required field")
+    }
+
+    fn wrong(&self, name: &str, expected: &str, got: &Value) -> ModelError {
+        config_error(self.origin, name, &format!("expected {expected}, found {got}"))
+    }
+
+    fn optional_usize(&self, name: &str) -> Result<Option<usize>> {
+        self.present(name)
+            .map(|v| {
+                v.as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| self.wrong(name, "a non-negative integer", v))
+            })
+            .transpose()
+    }
+
+    fn usize(&self, name: &str) -> Result<usize> {
+        self.optional_usize(name)?.ok_or_else(|| self.missing(name))
+    }
+
+    fn optional_u32(&self, name: &str) -> Result<Option<u32>> {
+        self.present(name)
+            .map(|v| {
+                v.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| self.wrong(name, "a token id", v))
+            })
+            .transpose()
+    }
+
+    fn optional_f64(&self, name: &str) -> Result<Option<f64>> {
+        self.present(name)
+            .map(|v| v.as_f64().ok_or_else(|| self.wrong(name, "a number", v)))
+            .transpose()
+    }
+
+    fn f64(&self, name: &str) -> Result<f64> {
+        self.optional_f64(name)?.ok_or_else(|| self.missing(name))
+    }
+
+    fn optional_bool(&self, name: &str) -> Result<Option<bool>> {
+        self.present(name)
+            .map(|v| v.as_bool().ok_or_else(|| self.wrong(name, "true or false", v)))
+            .transpose()
+    }
+
+    fn optional_string(&self, name: &str) -> Result<Option<String>> {
+        self.present(name)
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| self.wrong(name, "a string", v))
+            })
+            .transpose()
+    }
+
+    fn string(&self, name: &str) -> Result<String> {
+        self.optional_string(name)?.ok_or_else(|| self.missing(name))
+    }
+
+    /// A token id or a list of token ids (`eos_token_id` takes both forms).
+    fn token_ids(&self, name: &str) -> Result<Vec<u32>> {
+        match self.present(name) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| self.wrong(name, "a list of token ids", v))
+                })
+                .collect(),
+            Some(_) => Ok(self.optional_u32(name)?.into_iter().collect()),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Finding and loading a model: a Hugging Face directory (single or sharded safetensors), a hub id
+//! through the standard HF cache (`HF_HOME`, `HF_HUB_OFFLINE`), or a llama2.c `.bin` checkpoint.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use serde_json::Value;
+
+use super::config::ModelConfig;
+use super::decoder::Decoder;
+use super::error::{ModelError, Result};
+use super::llama2c;
+use super::tokenizer::Tokenizer;
+use super::weights::Weights;
+
+/// Where a model's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A Hugging Face model directory (also what a hub id resolves to).
+    HfDir(PathBuf),
+    /// A llama2.c checkpoint and its tokenizer.
+    Llama2c {
+        /// The `.bin` checkpoint.
+        checkpoint: PathBuf,
+        /// The `tokenizer.bin` beside it.
+        tokenizer: PathBuf,
+    },
+}
+
+/// A model ready to run: weights, tokenizer and the ids that end generation.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The decoder with its weights.
+    pub model: Decoder,
+    /// Its tokenizer and chat template.
+    pub tokenizer: Tokenizer,
+    /// Ids that end generation: `generation_config.json`, else `config.json`, else the tokenizer's EOS.
+    pub eos_token_ids: Vec<u32>,
+    /// Where it was loaded from.
+    pub source: ModelSource,
+    /// The dtype the weights were stored in (computation may use another).
+    pub stored_dtype: DType,
+}
+
+/// Resolves a user's model reference: an existing directory, a llama2.c `.bin` file (its tokenizer is
+/// `tokenizer.bin` or the single `tok*.bin` beside it), or a hub id `org/name` found in (or, unless
+/// `HF_HUB_OFFLINE=1`, downloaded into) the Hugging Face cache.
+pub fn resolve(spec: &str) -> Result<ModelSource> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return Ok(ModelSource::HfDir(path.to_path_buf()));
+    }
+    if path.is_file() {
+        return Ok(ModelSource::Llama2c {
+            checkpoint: path.to_path_buf(),
+            tokenizer: llama2c_tokenizer_beside(path)?,
+        });
+    }
+    if is_hub_id(spec) {
+        return resolve_hub(spec).map(ModelSource::HfDir);
+    }
+    Err(ModelError::NotFound(format!(
+        "{spec}: no such model directory or file, and not a hub id of the form org/name"
+    )))
+}
+
+/// Loads a model from a reference (see [`resolve`]) onto `device`, computing in `dtype`.
+pub fn load(spec: &str, device: &Device, dtype: DType) -> Result<LoadedModel> {
+    load_source(resolve(spec)?, device, dtype)
+}
+
+/// Loads a model from a resolved source.
+pub fn load_source(source: ModelSource, device: &Device, dtype: DType) -> Result<LoadedModel> {
+    match &source {
+        ModelSource::HfDir(dir) => {
+            let config = ModelConfig::from_file(&require_file(dir, "config.json")?)?;
+            let weights = read_dir_weights(dir, device)?;
+            let tokenizer = Tokenizer::from_dir(dir)?;
+            let stored_dtype = weights.dtype().unwrap_or(dtype);
+            let model = Decoder::from_weights(&config, &weights, dtype, device)?;
+            let eos_token_ids = eos_ids(dir, &config, &tokenizer)?;
+            Ok(LoadedModel {
+                model,
+                tokenizer,
+                eos_token_ids,
+                source,
+                stored_dtype,
+            })
+        }
+        ModelSource::Llama2c { checkpoint, tokenizer } => {
+            let (config, weights) = llama2c::load_checkpoint(checkpoint, device)?;
+            let tokenizer = Tokenizer::from_llama2c(tokenizer)?;
+            let model = Decoder::from_weights(&config, &weights, dtype, device)?;
+            let eos_token_ids = config.eos_token_ids.clone();
+            Ok(LoadedModel {
+                model,
+                tokenizer,
+                eos_token_ids,
+                source,
+                stored_dtype: DType::F32,
+            })
+        }
+    }
+}
+
+/// All weights of an HF directory: `model.safetensors`, or every shard named by
+/// `model.safetensors.index.json`.
+pub fn read_dir_weights(dir: &Path, device: &Device) -> Result<Weights> {
+    let index_path = dir.join("model.safetensors.index.json");
+    if index_path.is_file() {
+        let index_name = index_path.display().to_string();
+        let text = std::fs::read_to_string(&index_path).map_err(|source| ModelError::Io {
+            path: index_path.clone(),
+            source,
+        })?;
+        let index: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+            file: index_name.clone(),
+            field: "(document)".into(),
+            message: format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()),
+        })?;
+        let map = index
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| ModelError::Config {
+                file: index_name.clone(),
+                field: "weight_map".into(),
+                message: "missing or not an object".into(),
+            })?;
+        let mut weights = Weights::new(index_name.clone());
+        let mut shards = BTreeSet::new();
+        for (tensor, shard) in map {
+            let shard = shard.as_str().ok_or_else(|| ModelError::Config {
+                file: index_name.clone(),
+                field: format!("weight_map.{tensor}"),
+                message: "expected a file name".into(),
+            })?;
+            weights.expect_in(tensor.clone(), dir.join(shard).display().to_string());
+            shards.insert(shard.to_string());
+        }
+        for shard in shards {
+            weights.read_safetensors(&require_file(dir, &shard)?, device)?;
+        }
+        return Ok(weights);
+    }
+    let single = dir.join("model.safetensors");
+    let mut weights = Weights::new(single.display().to_string());
+    if !single.is_file() {
+        return Err(ModelError::NotFound(format!(
+            "{}: missing model.safetensors (and no model.safetensors.index.json)",
+            dir.display()
+        )));
+    }
+    weights.read_safetensors(&single, device)?;
+    Ok(weights)
+}
+
+fn require_file(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ModelError::NotFound(format!("{}: missing", path.display())))
+    }
+}
+
+fn eos_ids(dir: &Path, config: &ModelConfig, tokenizer: &Tokenizer) -> Result<Vec<u32>> {
+    let generation = dir.join("generation_config.json");
+    if generation.is_file() {
+        let text = std::fs::read_to_string(&generation).map_err(|source| ModelError::Io {
+            path: generation.clone(),
+            source,
+        })?;
+        let parsed = ModelConfig::eos_ids_from_generation_config(&text, &generation.display().to_string())?;
+        if !parsed.is_empty() {
+            return Ok(parsed);
+        }
+    }
+    if !config.eos_token_ids.is_empty() {
+        return Ok(config.eos_token_ids.clone());
+    }
+    Ok(tokenizer.eos_token_id().into_iter().collect())
+}
+
+fn llama2c_tokenizer_beside(checkpoint: &Path) -> Result<PathBuf> {
+    let dir = checkpoint.parent().unwrap_or(Path::new("."));
+    let named = dir.join("tokenizer.bin");
+    if named.is_file() {
+        return Ok(named);
+    }
+    let candidates: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| ModelError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p != checkpoint
+                && p.extension().is_some_and(|e| e == "bin")
+                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("tok"))
+        })
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(ModelError::Tokenizer {
+            file: named.display().to_string(),
+            message: "a llama2.c checkpoint needs tokenizer.bin (or exactly one tok*.bin) beside it".into(),
+        }),
+    }
+}
+
+fn is_hub_id(spec: &str) -> bool {
+    let parts: Vec<&str> = spec.split('/').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && !p.starts_with('.')
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
+}
+
+fn hub_offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes"))
+}
+
+/// The snapshot directory of `repo_id` in the HF cache, downloading the files a model needs unless offline.
+fn resolve_hub(repo_id: &str) -> Result<PathBuf> {
+    let cache = hf_hub::Cache::from_env().model(repo_id.to_string());
+    if let Some(config) = cache.get("config.json") {
+        if let Some(dir) = config.parent() {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    if hub_offline() {
+        return Err(ModelError::NotFound(format!(
+            "{repo_id}: not in the Hugging Face cache at {} and HF_HUB_OFFLINE is set",
+            hf_hub::Cache::from_env().path().display()
+        )));
+    }
+    download_hub(repo_id)
+}
+
+fn download_hub(repo_id: &str) -> Result<PathBuf> {
+    let hub_error = |file: &str, e: hf_hub::api::sync::ApiError| ModelError::NotFound(format!("{repo_id}: {file}: {e}"));
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .build()
+        .map_err(|e| hub_error("(hub)", e))?;
+    let repo = api.model(repo_id.to_string());
+    let config = repo.get("config.json").map_err(|e| hub_error("config.json", e))?;
+    repo.get("tokenizer.json").map_err(|e| hub_error("tokenizer.json", e))?;
+    for optional in ["tokenizer_config.json", "generation_config.json"] {
+        // Optional files: their absence is not an error.
+        let _ = repo.get(optional);
+    }
+    match repo.get("model.safetensors.index.json") {
+        Ok(index) => {
+            let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io { path: index, source })?;
+            let shards: BTreeSet<String> = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("weight_map").and_then(Value::as_object).cloned())
+                .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            for shard in shards {
+                repo.get(&shard).map_err(|e| hub_error(&shard, e))?;
+            }
+        }
+        Err(_) => {
+            repo.get("model.safetensors").map_err(|e| hub_error("model.safetensors", e))?;
+        }
+    }
+    Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
+}

@@ -1,0 +1,97 @@
+//! Saving a model as a Hugging Face directory (config.json, model.safetensors, generation_config.json,
+//! tokenizer files) that distill and transformers load back. Every file is written to a temporary
+//! name and renamed, so an interrupted save never leaves a half-written file under a final name.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::DType;
+use serde_json::json;
+
+use super::decoder::Decoder;
+use super::error::{ModelError, Result};
+use super::tokenizer::Tokenizer;
+
+/// The `torch_dtype` string transformers uses for a candle dtype.
+pub fn torch_dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        DType::F64 => "float64",
+        _ => "float32",
+    }
+}
+
+/// Writes `model` (in its current dtype), its tokenizer files and its EOS ids into `dir`.
+pub fn save_hf_dir(model: &Decoder, tokenizer: &Tokenizer, eos_token_ids: &[u32], dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let tensors: HashMap<String, candle_core::Tensor> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(name, t)| (name, t.detach()))
+        .collect();
+    let weights_path = dir.join("model.safetensors");
+    let tmp = temporary_path(&weights_path);
+    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| ModelError::Weights {
+        file: tmp.display().to_string(),
+        tensor: "(all)".into(),
+        message: format!("cannot write: {e}"),
+    })?;
+    rename(&tmp, &weights_path)?;
+
+    let mut config = model.config().clone();
+    config.eos_token_ids = eos_token_ids.to_vec();
+    let config_json = config.to_hf_json(torch_dtype_name(model.dtype()));
+    write_atomic(&dir.join("config.json"), &pretty(&config_json))?;
+    let generation = json!({
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": eos_token_ids,
+    });
+    write_atomic(&dir.join("generation_config.json"), &pretty(&generation))?;
+
+    for source in tokenizer.source_files() {
+        let name = match source.extension().and_then(|e| e.to_str()) {
+            Some("bin") => "tokenizer.bin".to_string(),
+            _ => source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let bytes = std::fs::read(source).map_err(|e| ModelError::Io {
+            path: source.clone(),
+            source: e,
+        })?;
+        write_atomic(&dir.join(name), &bytes)?;
+    }
+    Ok(())
+}
+
+fn pretty(value: &serde_json::Value) -> Vec<u8> {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text.into_bytes()
+}
+
+/// `path` with `.tmp` appended to its file name, in the same directory (so the rename is atomic).
+fn temporary_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temporary_path(path);
+    std::fs::write(&tmp, bytes).map_err(|source| ModelError::Io { path: tmp.clone(), source })?;
+    rename(&tmp, path)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|source| ModelError::Io {
+        path: to.to_path_buf(),
+        source,
+    })
+}
