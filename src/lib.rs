@@ -4,6 +4,7 @@
 //! The binary `distill` only parses arguments ([`cli`]) and calls the stages in this library.
 
 pub mod cli;
+pub mod data;
 pub mod model;
 pub mod runtime;
 pub mod train;

@@ -45,7 +45,9 @@ pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
 
 fn cuda_device(ordinal: usize) -> anyhow::Result<Device> {
     if !candle_core::utils::cuda_is_available() {
-        anyhow::bail!("device cuda:{ordinal} requested, but this binary was built without the `cuda` feature");
+        anyhow::bail!(
+            "device cuda:{ordinal} requested, but this binary was built without the `cuda` feature"
+        );
     }
     Ok(Device::new_cuda(ordinal)?)
 }

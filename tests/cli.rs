@@ -5,12 +5,17 @@ mod common;
 use std::process::Command;
 
 fn distill(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_distill")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn verbs_not_built_yet_say_so_and_fail() {
-    for verb in ["generate", "filter", "train", "grpo", "eval", "compare", "run"] {
+    for verb in [
+        "generate", "filter", "train", "grpo", "eval", "compare", "run",
+    ] {
         let help = distill(&[verb, "--help"]);
         assert!(help.status.success(), "{verb} --help works");
         let out = distill(&[verb]);
@@ -24,15 +29,45 @@ fn verbs_not_built_yet_say_so_and_fail() {
 #[test]
 fn model_sample_continues_a_prompt_with_stories260k() {
     let model = common::stories260k();
-    let out = distill(&["model", "sample", "--model", &model, "--max-new-tokens", "60"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = distill(&[
+        "model",
+        "sample",
+        "--model",
+        &model,
+        "--max-new-tokens",
+        "60",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("Once upon a time, there was a little girl named Lily."), "{stdout}");
+    assert!(
+        stdout.starts_with("Once upon a time, there was a little girl named Lily."),
+        "{stdout}"
+    );
 
-    let out = distill(&["model", "sample", "--model", &model, "--prompt", "The cat", "--max-new-tokens", "20", "--temperature", "0.8", "--seed", "4"]);
+    let out = distill(&[
+        "model",
+        "sample",
+        "--model",
+        &model,
+        "--prompt",
+        "The cat",
+        "--max-new-tokens",
+        "20",
+        "--temperature",
+        "0.8",
+        "--seed",
+        "4",
+    ]);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("The cat") && stdout.trim().len() > "The cat".len(), "{stdout}");
+    assert!(
+        stdout.starts_with("The cat") && stdout.trim().len() > "The cat".len(),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -40,12 +75,44 @@ fn model_init_then_inspect_and_sample() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("tiny");
     let tokenizer = format!("{}/tokenizer_qwen2_5", common::DATA);
-    let out = distill(&["model", "init", "--preset", "tiny", "--tokenizer", &tokenizer, "--seed", "7", "--out", out_dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = distill(&[
+        "model",
+        "init",
+        "--preset",
+        "tiny",
+        "--tokenizer",
+        &tokenizer,
+        "--seed",
+        "7",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = distill(&["model", "inspect", out_dir.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("qwen2") && stdout.contains("151665"), "{stdout}");
-    let out = distill(&["model", "sample", "--model", out_dir.to_str().unwrap(), "--prompt", "Hello", "--chat", "--max-new-tokens", "5"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("qwen2") && stdout.contains("151665"),
+        "{stdout}"
+    );
+    let out = distill(&[
+        "model",
+        "sample",
+        "--model",
+        out_dir.to_str().unwrap(),
+        "--prompt",
+        "Hello",
+        "--chat",
+        "--max-new-tokens",
+        "5",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("5 generated"));
 }

@@ -7,13 +7,22 @@ use distill::model::Architecture;
 use distill::train::loss::next_token_loss;
 use distill::train::trainable::TrainableDecoder;
 
-const ARCHS: [Architecture; 3] = [Architecture::Qwen2, Architecture::Qwen3, Architecture::Llama];
+const ARCHS: [Architecture; 3] = [
+    Architecture::Qwen2,
+    Architecture::Qwen3,
+    Architecture::Llama,
+];
 
 fn loss_of(t: &TrainableDecoder, ids: &Tensor, dtype: DType) -> Tensor {
     let (b, len) = ids.dims2().unwrap();
     let hidden = t
         .model
-        .forward(ids, &common::positions(b, len), Some(&common::causal(b, len, dtype)), None)
+        .forward(
+            ids,
+            &common::positions(b, len),
+            Some(&common::causal(b, len, dtype)),
+            None,
+        )
         .unwrap();
     let mask = Tensor::ones((b, len), DType::F32, &Device::Cpu).unwrap();
     next_token_loss(&hidden, t.model.lm_head(), ids, &mask).unwrap()
@@ -25,7 +34,11 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
         let config = common::tiny(arch, 97);
         let t = common::trainable(&config, 11, DType::F32);
         let expected = distill::model::init::parameter_shapes(&config).len();
-        assert_eq!(t.params.len(), expected, "{arch:?}: every parameter is trainable");
+        assert_eq!(
+            t.params.len(),
+            expected,
+            "{arch:?}: every parameter is trainable"
+        );
         let ids = common::token_ids(2, 9, 97, 3);
         let grads = loss_of(&t, &ids, DType::F32).backward().unwrap();
         for (name, var) in &t.params {
@@ -33,7 +46,10 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
                 .get(var)
                 .unwrap_or_else(|| panic!("{arch:?}: {name} has no gradient"));
             let values: Vec<f32> = grad.flatten_all().unwrap().to_vec1().unwrap();
-            assert!(values.iter().all(|v| v.is_finite()), "{arch:?}: {name} has a non-finite gradient");
+            assert!(
+                values.iter().all(|v| v.is_finite()),
+                "{arch:?}: {name} has a non-finite gradient"
+            );
             let norm: f32 = values.iter().map(|v| v.abs()).sum();
             assert!(norm > 0.0, "{arch:?}: {name} has an all-zero gradient");
         }
@@ -49,16 +65,27 @@ fn backprop_agrees_with_finite_differences_in_f64() {
         let grads = loss_of(&t, &ids, DType::F64).backward().unwrap();
         let h = 1e-5;
         for (name, var) in &t.params {
-            let grad: Vec<f64> = grads.get(var).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let grad: Vec<f64> = grads
+                .get(var)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             // Check the entry with the largest gradient: its relative error is meaningful.
             let (index, &analytic) = grad
                 .iter()
                 .enumerate()
                 .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
                 .unwrap();
-            let original = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let original = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
             let shape = var.as_tensor().shape().clone();
-            let mut eval = |delta: f64| {
+            let eval = |delta: f64| {
                 let mut values = original.clone();
                 values[index] += delta;
                 var.set(&Tensor::from_vec(values, shape.clone(), &Device::Cpu).unwrap())
@@ -67,7 +94,8 @@ fn backprop_agrees_with_finite_differences_in_f64() {
             };
             let numeric = (eval(h) - eval(-h)) / (2.0 * h);
             eval(0.0);
-            let relative = (numeric - analytic).abs() / numeric.abs().max(analytic.abs()).max(1e-12);
+            let relative =
+                (numeric - analytic).abs() / numeric.abs().max(analytic.abs()).max(1e-12);
             assert!(
                 relative < 1e-4,
                 "{arch:?}: {name}[{index}]: backprop {analytic:e}, finite difference {numeric:e}, relative error {relative:e}"

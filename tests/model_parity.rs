@@ -17,7 +17,10 @@ const TOLERANCE: f32 = 1e-4;
 fn tensors(config: &ModelConfig, seed: u64) -> (Decoder, HashMap<String, Tensor>) {
     let weights = random_weights(config, seed, &Device::Cpu).unwrap();
     let model = Decoder::from_weights(config, &weights, DType::F32, &Device::Cpu).unwrap();
-    let map = weights.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let map = weights
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     (model, map)
 }
 
@@ -25,9 +28,16 @@ fn tensors(config: &ModelConfig, seed: u64) -> (Decoder, HashMap<String, Tensor>
 fn our_last_logits(model: &Decoder, ids: &Tensor) -> Tensor {
     let (b, t) = ids.dims2().unwrap();
     let hidden = model
-        .forward(ids, &common::positions(b, t), Some(&common::causal(b, t, DType::F32)), None)
+        .forward(
+            ids,
+            &common::positions(b, t),
+            Some(&common::causal(b, t, DType::F32)),
+            None,
+        )
         .unwrap();
-    model.logits(&hidden.narrow(1, t - 1, 1).unwrap().squeeze(1).unwrap()).unwrap()
+    model
+        .logits(&hidden.narrow(1, t - 1, 1).unwrap().squeeze(1).unwrap())
+        .unwrap()
 }
 
 /// The HF config.json of `config` with the extra fields candle-transformers' configs require.
@@ -58,11 +68,16 @@ fn qwen2_hidden_states_match_at_every_position() {
     let (ours, map) = tensors(&config, 22);
     let cfg: qwen2::Config = serde_json::from_value(hf_json(&config)).unwrap();
     let vb = VarBuilder::from_tensors(map, DType::F32, &Device::Cpu);
-    let mut theirs = qwen2::Model::new(&cfg, vb.pp("model")).unwrap();
+    let mut theirs = qwen2::Model::new(&cfg, vb).unwrap();
     let ids = common::token_ids(1, 13, 101, 2);
     let reference = theirs.forward(&ids, 0, None).unwrap();
     let hidden = ours
-        .forward(&ids, &common::positions(1, 13), Some(&common::causal(1, 13, DType::F32)), None)
+        .forward(
+            &ids,
+            &common::positions(1, 13),
+            Some(&common::causal(1, 13, DType::F32)),
+            None,
+        )
         .unwrap();
     let diff = common::max_abs_diff(&hidden, &reference);
     assert!(diff < TOLERANCE, "qwen2 hidden max abs diff {diff}");

@@ -121,17 +121,27 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
         }
         source @ ModelSource::Llama2c { .. } => {
             let loaded = load::load_source(source, &Device::Cpu, DType::F32)?;
-            (loaded.model.config().clone(), "float32 (llama2.c)".to_string())
+            (
+                loaded.model.config().clone(),
+                "float32 (llama2.c)".to_string(),
+            )
         }
     };
     let c = &config;
-    println!("architecture:     {} ({})", c.architecture.model_type(), c.architecture.hf_class());
+    println!(
+        "architecture:     {} ({})",
+        c.architecture.model_type(),
+        c.architecture.hf_class()
+    );
     println!("parameters:       {}", c.parameter_count());
     println!("dtype:            {dtype}");
     println!("vocab:            {}", c.vocab_size);
     println!("context length:   {}", c.max_position_embeddings);
     println!("layers:           {}", c.num_hidden_layers);
-    println!("hidden size:      {} (MLP {})", c.hidden_size, c.intermediate_size);
+    println!(
+        "hidden size:      {} (MLP {})",
+        c.hidden_size, c.intermediate_size
+    );
     println!(
         "attention heads:  {} query, {} key/value, head_dim {}",
         c.num_attention_heads, c.num_key_value_heads, c.head_dim
@@ -146,7 +156,8 @@ fn stored_dtype(dir: &Path) -> anyhow::Result<String> {
     let index = dir.join("model.safetensors.index.json");
     let file = if index.is_file() {
         let text = std::fs::read_to_string(&index).with_context(|| index.display().to_string())?;
-        let value: serde_json::Value = serde_json::from_str(&text).with_context(|| index.display().to_string())?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| index.display().to_string())?;
         let first = value["weight_map"]
             .as_object()
             .and_then(|m| m.values().next())
@@ -159,11 +170,14 @@ fn stored_dtype(dir: &Path) -> anyhow::Result<String> {
     let mut reader = std::fs::File::open(&file).with_context(|| file.display().to_string())?;
     let mut len = [0u8; 8];
     std::io::Read::read_exact(&mut reader, &mut len).with_context(|| file.display().to_string())?;
-    let len = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX).min(100 << 20);
+    let len = usize::try_from(u64::from_le_bytes(len))
+        .unwrap_or(usize::MAX)
+        .min(100 << 20);
     let mut header = vec![0u8; len];
-    std::io::Read::read_exact(&mut reader, &mut header).with_context(|| file.display().to_string())?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&header).with_context(|| format!("{}: unreadable safetensors header", file.display()))?;
+    std::io::Read::read_exact(&mut reader, &mut header)
+        .with_context(|| file.display().to_string())?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .with_context(|| format!("{}: unreadable safetensors header", file.display()))?;
     let dtype = header
         .as_object()
         .and_then(|m| m.iter().find(|(k, _)| *k != "__metadata__"))
@@ -218,7 +232,9 @@ fn sample(args: &SampleArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let completions = generate(&loaded.model, tokenizer, &[request], &config)?;
-    let completion = completions.first().context("generation returned no completion")?;
+    let completion = completions
+        .first()
+        .context("generation returned no completion")?;
     let prompt_text = tokenizer.decode(&prompt, true)?;
     println!("{prompt_text}{}", completion.text);
     eprintln!(

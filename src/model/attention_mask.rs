@@ -34,7 +34,13 @@ impl AttentionMask {
         for &row_pad in pad {
             for i in 0..query_len {
                 let last = past_len + i;
-                data.extend((0..key_len).map(|j| if j >= row_pad && j <= last { 0.0 } else { MASKED }));
+                data.extend((0..key_len).map(|j| {
+                    if j >= row_pad && j <= last {
+                        0.0
+                    } else {
+                        MASKED
+                    }
+                }));
             }
         }
         Self::from_values(data, pad.len(), query_len, key_len, dtype, device)
@@ -47,7 +53,13 @@ impl AttentionMask {
         let mut data = Vec::with_capacity(segments.len() * len * len);
         for row in segments {
             for i in 0..len {
-                data.extend((0..len).map(|j| if j <= i && row[j] == row[i] { 0.0 } else { MASKED }));
+                data.extend((0..len).map(|j| {
+                    if j <= i && row[j] == row[i] {
+                        0.0
+                    } else {
+                        MASKED
+                    }
+                }));
             }
         }
         Self::from_values(data, segments.len(), len, len, dtype, device)

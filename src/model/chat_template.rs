@@ -24,6 +24,16 @@ impl Message {
             content: content.into(),
         }
     }
+
+    /// A `user` turn.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new("user", content)
+    }
+
+    /// An `assistant` turn.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new("assistant", content)
+    }
 }
 
 /// What to render besides the messages.
@@ -50,7 +60,12 @@ pub struct ChatTemplate {
 
 impl ChatTemplate {
     /// Compiles `source`; `origin` names the file it came from in errors.
-    pub fn new(source: &str, origin: &str, bos_token: Option<String>, eos_token: Option<String>) -> Result<Self> {
+    pub fn new(
+        source: &str,
+        origin: &str,
+        bos_token: Option<String>,
+        eos_token: Option<String>,
+    ) -> Result<Self> {
         let mut env = Environment::new();
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -59,9 +74,12 @@ impl ChatTemplate {
             .map_err(|e| template_error(origin, e))?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |message: String| -> std::result::Result<Value, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
-        });
+        env.add_function(
+            "raise_exception",
+            |message: String| -> std::result::Result<Value, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+            },
+        );
         env.add_function("strftime_now", |format: String| chrono_free_date(&format));
         env.add_filter("tojson", to_json);
         env.add_template_owned("chat", source.to_string())
@@ -88,16 +106,30 @@ impl ChatTemplate {
 
     /// Renders `messages` to the prompt string the model sees.
     pub fn render(&self, messages: &[Message], options: &ChatOptions) -> Result<String> {
-        let template = self.env.get_template("chat").map_err(|e| template_error(&self.origin, e))?;
+        let template = self
+            .env
+            .get_template("chat")
+            .map_err(|e| template_error(&self.origin, e))?;
         let mut context = std::collections::BTreeMap::new();
         context.insert("messages", Value::from(minijinja::value::Serde(messages)));
-        context.insert("add_generation_prompt", Value::from(options.add_generation_prompt));
-        context.insert("bos_token", Value::from(self.bos_token.clone().unwrap_or_default()));
-        context.insert("eos_token", Value::from(self.eos_token.clone().unwrap_or_default()));
+        context.insert(
+            "add_generation_prompt",
+            Value::from(options.add_generation_prompt),
+        );
+        context.insert(
+            "bos_token",
+            Value::from(self.bos_token.clone().unwrap_or_default()),
+        );
+        context.insert(
+            "eos_token",
+            Value::from(self.eos_token.clone().unwrap_or_default()),
+        );
         if let Some(thinking) = options.enable_thinking {
             context.insert("enable_thinking", Value::from(thinking));
         }
-        template.render(context).map_err(|e| template_error(&self.origin, e))
+        template
+            .render(context)
+            .map_err(|e| template_error(&self.origin, e))
     }
 }
 
@@ -141,7 +173,13 @@ fn python_compact_json(value: &serde_json::Value) -> String {
         serde_json::Value::Object(map) => {
             let parts: Vec<String> = map
                 .iter()
-                .map(|(k, v)| format!("{}: {}", serde_json::Value::String(k.clone()), python_compact_json(v)))
+                .map(|(k, v)| {
+                    format!(
+                        "{}: {}",
+                        serde_json::Value::String(k.clone()),
+                        python_compact_json(v)
+                    )
+                })
                 .collect();
             format!("{{{}}}", parts.join(", "))
         }
@@ -156,10 +194,22 @@ fn chrono_free_date(format: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 86_400) as i64;
     let (year, month, day) = civil_from_days(days);
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     const FULL: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-        "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     let month_index = (month - 1) as usize;
     format

@@ -141,7 +141,11 @@ impl ModelConfig {
         let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Config {
             file: origin.to_string(),
             field: "(document)".into(),
-            message: format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()),
+            message: format!(
+                "malformed JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
         })?;
         let Value::Object(map) = value else {
             return Err(config_error(origin, "(document)", "expected a JSON object"));
@@ -174,7 +178,11 @@ impl ModelConfig {
             .optional_usize("num_key_value_heads")?
             .unwrap_or(num_attention_heads);
         if num_attention_heads == 0 || num_key_value_heads == 0 {
-            return Err(config_error(origin, "num_attention_heads", "head counts must be positive"));
+            return Err(config_error(
+                origin,
+                "num_attention_heads",
+                "head counts must be positive",
+            ));
         }
         if num_attention_heads % num_key_value_heads != 0 {
             return Err(config_error(
@@ -195,7 +203,11 @@ impl ModelConfig {
             }
         };
         if head_dim % 2 != 0 {
-            return Err(config_error(origin, "head_dim", "must be even for rotary embeddings"));
+            return Err(config_error(
+                origin,
+                "head_dim",
+                "must be even for rotary embeddings",
+            ));
         }
         let qkv_bias = match architecture {
             Architecture::Qwen2 => true,
@@ -213,8 +225,12 @@ impl ModelConfig {
             rms_norm_eps: fields.optional_f64("rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta: fields.optional_f64("rope_theta")?.unwrap_or(10_000.0),
             rope_scaling: parse_rope_scaling(&fields)?,
-            max_position_embeddings: fields.optional_usize("max_position_embeddings")?.unwrap_or(4096),
-            tie_word_embeddings: fields.optional_bool("tie_word_embeddings")?.unwrap_or(false),
+            max_position_embeddings: fields
+                .optional_usize("max_position_embeddings")?
+                .unwrap_or(4096),
+            tie_word_embeddings: fields
+                .optional_bool("tie_word_embeddings")?
+                .unwrap_or(false),
             qkv_bias,
             qk_norm: architecture == Architecture::Qwen3,
             bos_token_id: fields.optional_u32("bos_token_id")?,
@@ -298,7 +314,11 @@ impl ModelConfig {
         let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Config {
             file: origin.to_string(),
             field: "(document)".into(),
-            message: format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()),
+            message: format!(
+                "malformed JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
         })?;
         let Value::Object(map) = value else {
             return Err(config_error(origin, "(document)", "expected a JSON object"));
@@ -320,10 +340,17 @@ fn parse_rope_scaling(fields: &Fields) -> Result<Option<Llama3RopeScaling>> {
         return Ok(None);
     }
     let Value::Object(inner) = value else {
-        return Err(config_error(fields.origin, "rope_scaling", "expected an object or null"));
+        return Err(config_error(
+            fields.origin,
+            "rope_scaling",
+            "expected an object or null",
+        ));
     };
     let origin = format!("{} (rope_scaling)", fields.origin);
-    let sub = Fields { map: inner, origin: &origin };
+    let sub = Fields {
+        map: inner,
+        origin: &origin,
+    };
     let kind = match sub.optional_string("rope_type")? {
         Some(kind) => kind,
         None => sub.string("type")?,
@@ -367,7 +394,11 @@ impl Fields<'_> {
     }
 
     fn wrong(&self, name: &str, expected: &str, got: &Value) -> ModelError {
-        config_error(self.origin, name, &format!("expected {expected}, found {got}"))
+        config_error(
+            self.origin,
+            name,
+            &format!("expected {expected}, found {got}"),
+        )
     }
 
     fn optional_usize(&self, name: &str) -> Result<Option<usize>> {
@@ -406,7 +437,10 @@ impl Fields<'_> {
 
     fn optional_bool(&self, name: &str) -> Result<Option<bool>> {
         self.present(name)
-            .map(|v| v.as_bool().ok_or_else(|| self.wrong(name, "true or false", v)))
+            .map(|v| {
+                v.as_bool()
+                    .ok_or_else(|| self.wrong(name, "true or false", v))
+            })
             .transpose()
     }
 
@@ -421,7 +455,8 @@ impl Fields<'_> {
     }
 
     fn string(&self, name: &str) -> Result<String> {
-        self.optional_string(name)?.ok_or_else(|| self.missing(name))
+        self.optional_string(name)?
+            .ok_or_else(|| self.missing(name))
     }
 
     /// A token id or a list of token ids (`eos_token_id` takes both forms).

@@ -21,7 +21,14 @@ struct Linear {
 }
 
 impl Linear {
-    fn load(weights: &Weights, prefix: &str, out: usize, inp: usize, bias: bool, dtype: DType) -> Result<Self> {
+    fn load(
+        weights: &Weights,
+        prefix: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+        dtype: DType,
+    ) -> Result<Self> {
         Ok(Linear {
             weight: weights.get(&format!("{prefix}.weight"), &[out, inp], dtype)?,
             bias: if bias {
@@ -66,7 +73,9 @@ impl RmsNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
+            .sqrt()?
+            .recip()?;
         Ok(x.broadcast_mul(&inv_rms)?.broadcast_mul(&self.weight)?)
     }
 }
@@ -97,14 +106,51 @@ impl Attention {
         let (d, hd) = (cfg.hidden_size, cfg.head_dim);
         let q = cfg.num_attention_heads * hd;
         let kv = cfg.num_key_value_heads * hd;
-        let norm = |name: &str| RmsNorm::load(weights, &format!("{prefix}.{name}.weight"), hd, cfg.rms_norm_eps, dtype);
+        let norm = |name: &str| {
+            RmsNorm::load(
+                weights,
+                &format!("{prefix}.{name}.weight"),
+                hd,
+                cfg.rms_norm_eps,
+                dtype,
+            )
+        };
         Ok(Attention {
-            q_proj: Linear::load(weights, &format!("{prefix}.q_proj"), q, d, cfg.qkv_bias, dtype)?,
-            k_proj: Linear::load(weights, &format!("{prefix}.k_proj"), kv, d, cfg.qkv_bias, dtype)?,
-            v_proj: Linear::load(weights, &format!("{prefix}.v_proj"), kv, d, cfg.qkv_bias, dtype)?,
+            q_proj: Linear::load(
+                weights,
+                &format!("{prefix}.q_proj"),
+                q,
+                d,
+                cfg.qkv_bias,
+                dtype,
+            )?,
+            k_proj: Linear::load(
+                weights,
+                &format!("{prefix}.k_proj"),
+                kv,
+                d,
+                cfg.qkv_bias,
+                dtype,
+            )?,
+            v_proj: Linear::load(
+                weights,
+                &format!("{prefix}.v_proj"),
+                kv,
+                d,
+                cfg.qkv_bias,
+                dtype,
+            )?,
             o_proj: Linear::load(weights, &format!("{prefix}.o_proj"), d, q, false, dtype)?,
-            q_norm: if cfg.qk_norm { Some(norm("q_norm")?) } else { None },
-            k_norm: if cfg.qk_norm { Some(norm("k_norm")?) } else { None },
+            q_norm: if cfg.qk_norm {
+                Some(norm("q_norm")?)
+            } else {
+                None
+            },
+            k_norm: if cfg.qk_norm {
+                Some(norm("k_norm")?)
+            } else {
+                None
+            },
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: hd,
@@ -153,7 +199,10 @@ impl Attention {
             None => scores,
         };
         let out = softmax_last_dim(&scores)?.matmul(&v)?;
-        let out = out.reshape((b, h, t, hd))?.transpose(1, 2)?.reshape((b, t, h * hd))?;
+        let out = out
+            .reshape((b, h, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * hd))?;
         self.o_proj.forward(&out)
     }
 
@@ -210,7 +259,15 @@ struct DecoderLayer {
 
 impl DecoderLayer {
     fn load(weights: &Weights, prefix: &str, cfg: &ModelConfig, dtype: DType) -> Result<Self> {
-        let norm = |name: &str| RmsNorm::load(weights, &format!("{prefix}.{name}.weight"), cfg.hidden_size, cfg.rms_norm_eps, dtype);
+        let norm = |name: &str| {
+            RmsNorm::load(
+                weights,
+                &format!("{prefix}.{name}.weight"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                dtype,
+            )
+        };
         Ok(DecoderLayer {
             input_layernorm: norm("input_layernorm")?,
             self_attn: Attention::load(weights, &format!("{prefix}.self_attn"), cfg, dtype)?,
@@ -226,14 +283,21 @@ impl DecoderLayer {
         mask: Option<&AttentionMask>,
         cache: Option<(&KvCache, usize)>,
     ) -> Result<Tensor> {
-        let attn = self.self_attn.forward(&self.input_layernorm.forward(x)?, rope, mask, cache)?;
+        let attn = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, rope, mask, cache)?;
         let x = (x + attn)?;
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&x)?)?;
         Ok((x + mlp)?)
     }
 
     fn collect(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
-        out.push((format!("{prefix}.input_layernorm.weight"), self.input_layernorm.weight.clone()));
+        out.push((
+            format!("{prefix}.input_layernorm.weight"),
+            self.input_layernorm.weight.clone(),
+        ));
         self.self_attn.collect(&format!("{prefix}.self_attn"), out);
         out.push((
             format!("{prefix}.post_attention_layernorm.weight"),
@@ -256,7 +320,12 @@ pub struct Decoder {
 
 impl Decoder {
     /// Builds the decoder from HF-named weights, converting them to `dtype`.
-    pub fn from_weights(config: &ModelConfig, weights: &Weights, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn from_weights(
+        config: &ModelConfig,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let cfg = config;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::load(weights, &format!("model.layers.{i}"), cfg, dtype))
@@ -271,7 +340,13 @@ impl Decoder {
             config: cfg.clone(),
             embed_tokens: weights.get("model.embed_tokens.weight", &embed_shape, dtype)?,
             layers,
-            norm: RmsNorm::load(weights, "model.norm.weight", cfg.hidden_size, cfg.rms_norm_eps, dtype)?,
+            norm: RmsNorm::load(
+                weights,
+                "model.norm.weight",
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                dtype,
+            )?,
             lm_head,
             rope: Rope::new(cfg, device)?,
         })
@@ -294,7 +369,10 @@ impl Decoder {
 
     /// Every parameter with its Hugging Face name; a tied output projection is listed once (as the embedding).
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.clone(),
+        )];
         for (i, layer) in self.layers.iter().enumerate() {
             layer.collect(&format!("model.layers.{i}"), &mut out);
         }

@@ -52,6 +52,15 @@ impl FinishReason {
             FinishReason::Length => "length",
         }
     }
+
+    /// Parses `"stop"` or `"length"`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "stop" => Some(FinishReason::Stop),
+            "length" => Some(FinishReason::Length),
+            _ => None,
+        }
+    }
 }
 
 /// One sampled continuation.
@@ -103,12 +112,17 @@ pub fn generate(
         return Ok(Vec::new());
     }
     if let Some(i) = requests.iter().position(|r| r.prompt.is_empty()) {
-        return Err(ModelError::Invalid(format!("prompt {i} is empty: generation needs at least one token")));
+        return Err(ModelError::Invalid(format!(
+            "prompt {i} is empty: generation needs at least one token"
+        )));
     }
     let device = model.device();
     let dtype = model.dtype();
     let prompt_len = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
-    let pads: Vec<usize> = requests.iter().map(|r| prompt_len - r.prompt.len()).collect();
+    let pads: Vec<usize> = requests
+        .iter()
+        .map(|r| prompt_len - r.prompt.len())
+        .collect();
 
     let mut ids = Vec::with_capacity(requests.len() * prompt_len);
     let mut positions = Vec::with_capacity(requests.len() * prompt_len);
@@ -161,7 +175,10 @@ pub fn generate(
         if rows.iter().all(|r| r.finished.is_some()) || step + 1 == config.max_new_tokens {
             break;
         }
-        let next: Vec<u32> = rows.iter().map(|r| r.tokens.last().copied().unwrap_or(0)).collect();
+        let next: Vec<u32> = rows
+            .iter()
+            .map(|r| r.tokens.last().copied().unwrap_or(0))
+            .collect();
         let next_positions: Vec<u32> = rows
             .iter()
             .map(|r| (prompt_len + step - r.pad) as u32)
@@ -169,7 +186,13 @@ pub fn generate(
         let ids = Tensor::from_vec(next, (rows.len(), 1), device)?;
         let positions = Tensor::from_vec(next_positions, (rows.len(), 1), device)?;
         let mask = if padded {
-            Some(AttentionMask::left_padded(&row_pads, 1, prompt_len + step, dtype, device)?)
+            Some(AttentionMask::left_padded(
+                &row_pads,
+                1,
+                prompt_len + step,
+                dtype,
+                device,
+            )?)
         } else {
             None
         };

@@ -133,10 +133,17 @@ pub fn random_decoder(config: &ModelConfig, seed: u64, device: &Device) -> Resul
 
 /// The name and shape of every parameter `config` implies, in HF naming.
 pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (d, i, hd) = (config.hidden_size, config.intermediate_size, config.head_dim);
+    let (d, i, hd) = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.head_dim,
+    );
     let q = config.num_attention_heads * hd;
     let kv = config.num_key_value_heads * hd;
-    let mut shapes = vec![("model.embed_tokens.weight".to_string(), vec![config.vocab_size, d])];
+    let mut shapes = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![config.vocab_size, d],
+    )];
     for layer in 0..config.num_hidden_layers {
         let p = format!("model.layers.{layer}");
         let mut add = |name: &str, dims: Vec<usize>| shapes.push((format!("{p}.{name}"), dims));

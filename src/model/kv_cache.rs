@@ -17,10 +17,20 @@ pub struct KvCache {
 
 impl KvCache {
     /// Zero-filled buffers for `batch` rows of up to `capacity` positions.
-    pub fn new(config: &ModelConfig, batch: usize, capacity: usize, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn new(
+        config: &ModelConfig,
+        batch: usize,
+        capacity: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let shape = (batch, config.num_key_value_heads, capacity, config.head_dim);
         let layers = config.num_hidden_layers;
-        let buffers = || (0..layers).map(|_| Tensor::zeros(shape, dtype, device)).collect::<candle_core::Result<Vec<_>>>();
+        let buffers = || {
+            (0..layers)
+                .map(|_| Tensor::zeros(shape, dtype, device))
+                .collect::<candle_core::Result<Vec<_>>>()
+        };
         Ok(KvCache {
             keys: buffers()?,
             values: buffers()?,
@@ -57,7 +67,10 @@ impl KvCache {
         let (keys, values) = (&self.keys[layer], &self.values[layer]);
         keys.slice_set(&k.detach().contiguous()?, 2, self.len)?;
         values.slice_set(&v.detach().contiguous()?, 2, self.len)?;
-        Ok((keys.narrow(2, 0, self.len + new)?, values.narrow(2, 0, self.len + new)?))
+        Ok((
+            keys.narrow(2, 0, self.len + new)?,
+            values.narrow(2, 0, self.len + new)?,
+        ))
     }
 
     /// Marks `positions` more positions as stored (after every layer has appended them).

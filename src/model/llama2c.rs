@@ -69,7 +69,11 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<(ModelConfig, Wei
         weights.insert(name, Tensor::from_vec(data, shape, device)?, file.clone());
         Ok(())
     };
-    put("model.embed_tokens.weight".into(), embed, &[header.vocab_size, d])?;
+    put(
+        "model.embed_tokens.weight".into(),
+        embed,
+        &[header.vocab_size, d],
+    )?;
     put("model.norm.weight".into(), rms_final, &[d])?;
     if let Some(wcls) = classifier {
         put("lm_head.weight".into(), wcls, &[header.vocab_size, d])?;
@@ -77,17 +81,51 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<(ModelConfig, Wei
     let layer_slice = |all: &[f32], i: usize, n: usize| all[i * n..(i + 1) * n].to_vec();
     for i in 0..l {
         let p = format!("model.layers.{i}");
-        put(format!("{p}.input_layernorm.weight"), layer_slice(&rms_att, i, d), &[d])?;
-        put(format!("{p}.post_attention_layernorm.weight"), layer_slice(&rms_ffn, i, d), &[d])?;
-        let q = interleaved_to_half_split(&layer_slice(&wq, i, d * d), header.n_heads, head_size, d);
+        put(
+            format!("{p}.input_layernorm.weight"),
+            layer_slice(&rms_att, i, d),
+            &[d],
+        )?;
+        put(
+            format!("{p}.post_attention_layernorm.weight"),
+            layer_slice(&rms_ffn, i, d),
+            &[d],
+        )?;
+        let q =
+            interleaved_to_half_split(&layer_slice(&wq, i, d * d), header.n_heads, head_size, d);
         put(format!("{p}.self_attn.q_proj.weight"), q, &[d, d])?;
-        let k = interleaved_to_half_split(&layer_slice(&wk, i, kv_dim * d), header.n_kv_heads, head_size, d);
+        let k = interleaved_to_half_split(
+            &layer_slice(&wk, i, kv_dim * d),
+            header.n_kv_heads,
+            head_size,
+            d,
+        );
         put(format!("{p}.self_attn.k_proj.weight"), k, &[kv_dim, d])?;
-        put(format!("{p}.self_attn.v_proj.weight"), layer_slice(&wv, i, kv_dim * d), &[kv_dim, d])?;
-        put(format!("{p}.self_attn.o_proj.weight"), layer_slice(&wo, i, d * d), &[d, d])?;
-        put(format!("{p}.mlp.gate_proj.weight"), layer_slice(&w1, i, hd * d), &[hd, d])?;
-        put(format!("{p}.mlp.down_proj.weight"), layer_slice(&w2, i, d * hd), &[d, hd])?;
-        put(format!("{p}.mlp.up_proj.weight"), layer_slice(&w3, i, hd * d), &[hd, d])?;
+        put(
+            format!("{p}.self_attn.v_proj.weight"),
+            layer_slice(&wv, i, kv_dim * d),
+            &[kv_dim, d],
+        )?;
+        put(
+            format!("{p}.self_attn.o_proj.weight"),
+            layer_slice(&wo, i, d * d),
+            &[d, d],
+        )?;
+        put(
+            format!("{p}.mlp.gate_proj.weight"),
+            layer_slice(&w1, i, hd * d),
+            &[hd, d],
+        )?;
+        put(
+            format!("{p}.mlp.down_proj.weight"),
+            layer_slice(&w2, i, d * hd),
+            &[d, hd],
+        )?;
+        put(
+            format!("{p}.mlp.up_proj.weight"),
+            layer_slice(&w3, i, hd * d),
+            &[hd, d],
+        )?;
     }
     Ok((config, weights))
 }
@@ -118,7 +156,10 @@ fn read_header(bytes: &[u8], file: &str) -> Result<Header> {
         seq_len: positive(6, "seq_len")?,
     };
     if header.dim % header.n_heads != 0 || header.n_heads % header.n_kv_heads != 0 {
-        return Err(header_error(file, "dim, n_heads and n_kv_heads are inconsistent"));
+        return Err(header_error(
+            file,
+            "dim, n_heads and n_kv_heads are inconsistent",
+        ));
     }
     Ok(header)
 }
@@ -181,14 +222,17 @@ impl F32Reader<'_> {
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let count: usize = shape.iter().product();
         let end = self.offset + count * 4;
-        let chunk = self.bytes.get(self.offset..end).ok_or_else(|| ModelError::Weights {
-            file: self.file.to_string(),
-            tensor: name.to_string(),
-            message: format!(
-                "file ends at byte {} but the header implies {shape:?} up to byte {end}",
-                self.bytes.len()
-            ),
-        })?;
+        let chunk = self
+            .bytes
+            .get(self.offset..end)
+            .ok_or_else(|| ModelError::Weights {
+                file: self.file.to_string(),
+                tensor: name.to_string(),
+                message: format!(
+                    "file ends at byte {} but the header implies {shape:?} up to byte {end}",
+                    self.bytes.len()
+                ),
+            })?;
         self.offset = end;
         Ok(chunk
             .chunks_exact(4)
@@ -232,28 +276,44 @@ impl Llama2cTokenizer {
                 bytes
                     .get(at..at + 4)
                     .map(|b| [b[0], b[1], b[2], b[3]])
-                    .ok_or_else(|| error(format!("truncated entry for token {} at byte {at}", pieces.len())))
+                    .ok_or_else(|| {
+                        error(format!(
+                            "truncated entry for token {} at byte {at}",
+                            pieces.len()
+                        ))
+                    })
             };
             let score = f32::from_le_bytes(read4(offset)?);
             let len = i32::from_le_bytes(read4(offset + 4)?);
-            let len = usize::try_from(len).map_err(|_| error(format!("negative length for token {}", pieces.len())))?;
+            let len = usize::try_from(len)
+                .map_err(|_| error(format!("negative length for token {}", pieces.len())))?;
             let start = offset + 8;
-            let raw = bytes
-                .get(start..start + len)
-                .ok_or_else(|| error(format!("truncated piece for token {} at byte {start}", pieces.len())))?;
+            let raw = bytes.get(start..start + len).ok_or_else(|| {
+                error(format!(
+                    "truncated piece for token {} at byte {start}",
+                    pieces.len()
+                ))
+            })?;
             pieces.push(String::from_utf8_lossy(raw).into_owned());
             scores.push(score);
             offset = start + len;
         }
         if pieces.len() <= (Self::BYTE_OFFSET + 255) as usize {
-            return Err(error(format!("only {} tokens; expected at least 259", pieces.len())));
+            return Err(error(format!(
+                "only {} tokens; expected at least 259",
+                pieces.len()
+            )));
         }
         let ids = pieces
             .iter()
             .enumerate()
             .map(|(i, p)| (p.clone(), i as u32))
             .collect();
-        Ok(Llama2cTokenizer { pieces, scores, ids })
+        Ok(Llama2cTokenizer {
+            pieces,
+            scores,
+            ids,
+        })
     }
 
     /// Number of tokens.
@@ -304,7 +364,10 @@ impl Llama2cTokenizer {
     fn best_merge(&self, ids: &[u32]) -> Option<(usize, u32)> {
         let mut best: Option<(f32, usize, u32)> = None;
         for (at, pair) in ids.windows(2).enumerate() {
-            let joined = format!("{}{}", self.pieces[pair[0] as usize], self.pieces[pair[1] as usize]);
+            let joined = format!(
+                "{}{}",
+                self.pieces[pair[0] as usize], self.pieces[pair[1] as usize]
+            );
             if let Some(&id) = self.ids.get(&joined) {
                 let score = self.scores[id as usize];
                 if best.is_none_or(|(s, _, _)| score > s) {
@@ -326,7 +389,9 @@ impl Llama2cTokenizer {
                 previous = Some(id);
                 continue;
             }
-            let Some(piece) = self.piece(id) else { continue };
+            let Some(piece) = self.piece(id) else {
+                continue;
+            };
             let piece = match previous {
                 None | Some(Self::BOS) => piece.strip_prefix(' ').unwrap_or(piece),
                 _ => piece,

@@ -88,7 +88,10 @@ pub fn load_source(source: ModelSource, device: &Device, dtype: DType) -> Result
                 stored_dtype,
             })
         }
-        ModelSource::Llama2c { checkpoint, tokenizer } => {
+        ModelSource::Llama2c {
+            checkpoint,
+            tokenizer,
+        } => {
             let (config, weights) = llama2c::load_checkpoint(checkpoint, device)?;
             let tokenizer = Tokenizer::from_llama2c(tokenizer)?;
             let model = Decoder::from_weights(&config, &weights, dtype, device)?;
@@ -117,7 +120,11 @@ pub fn read_dir_weights(dir: &Path, device: &Device) -> Result<Weights> {
         let index: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
             file: index_name.clone(),
             field: "(document)".into(),
-            message: format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()),
+            message: format!(
+                "malformed JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
         })?;
         let map = index
             .get("weight_map")
@@ -171,7 +178,8 @@ fn eos_ids(dir: &Path, config: &ModelConfig, tokenizer: &Tokenizer) -> Result<Ve
             path: generation.clone(),
             source,
         })?;
-        let parsed = ModelConfig::eos_ids_from_generation_config(&text, &generation.display().to_string())?;
+        let parsed =
+            ModelConfig::eos_ids_from_generation_config(&text, &generation.display().to_string())?;
         if !parsed.is_empty() {
             return Ok(parsed);
         }
@@ -197,14 +205,17 @@ fn llama2c_tokenizer_beside(checkpoint: &Path) -> Result<PathBuf> {
         .filter(|p| {
             p != checkpoint
                 && p.extension().is_some_and(|e| e == "bin")
-                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("tok"))
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("tok"))
         })
         .collect();
     match candidates.as_slice() {
         [one] => Ok(one.clone()),
         _ => Err(ModelError::Tokenizer {
             file: named.display().to_string(),
-            message: "a llama2.c checkpoint needs tokenizer.bin (or exactly one tok*.bin) beside it".into(),
+            message:
+                "a llama2.c checkpoint needs tokenizer.bin (or exactly one tok*.bin) beside it"
+                    .into(),
         }),
     }
 }
@@ -215,12 +226,14 @@ fn is_hub_id(spec: &str) -> bool {
         && parts.iter().all(|p| {
             !p.is_empty()
                 && !p.starts_with('.')
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
 }
 
 fn hub_offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes"))
+    std::env::var("HF_HUB_OFFLINE")
+        .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes"))
 }
 
 /// The snapshot directory of `repo_id` in the HF cache, downloading the files a model needs unless offline.
@@ -241,31 +254,44 @@ fn resolve_hub(repo_id: &str) -> Result<PathBuf> {
 }
 
 fn download_hub(repo_id: &str) -> Result<PathBuf> {
-    let hub_error = |file: &str, e: hf_hub::api::sync::ApiError| ModelError::NotFound(format!("{repo_id}: {file}: {e}"));
+    let hub_error = |file: &str, e: hf_hub::api::sync::ApiError| {
+        ModelError::NotFound(format!("{repo_id}: {file}: {e}"))
+    };
     let api = hf_hub::api::sync::ApiBuilder::from_env()
         .build()
         .map_err(|e| hub_error("(hub)", e))?;
     let repo = api.model(repo_id.to_string());
-    let config = repo.get("config.json").map_err(|e| hub_error("config.json", e))?;
-    repo.get("tokenizer.json").map_err(|e| hub_error("tokenizer.json", e))?;
+    let config = repo
+        .get("config.json")
+        .map_err(|e| hub_error("config.json", e))?;
+    repo.get("tokenizer.json")
+        .map_err(|e| hub_error("tokenizer.json", e))?;
     for optional in ["tokenizer_config.json", "generation_config.json"] {
         // Optional files: their absence is not an error.
         let _ = repo.get(optional);
     }
     match repo.get("model.safetensors.index.json") {
         Ok(index) => {
-            let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io { path: index, source })?;
+            let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
+                path: index,
+                source,
+            })?;
             let shards: BTreeSet<String> = serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|v| v.get("weight_map").and_then(Value::as_object).cloned())
-                .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|m| {
+                    m.values()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             for shard in shards {
                 repo.get(&shard).map_err(|e| hub_error(&shard, e))?;
             }
         }
         Err(_) => {
-            repo.get("model.safetensors").map_err(|e| hub_error("model.safetensors", e))?;
+            repo.get("model.safetensors")
+                .map_err(|e| hub_error("model.safetensors", e))?;
         }
     }
     Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())

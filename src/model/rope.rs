@@ -38,7 +38,10 @@ impl Rope {
             .unsqueeze(1)?
             .broadcast_mul(&self.inv_freq)?;
         let angles = Tensor::cat(&[&angles, &angles], D::Minus1)?.reshape((b, 1, t, ()))?;
-        Ok((angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?))
+        Ok((
+            angles.cos()?.to_dtype(dtype)?,
+            angles.sin()?.to_dtype(dtype)?,
+        ))
     }
 
     /// `x·cos + rotate_half(x)·sin` for `x` of shape `[B, heads, T, head_dim]`.
@@ -62,7 +65,8 @@ fn llama3_scale(inv_freq: f64, s: &Llama3RopeScaling) -> f64 {
     } else if wavelen > low_freq_wavelen {
         inv_freq / s.factor
     } else {
-        let smooth = (old_context / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        let smooth =
+            (old_context / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
         (1.0 - smooth) * inv_freq / s.factor + smooth * inv_freq
     }
 }

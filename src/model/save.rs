@@ -23,7 +23,12 @@ pub fn torch_dtype_name(dtype: DType) -> &'static str {
 }
 
 /// Writes `model` (in its current dtype), its tokenizer files and its EOS ids into `dir`.
-pub fn save_hf_dir(model: &Decoder, tokenizer: &Tokenizer, eos_token_ids: &[u32], dir: &Path) -> Result<()> {
+pub fn save_hf_dir(
+    model: &Decoder,
+    tokenizer: &Tokenizer,
+    eos_token_ids: &[u32],
+    dir: &Path,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
         path: dir.to_path_buf(),
         source,
@@ -85,7 +90,10 @@ fn temporary_path(path: &Path) -> std::path::PathBuf {
 /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temporary_path(path);
-    std::fs::write(&tmp, bytes).map_err(|source| ModelError::Io { path: tmp.clone(), source })?;
+    std::fs::write(&tmp, bytes).map_err(|source| ModelError::Io {
+        path: tmp.clone(),
+        source,
+    })?;
     rename(&tmp, path)
 }
 

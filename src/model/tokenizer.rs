@@ -49,7 +49,9 @@ impl Tokenizer {
         }
         Err(ModelError::Tokenizer {
             file: json.display().to_string(),
-            message: "missing: a model directory needs tokenizer.json (or a llama2.c tokenizer.bin)".into(),
+            message:
+                "missing: a model directory needs tokenizer.json (or a llama2.c tokenizer.bin)"
+                    .into(),
         })
     }
 
@@ -73,11 +75,17 @@ impl Tokenizer {
         let template_file = dir.join("chat_template.jinja");
         let chat_template = if template_file.is_file() {
             source_files.push(template_file.clone());
-            let source = std::fs::read_to_string(&template_file).map_err(|source| ModelError::Io {
-                path: template_file.clone(),
-                source,
-            })?;
-            ChatTemplate::new(&source, &template_file.display().to_string(), bos_token.clone(), eos_token.clone())?
+            let source =
+                std::fs::read_to_string(&template_file).map_err(|source| ModelError::Io {
+                    path: template_file.clone(),
+                    source,
+                })?;
+            ChatTemplate::new(
+                &source,
+                &template_file.display().to_string(),
+                bos_token.clone(),
+                eos_token.clone(),
+            )?
         } else if let Some(source) = config.get("chat_template").and_then(Value::as_str) {
             let origin = format!("{} (chat_template)", config_path.display());
             ChatTemplate::new(source, &origin, bos_token.clone(), eos_token.clone())?
@@ -109,7 +117,12 @@ impl Tokenizer {
 
     /// Replaces the chat template (e.g. the R1-Distill template for a tokenizer that lacks it).
     pub fn set_chat_template(&mut self, source: &str, origin: &str) -> Result<()> {
-        self.chat_template = ChatTemplate::new(source, origin, self.bos_token.clone(), self.eos_token.clone())?;
+        self.chat_template = ChatTemplate::new(
+            source,
+            origin,
+            self.bos_token.clone(),
+            self.eos_token.clone(),
+        )?;
         Ok(())
     }
 
@@ -213,7 +226,11 @@ fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).map_err(|e| ModelError::Config {
         file: path.display().to_string(),
         field: "(document)".into(),
-        message: format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()),
+        message: format!(
+            "malformed JSON at line {} column {}: {e}",
+            e.line(),
+            e.column()
+        ),
     })
 }
 

@@ -41,7 +41,9 @@ impl Weights {
 
     /// The file that holds `name`, or the default file when none was recorded.
     pub fn file_of(&self, name: &str) -> &str {
-        self.file_of.get(name).map_or(&self.default_file, String::as_str)
+        self.file_of
+            .get(name)
+            .map_or(&self.default_file, String::as_str)
     }
 
     /// The tensor `name`, checked against `shape` and converted to `dtype`.
@@ -55,7 +57,10 @@ impl Weights {
             return Err(ModelError::Weights {
                 file: self.file_of(name).to_string(),
                 tensor: name.to_string(),
-                message: format!("has shape {:?}, but config.json implies {shape:?}", tensor.dims()),
+                message: format!(
+                    "has shape {:?}, but config.json implies {shape:?}",
+                    tensor.dims()
+                ),
             });
         }
         Ok(tensor.to_dtype(dtype)?)
@@ -93,10 +98,12 @@ impl Weights {
             path: path.to_path_buf(),
             source,
         })?;
-        let loaded = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| ModelError::Weights {
-            file: file.clone(),
-            tensor: "(header)".into(),
-            message: format!("not a readable safetensors file: {e}"),
+        let loaded = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
+            ModelError::Weights {
+                file: file.clone(),
+                tensor: "(header)".into(),
+                message: format!("not a readable safetensors file: {e}"),
+            }
         })?;
         for (name, tensor) in loaded {
             self.insert(name, tensor, file.clone());

@@ -10,7 +10,12 @@ pub const DEFAULT_ROW_CHUNK: usize = 256;
 
 /// `log p(target)` per row: `hidden` `[N, d]`, `lm_head` `[V, d]`, `targets` `[N]` (u32) → `[N]`.
 /// Differentiable with respect to `hidden` and `lm_head`.
-pub fn token_log_probs(hidden: &Tensor, lm_head: &Tensor, targets: &Tensor, row_chunk: usize) -> Result<Tensor> {
+pub fn token_log_probs(
+    hidden: &Tensor,
+    lm_head: &Tensor,
+    targets: &Tensor,
+    row_chunk: usize,
+) -> Result<Tensor> {
     let n = hidden.dim(0)?;
     let chunk = row_chunk.max(1);
     let mut parts = Vec::with_capacity(n.div_ceil(chunk));
@@ -29,12 +34,24 @@ pub fn token_log_probs(hidden: &Tensor, lm_head: &Tensor, targets: &Tensor, row_
 
 /// Mean negative log-likelihood of the next token over positions where `loss_mask` `[B, T]` is 1.
 /// `hidden` is `[B, T, d]` for ids `[B, T]`: position `t` predicts id `t + 1`.
-pub fn next_token_loss(hidden: &Tensor, lm_head: &Tensor, ids: &Tensor, loss_mask: &Tensor) -> Result<Tensor> {
+pub fn next_token_loss(
+    hidden: &Tensor,
+    lm_head: &Tensor,
+    ids: &Tensor,
+    loss_mask: &Tensor,
+) -> Result<Tensor> {
     let (b, t, d) = hidden.dims3()?;
     let inputs = hidden.narrow(1, 0, t - 1)?.reshape((b * (t - 1), d))?;
     let targets = ids.narrow(1, 1, t - 1)?.flatten_all()?;
-    let weights = loss_mask.narrow(1, 1, t - 1)?.flatten_all()?.to_dtype(hidden.dtype())?;
+    let weights = loss_mask
+        .narrow(1, 1, t - 1)?
+        .flatten_all()?
+        .to_dtype(hidden.dtype())?;
     let log_probs = token_log_probs(&inputs, lm_head, &targets, DEFAULT_ROW_CHUNK)?;
-    let count = weights.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?.max(1.0);
+    let count = weights
+        .to_dtype(DType::F64)?
+        .sum_all()?
+        .to_scalar::<f64>()?
+        .max(1.0);
     Ok(((log_probs * weights)?.sum_all()?.neg()? / count)?)
 }

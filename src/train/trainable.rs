@@ -15,7 +15,12 @@ pub struct TrainableDecoder {
 
 impl TrainableDecoder {
     /// Copies `weights` (converted to `dtype`) into fresh variables and builds the decoder on them.
-    pub fn new(config: &ModelConfig, weights: &Weights, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn new(
+        config: &ModelConfig,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let mut vars = std::collections::HashMap::with_capacity(weights.len());
         let mut var_weights = Weights::new("(trainable)");
         for (name, tensor) in weights.iter() {

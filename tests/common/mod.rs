@@ -28,7 +28,10 @@ pub fn trainable(config: &ModelConfig, seed: u64, dtype: DType) -> TrainableDeco
 /// Deterministic token ids `[batch, len]` below `vocab`.
 pub fn token_ids(batch: usize, len: usize, vocab: usize, seed: u32) -> Tensor {
     let ids: Vec<u32> = (0..batch * len)
-        .map(|i| ((i as u32 + 1).wrapping_mul(2_654_435_761u32) ^ seed.wrapping_mul(40_503)) % vocab as u32)
+        .map(|i| {
+            ((i as u32 + 1).wrapping_mul(2_654_435_761u32) ^ seed.wrapping_mul(40_503))
+                % vocab as u32
+        })
         .collect();
     Tensor::from_vec(ids, (batch, len), &Device::Cpu).unwrap()
 }

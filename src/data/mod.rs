@@ -1,0 +1,22 @@
+//! The data layer of `distill`: everything that is read or written between pipeline stages.
+//!
+//! It owns prompt sources ([`sources`]), synthetic reasoning tasks with gold answers ([`synth`]),
+//! their programmatic chain-of-thought writer ([`cot`]), the adaptive difficulty curriculum
+//! ([`curriculum`]), the trace row schema ([`schema`]), crash-safe Parquet shards with a manifest
+//! and resume ([`shards`]), and the deterministic multi-worker split ([`split`]). It contains no
+//! model code. All fallible functions return [`errors::DataError`], whose messages name the file,
+//! the line or row, and the field at fault. Helpers: [`columns`] (typed Arrow column access with
+//! located errors) and [`hashing`] (SHA-256 for ids, checksums and the split).
+
+pub mod columns;
+pub mod cot;
+pub mod curriculum;
+pub mod errors;
+pub mod hashing;
+pub mod schema;
+pub mod shards;
+pub mod sources;
+pub mod split;
+pub mod synth;
+
+pub use errors::{DataError, Location, Result};

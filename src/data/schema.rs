@@ -1,0 +1,442 @@
+//! The trace row schema: [`TraceRow`] (what `distill generate` writes) and [`FilteredRow`]
+//! (what `distill filter` writes: the same columns plus its verdict), their Arrow schemas and
+//! conversion to and from Arrow [`RecordBatch`]es through the [`ArrowRow`] trait.
+//!
+//! Columns follow the conventions of R1 trace sets (OpenR1-Math-220k) and TRL: a `messages`
+//! column of `{role, content}` structs holds the conversation an SFT trainer consumes.
+//! `created_at` is an RFC 3339 UTC string (`2026-11-21T10:50:55Z`): readable as-is by pandas,
+//! DuckDB and HF datasets without time-zone or unit surprises. `metadata` is a JSON object
+//! serialised to a string, so arbitrary per-problem fields survive every tool. The full table
+//! is in `datasets/SCHEMA.md`.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, ListArray, StringArray, StructArray, UInt32Array,
+    UInt64Array,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use serde_json::{Map, Value};
+
+use super::columns::{as_str_column, BatchColumns};
+use super::errors::{DataError, Result};
+
+/// The instruction appended to every problem in the user turn (DeepSeek-R1's recommended one).
+pub const DEFAULT_INSTRUCTION: &str =
+    "Please reason step by step, and put your final answer within \\boxed{}.";
+
+/// The user turn for `problem`: the problem, a blank line, then [`DEFAULT_INSTRUCTION`].
+pub fn user_turn(problem: &str) -> String {
+    format!("{problem}\n\n{DEFAULT_INSTRUCTION}")
+}
+
+pub use crate::model::{FinishReason, Message};
+
+/// The resume key of a row: one sample of one problem.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RowKey {
+    /// [`TraceRow::id`].
+    pub problem_id: String,
+    /// [`TraceRow::sample_index`].
+    pub sample_index: u32,
+}
+
+/// Splits a generation into (reasoning, final). The reasoning is the text between an optional
+/// leading `<think>` (the DeepSeek-R1 template opens it in the prompt) and the first
+/// `</think>`, trimmed; the final is the trimmed text after it. Without `</think>` (an
+/// unfinished thought, e.g. `finish_reason = length`) everything is reasoning and final is empty.
+pub fn split_generation(generation: &str) -> (String, String) {
+    let body = generation.trim_start();
+    let body = body.strip_prefix("<think>").unwrap_or(body);
+    match body.split_once("</think>") {
+        Some((reasoning, answer)) => (reasoning.trim().to_string(), answer.trim().to_string()),
+        None => (body.trim().to_string(), String::new()),
+    }
+}
+
+/// Formats a time as RFC 3339 UTC with second precision, e.g. `2026-11-21T10:50:55Z`.
+pub fn rfc3339_utc(time: SystemTime) -> String {
+    let seconds = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let days = (seconds / 86_400) as i64;
+    let second_of_day = seconds % 86_400;
+    // Civil-from-days (proleptic Gregorian), H. Hinnant's algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
+}
+
+/// One teacher sample of one problem: a row of a `distill generate` shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRow {
+    /// Problem id ([`crate::data::sources::Problem::id`]).
+    pub id: String,
+    /// Prompt-set name.
+    pub source: String,
+    /// The problem text.
+    pub problem: String,
+    /// The gold answer.
+    pub answer: String,
+    /// The exact prompt string given to the teacher (chat template applied).
+    pub prompt: String,
+    /// The conversation for SFT: user turn (problem + instruction), assistant turn (generation).
+    pub messages: Vec<Message>,
+    /// The raw generated text, including `<think>…</think>`.
+    pub generation: String,
+    /// The text inside `<think>…</think>` (see [`split_generation`]).
+    pub reasoning: String,
+    /// The text after `</think>` (column `final`).
+    pub final_text: String,
+    /// Teacher model name.
+    pub teacher: String,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Nucleus sampling threshold.
+    pub top_p: f64,
+    /// Sampling seed of this sample.
+    pub seed: u64,
+    /// Which sample of this problem (0-based).
+    pub sample_index: u32,
+    /// Why generation stopped.
+    pub finish_reason: FinishReason,
+    /// Prompt length in tokens.
+    pub prompt_tokens: u32,
+    /// Generation length in tokens.
+    pub completion_tokens: u32,
+    /// When the sample was generated, RFC 3339 UTC (see [`rfc3339_utc`]).
+    pub created_at: String,
+    /// Free-form metadata (stored as a JSON object string).
+    pub metadata: Map<String, Value>,
+}
+
+/// A row type stored in Parquet shards: its Arrow schema, its resume key and conversions.
+pub trait ArrowRow: Sized {
+    /// The Arrow schema of a batch of these rows.
+    fn schema() -> SchemaRef;
+    /// The resume key (problem id, sample index).
+    fn key(&self) -> RowKey;
+    /// Converts rows to a batch with [`ArrowRow::schema`].
+    fn to_record_batch(rows: &[Self]) -> std::result::Result<RecordBatch, ArrowError>;
+    /// Reads rows from a batch of a file; extra columns are ignored, missing or mistyped
+    /// ones are errors naming the file, row and column.
+    fn from_columns(columns: &BatchColumns<'_>) -> Result<Vec<Self>>;
+}
+
+/// The `{role, content}` struct fields of a message.
+fn message_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("role", DataType::Utf8, false),
+        Field::new("content", DataType::Utf8, false),
+    ])
+}
+
+/// The list item field of the `messages` column.
+fn message_item_field() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Struct(message_fields()), true))
+}
+
+/// The fields of [`TraceRow`], in column order.
+fn trace_fields() -> Vec<Field> {
+    let utf8 = |name: &str| Field::new(name, DataType::Utf8, false);
+    vec![
+        utf8("id"),
+        utf8("source"),
+        utf8("problem"),
+        utf8("answer"),
+        utf8("prompt"),
+        Field::new("messages", DataType::List(message_item_field()), false),
+        utf8("generation"),
+        utf8("reasoning"),
+        utf8("final"),
+        utf8("teacher"),
+        Field::new("temperature", DataType::Float64, false),
+        Field::new("top_p", DataType::Float64, false),
+        Field::new("seed", DataType::UInt64, false),
+        Field::new("sample_index", DataType::UInt32, false),
+        utf8("finish_reason"),
+        Field::new("prompt_tokens", DataType::UInt32, false),
+        Field::new("completion_tokens", DataType::UInt32, false),
+        utf8("created_at"),
+        utf8("metadata"),
+    ]
+}
+
+fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(values))
+}
+
+fn messages_array(rows: &[&TraceRow]) -> std::result::Result<ArrayRef, ArrowError> {
+    let all = || rows.iter().flat_map(|row| row.messages.iter());
+    let roles = strings(all().map(|m| m.role.as_str()));
+    let contents = strings(all().map(|m| m.content.as_str()));
+    let items = StructArray::try_new(message_fields(), vec![roles, contents], None)?;
+    let offsets = OffsetBuffer::from_lengths(rows.iter().map(|row| row.messages.len()));
+    Ok(Arc::new(ListArray::try_new(
+        message_item_field(),
+        offsets,
+        Arc::new(items),
+        None,
+    )?))
+}
+
+/// The arrays of the trace columns, in [`trace_fields`] order.
+fn trace_arrays(rows: &[&TraceRow]) -> std::result::Result<Vec<ArrayRef>, ArrowError> {
+    let text = |get: fn(&TraceRow) -> &str| strings(rows.iter().map(|row| get(row)));
+    let metadata: Vec<String> = rows
+        .iter()
+        .map(|row| Value::Object(row.metadata.clone()).to_string())
+        .collect();
+    Ok(vec![
+        text(|r| &r.id),
+        text(|r| &r.source),
+        text(|r| &r.problem),
+        text(|r| &r.answer),
+        text(|r| &r.prompt),
+        messages_array(rows)?,
+        text(|r| &r.generation),
+        text(|r| &r.reasoning),
+        text(|r| &r.final_text),
+        text(|r| &r.teacher),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.temperature),
+        )),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.top_p))),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.seed))),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.sample_index),
+        )),
+        text(|r| r.finish_reason.as_str()),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.prompt_tokens),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.completion_tokens),
+        )),
+        text(|r| &r.created_at),
+        strings(metadata.iter().map(String::as_str)),
+    ])
+}
+
+/// Reads the `messages` column: per row, its list of messages.
+fn read_messages(columns: &BatchColumns<'_>) -> Result<Vec<Vec<Message>>> {
+    const NAME: &str = "messages";
+    let array = columns.column(NAME)?;
+    let expected = "list<struct<role: string, content: string>>";
+    let list = array
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or_else(|| columns.wrong_type(NAME, expected, array.data_type()))?;
+    let mut rows = Vec::with_capacity(list.len());
+    for index in 0..list.len() {
+        if list.is_null(index) {
+            return Err(columns.null_error(NAME, index));
+        }
+        let items = list.value(index);
+        let items = items
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .ok_or_else(|| columns.wrong_type(NAME, expected, array.data_type()))?;
+        let field = |name: &str| {
+            items
+                .column_by_name(name)
+                .and_then(as_str_column)
+                .ok_or_else(|| columns.wrong_type(NAME, expected, array.data_type()))
+        };
+        let (roles, contents) = (field("role")?, field("content")?);
+        let mut messages = Vec::with_capacity(items.len());
+        for item in 0..items.len() {
+            let missing = || {
+                columns.invalid(
+                    NAME,
+                    index,
+                    format!("message {item} has a null role or content"),
+                )
+            };
+            messages.push(Message {
+                role: roles.get(item).ok_or_else(missing)?.to_string(),
+                content: contents.get(item).ok_or_else(missing)?.to_string(),
+            });
+        }
+        rows.push(messages);
+    }
+    Ok(rows)
+}
+
+impl ArrowRow for TraceRow {
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(trace_fields()))
+    }
+
+    fn key(&self) -> RowKey {
+        RowKey {
+            problem_id: self.id.clone(),
+            sample_index: self.sample_index,
+        }
+    }
+
+    fn to_record_batch(rows: &[Self]) -> std::result::Result<RecordBatch, ArrowError> {
+        let rows: Vec<&TraceRow> = rows.iter().collect();
+        RecordBatch::try_new(Self::schema(), trace_arrays(&rows)?)
+    }
+
+    fn from_columns(columns: &BatchColumns<'_>) -> Result<Vec<Self>> {
+        let text = |name: &str| columns.required_strings(name);
+        let (id, source, problem, answer) = (
+            text("id")?,
+            text("source")?,
+            text("problem")?,
+            text("answer")?,
+        );
+        let (prompt, generation, reasoning) =
+            (text("prompt")?, text("generation")?, text("reasoning")?);
+        let (final_text, teacher, finish_reason) =
+            (text("final")?, text("teacher")?, text("finish_reason")?);
+        let (created_at, metadata) = (text("created_at")?, text("metadata")?);
+        let messages = read_messages(columns)?;
+        let temperature = columns.required_f64("temperature")?;
+        let top_p = columns.required_f64("top_p")?;
+        let seed = columns.required_u64("seed")?;
+        let sample_index = columns.required_u32("sample_index")?;
+        let prompt_tokens = columns.required_u32("prompt_tokens")?;
+        let completion_tokens = columns.required_u32("completion_tokens")?;
+        let mut rows = Vec::with_capacity(columns.num_rows());
+        for (index, messages) in messages.into_iter().enumerate() {
+            let finish_reason = FinishReason::parse(finish_reason[index]).ok_or_else(|| {
+                columns.invalid(
+                    "finish_reason",
+                    index,
+                    format!("`{}` is not `stop` or `length`", finish_reason[index]),
+                )
+            })?;
+            let metadata = match serde_json::from_str(metadata[index]) {
+                Ok(Value::Object(map)) => map,
+                _ => {
+                    return Err(columns.invalid("metadata", index, "not a JSON object string"));
+                }
+            };
+            rows.push(TraceRow {
+                id: id[index].to_string(),
+                source: source[index].to_string(),
+                problem: problem[index].to_string(),
+                answer: answer[index].to_string(),
+                prompt: prompt[index].to_string(),
+                messages,
+                generation: generation[index].to_string(),
+                reasoning: reasoning[index].to_string(),
+                final_text: final_text[index].to_string(),
+                teacher: teacher[index].to_string(),
+                temperature: temperature[index],
+                top_p: top_p[index],
+                seed: seed[index],
+                sample_index: sample_index[index],
+                finish_reason,
+                prompt_tokens: prompt_tokens[index],
+                completion_tokens: completion_tokens[index],
+                created_at: created_at[index].to_string(),
+                metadata,
+            });
+        }
+        Ok(rows)
+    }
+}
+
+/// A trace with the filter stage's verdict: a row of an accepted or rejected shard of
+/// `distill filter`. Its columns are all of [`TraceRow`]'s, in the same order, then
+/// `verified`, `extracted_answer` and `reject_reasons`; so a filtered shard can also be read
+/// as plain [`TraceRow`]s. A later stage adding columns adds fields here the same way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilteredRow {
+    /// The trace as generated.
+    pub trace: TraceRow,
+    /// Whether the extracted answer matched the gold answer.
+    pub verified: bool,
+    /// The answer found in the generation (last `\boxed{}`), null when none.
+    pub extracted_answer: Option<String>,
+    /// Why the row was rejected (empty for accepted rows), e.g. `wrong_answer`, `no_think`.
+    pub reject_reasons: Vec<String>,
+}
+
+impl ArrowRow for FilteredRow {
+    fn schema() -> SchemaRef {
+        let mut fields = trace_fields();
+        fields.push(Field::new("verified", DataType::Boolean, false));
+        fields.push(Field::new("extracted_answer", DataType::Utf8, true));
+        let item = Arc::new(Field::new("item", DataType::Utf8, true));
+        fields.push(Field::new("reject_reasons", DataType::List(item), false));
+        Arc::new(Schema::new(fields))
+    }
+
+    fn key(&self) -> RowKey {
+        self.trace.key()
+    }
+
+    fn to_record_batch(rows: &[Self]) -> std::result::Result<RecordBatch, ArrowError> {
+        let traces: Vec<&TraceRow> = rows.iter().map(|row| &row.trace).collect();
+        let mut arrays = trace_arrays(&traces)?;
+        arrays.push(Arc::new(BooleanArray::from(
+            rows.iter().map(|row| row.verified).collect::<Vec<_>>(),
+        )));
+        arrays.push(Arc::new(StringArray::from(
+            rows.iter()
+                .map(|row| row.extracted_answer.as_deref())
+                .collect::<Vec<_>>(),
+        )));
+        let reasons = strings(
+            rows.iter()
+                .flat_map(|r| r.reject_reasons.iter().map(String::as_str)),
+        );
+        let offsets = OffsetBuffer::from_lengths(rows.iter().map(|row| row.reject_reasons.len()));
+        let item = Arc::new(Field::new("item", DataType::Utf8, true));
+        arrays.push(Arc::new(ListArray::try_new(item, offsets, reasons, None)?));
+        RecordBatch::try_new(Self::schema(), arrays)
+    }
+
+    fn from_columns(columns: &BatchColumns<'_>) -> Result<Vec<Self>> {
+        let traces = TraceRow::from_columns(columns)?;
+        let verified = columns.required_bool("verified")?;
+        let extracted = columns.strings("extracted_answer")?;
+        let reasons = columns.required_string_lists("reject_reasons")?;
+        Ok(traces
+            .into_iter()
+            .zip(verified)
+            .zip(reasons)
+            .enumerate()
+            .map(|(index, ((trace, verified), reject_reasons))| FilteredRow {
+                trace,
+                verified,
+                extracted_answer: extracted.get(index).map(str::to_string),
+                reject_reasons,
+            })
+            .collect())
+    }
+}
+
+/// Converts rows to a batch, reporting failures against `path` (the file being written).
+pub fn rows_to_batch<R: ArrowRow>(rows: &[R], path: &std::path::Path) -> Result<RecordBatch> {
+    R::to_record_batch(rows).map_err(|source| DataError::Arrow {
+        path: path.to_path_buf(),
+        source,
+    })
+}

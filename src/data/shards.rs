@@ -1,0 +1,465 @@
+//! Crash-safe Parquet shards: [`ShardWriter`] buffers rows and writes zstd Parquet files of
+//! `rows_per_shard` rows (`part-00000.parquet`, …) plus `manifest.json`; the readers
+//! ([`read_shard`], [`read_rows`], [`read_trace_rows`]) read them back.
+//!
+//! Crash safety: every file is written under a hidden temporary name (`.part-00003.parquet.tmp`,
+//! `.manifest.json.tmp`) in the same directory, fsync'd, renamed to its final name, and the
+//! directory fsync'd; a final name therefore always holds a complete file. Rows still buffered
+//! when the process dies are lost, and a rerun regenerates them, because resume skips exactly the
+//! keys (problem id, sample index) present in complete shards.
+//!
+//! Resume: [`ShardWriter::open`] on an existing directory deletes stale temporary files, checks
+//! the manifest's shards exist with the recorded sizes, adopts complete shards that a crash left
+//! out of the manifest (killed between the shard's rename and the manifest's), refuses a
+//! different recipe hash unless forced, and loads the keys already written. One writer per
+//! directory at a time; parallel workers each write their own directory (see
+//! [`crate::data::split`]).
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use super::columns::BatchColumns;
+use super::errors::{DataError, Result};
+use super::hashing::sha256_hex;
+use super::schema::{rows_to_batch, ArrowRow, RowKey, TraceRow};
+
+/// File name of the manifest inside a shard directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Version of the manifest layout written by this code.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// Default number of rows per shard.
+pub const DEFAULT_ROWS_PER_SHARD: usize = 1000;
+
+/// One complete shard listed in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// File name inside the directory, e.g. `part-00000.parquet`.
+    pub file: String,
+    /// Number of rows.
+    pub rows: usize,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the file bytes.
+    pub sha256: String,
+}
+
+/// `manifest.json`: what a shard directory holds and which recipe produced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`MANIFEST_FORMAT_VERSION`] at write time.
+    pub format_version: u32,
+    /// Caller-supplied hash of the run's recipe/config; resume requires it to match.
+    pub recipe_hash: String,
+    /// Rows per full shard (the last shard of a run may hold fewer).
+    pub rows_per_shard: usize,
+    /// Sum of the shards' rows.
+    pub total_rows: usize,
+    /// The complete shards, in write order.
+    pub shards: Vec<ShardEntry>,
+}
+
+/// How to open a shard directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardOptions {
+    /// Rows per shard file (at least 1).
+    pub rows_per_shard: usize,
+    /// Hash of the recipe/config of this run, recorded in the manifest.
+    pub recipe_hash: String,
+    /// Resume even if the manifest's recipe hash differs; the manifest then records this
+    /// run's hash and the existing rows are kept.
+    pub force: bool,
+}
+
+impl ShardOptions {
+    /// [`DEFAULT_ROWS_PER_SHARD`] rows per shard, no forcing.
+    pub fn new(recipe_hash: impl Into<String>) -> Self {
+        ShardOptions {
+            rows_per_shard: DEFAULT_ROWS_PER_SHARD,
+            recipe_hash: recipe_hash.into(),
+            force: false,
+        }
+    }
+}
+
+/// Writes rows of type `R` into Parquet shards of one directory, resumably.
+pub struct ShardWriter<R: ArrowRow> {
+    dir: PathBuf,
+    manifest: Manifest,
+    keys: HashSet<RowKey>,
+    buffer: Vec<R>,
+    next_index: usize,
+}
+
+/// The file name of shard number `index` (at least five digits).
+pub fn shard_file_name(index: usize) -> String {
+    format!("part-{index:05}.parquet")
+}
+
+/// The shard number of a final shard file name, `None` for other names.
+fn shard_index(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    if digits.len() >= 5 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Whether `name` is a temporary file of this module.
+fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+impl<R: ArrowRow> ShardWriter<R> {
+    /// Opens (creating if needed) the shard directory `dir` for writing or resuming; see the
+    /// module docs for what resuming checks.
+    pub fn open(dir: &Path, options: ShardOptions) -> Result<Self> {
+        if options.rows_per_shard == 0 {
+            return Err(DataError::InvalidConfig(
+                "rows_per_shard must be at least 1".into(),
+            ));
+        }
+        fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        let mut final_shards = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+            let entry = entry.map_err(|e| DataError::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_temp_name(&name) {
+                fs::remove_file(entry.path()).map_err(|e| DataError::io(entry.path(), e))?;
+            } else if let Some(index) = shard_index(&name) {
+                final_shards.push((index, name));
+            }
+        }
+        final_shards.sort();
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let mut manifest = if manifest_path.exists() {
+            let mut manifest = read_manifest(dir)?;
+            if manifest.recipe_hash != options.recipe_hash {
+                if !options.force {
+                    return Err(DataError::RecipeMismatch {
+                        path: manifest_path,
+                        existing: manifest.recipe_hash,
+                        requested: options.recipe_hash,
+                    });
+                }
+                manifest.recipe_hash = options.recipe_hash.clone();
+            }
+            manifest
+        } else {
+            Manifest {
+                format_version: MANIFEST_FORMAT_VERSION,
+                recipe_hash: options.recipe_hash.clone(),
+                rows_per_shard: options.rows_per_shard,
+                total_rows: 0,
+                shards: Vec::new(),
+            }
+        };
+        manifest.rows_per_shard = options.rows_per_shard;
+        check_listed_shards(dir, &manifest)?;
+        let listed: HashSet<String> = manifest.shards.iter().map(|s| s.file.clone()).collect();
+        for (_, name) in final_shards
+            .iter()
+            .filter(|(_, name)| !listed.contains(name))
+        {
+            manifest
+                .shards
+                .push(describe_orphan_shard(&dir.join(name))?);
+        }
+        manifest.total_rows = manifest.shards.iter().map(|s| s.rows).sum();
+        write_manifest(dir, &manifest)?;
+        let mut keys = HashSet::new();
+        for shard in &manifest.shards {
+            keys.extend(read_shard_keys(&dir.join(&shard.file))?);
+        }
+        let next_index = final_shards.last().map_or(0, |(index, _)| index + 1);
+        Ok(ShardWriter {
+            dir: dir.to_path_buf(),
+            manifest,
+            keys,
+            buffer: Vec::new(),
+            next_index,
+        })
+    }
+
+    /// Whether the row with `key` was already written (in a shard or the buffer); a
+    /// generator skips such work.
+    pub fn contains(&self, key: &RowKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Number of rows in complete shards plus buffered rows.
+    pub fn rows_written(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The manifest as of the last complete shard.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Adds a row; writes a shard when `rows_per_shard` rows are buffered. Returns `false`
+    /// (and drops the row) when its key was already written, so no key is ever duplicated.
+    pub fn write(&mut self, row: R) -> Result<bool> {
+        if !self.keys.insert(row.key()) {
+            return Ok(false);
+        }
+        self.buffer.push(row);
+        if self.buffer.len() >= self.manifest.rows_per_shard {
+            self.flush_shard()?;
+        }
+        Ok(true)
+    }
+
+    /// Makes the buffered rows durable now, as a shard of fewer than `rows_per_shard` rows
+    /// (nothing when the buffer is empty). For slow teachers: call it every few minutes so a
+    /// crash loses at most that much work.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.flush_shard()
+    }
+
+    /// Writes the buffered rows (possibly fewer than `rows_per_shard`) as a last shard and
+    /// returns the final manifest.
+    pub fn finish(mut self) -> Result<Manifest> {
+        self.flush()?;
+        Ok(self.manifest)
+    }
+
+    /// Writes the buffer as the next shard, then the manifest.
+    fn flush_shard(&mut self) -> Result<()> {
+        let name = shard_file_name(self.next_index);
+        let path = self.dir.join(&name);
+        let bytes = encode_parquet(&self.buffer, &path)?;
+        write_atomically(&path, &bytes)?;
+        self.manifest.shards.push(ShardEntry {
+            file: name,
+            rows: self.buffer.len(),
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
+        self.manifest.total_rows += self.buffer.len();
+        self.buffer.clear();
+        self.next_index += 1;
+        write_manifest(&self.dir, &self.manifest)
+    }
+}
+
+/// Encodes rows as a zstd-compressed Parquet file in memory.
+fn encode_parquet<R: ArrowRow>(rows: &[R], path: &Path) -> Result<Vec<u8>> {
+    let batch = rows_to_batch(rows, path)?;
+    let parquet_error = |source| DataError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties))
+        .map_err(parquet_error)?;
+    writer.write(&batch).map_err(parquet_error)?;
+    writer.close().map_err(parquet_error)?;
+    Ok(bytes)
+}
+
+/// Writes `bytes` to `.<name>.tmp` beside `path`, fsyncs it, renames it to `path` and fsyncs
+/// the directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.tmp"));
+    let mut file = File::create(&temp).map_err(|e| DataError::io(&temp, e))?;
+    file.write_all(bytes).map_err(|e| DataError::io(&temp, e))?;
+    file.sync_all().map_err(|e| DataError::io(&temp, e))?;
+    drop(file);
+    fs::rename(&temp, path).map_err(|e| DataError::io(path, e))?;
+    sync_dir(dir)
+}
+
+/// Makes a rename in `dir` durable (a no-op where directories cannot be opened).
+fn sync_dir(dir: &Path) -> Result<()> {
+    if cfg!(unix) {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| DataError::io(dir, e))?;
+    }
+    Ok(())
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let path = dir.join(MANIFEST_FILE);
+    let mut text = serde_json::to_string_pretty(manifest).map_err(|e| DataError::Manifest {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    text.push('\n');
+    write_atomically(&path, text.as_bytes())
+}
+
+/// Reads `dir/manifest.json`.
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| DataError::Manifest {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    if manifest.format_version != MANIFEST_FORMAT_VERSION {
+        return Err(DataError::Manifest {
+            path,
+            message: format!(
+                "format_version {} is not the supported {MANIFEST_FORMAT_VERSION}",
+                manifest.format_version
+            ),
+        });
+    }
+    Ok(manifest)
+}
+
+/// Checks every shard listed in the manifest exists with the recorded size.
+fn check_listed_shards(dir: &Path, manifest: &Manifest) -> Result<()> {
+    for shard in &manifest.shards {
+        let path = dir.join(&shard.file);
+        let bytes = fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| DataError::Manifest {
+                path: path.clone(),
+                message: format!("listed shard cannot be read: {e}"),
+            })?;
+        if bytes != shard.bytes {
+            return Err(DataError::Manifest {
+                path,
+                message: format!("shard has {bytes} bytes, the manifest says {}", shard.bytes),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Describes a complete shard that the manifest does not list yet.
+fn describe_orphan_shard(path: &Path) -> Result<ShardEntry> {
+    let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let rows = read_shard_keys(path)?.len();
+    Ok(ShardEntry {
+        file: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        rows,
+        bytes: bytes.len() as u64,
+        sha256: sha256_hex(&bytes),
+    })
+}
+
+/// Opens a Parquet file for reading `columns` (all when `None`) and calls `visit` on each
+/// batch with its position in the file.
+fn for_each_batch(
+    path: &Path,
+    columns: Option<&[&str]>,
+    mut visit: impl FnMut(&BatchColumns<'_>) -> Result<()>,
+) -> Result<()> {
+    let parquet_error = |source| DataError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
+    if let Some(columns) = columns {
+        let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+        builder = builder.with_projection(mask);
+    }
+    let mut first_row = 0;
+    for batch in builder.build().map_err(parquet_error)? {
+        let batch = batch.map_err(|source| DataError::Arrow {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        visit(&BatchColumns::new(&batch, path, first_row))?;
+        first_row += batch.num_rows();
+    }
+    Ok(())
+}
+
+/// Reads only the resume keys (`id`, `sample_index`) of one shard.
+pub fn read_shard_keys(path: &Path) -> Result<Vec<RowKey>> {
+    let mut keys = Vec::new();
+    for_each_batch(path, Some(&["id", "sample_index"]), |columns| {
+        let ids = columns.required_strings("id")?;
+        let samples = columns.required_u32("sample_index")?;
+        keys.extend(
+            ids.into_iter()
+                .zip(samples)
+                .map(|(id, sample_index)| RowKey {
+                    problem_id: id.to_string(),
+                    sample_index,
+                }),
+        );
+        Ok(())
+    })?;
+    Ok(keys)
+}
+
+/// Reads every row of one shard file, in file order. Independent of other files, so shards
+/// can be read in parallel.
+pub fn read_shard<R: ArrowRow>(path: &Path) -> Result<Vec<R>> {
+    let mut rows = Vec::new();
+    for_each_batch(path, None, |columns| {
+        rows.extend(R::from_columns(columns)?);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// The shard files of `dir` in manifest order.
+pub fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(read_manifest(dir)?
+        .shards
+        .iter()
+        .map(|shard| dir.join(&shard.file))
+        .collect())
+}
+
+/// Reads all shards of `dir` (manifest order) and returns the rows sorted by
+/// (problem id, sample index), so equal row sets compare equal however they were sharded.
+pub fn read_rows<R: ArrowRow>(dir: &Path) -> Result<Vec<R>> {
+    let mut rows = Vec::new();
+    for path in shard_paths(dir)? {
+        rows.extend(read_shard::<R>(&path)?);
+    }
+    rows.sort_by_cached_key(|row| row.key());
+    Ok(rows)
+}
+
+/// [`read_rows`] for [`TraceRow`]s.
+pub fn read_trace_rows(dir: &Path) -> Result<Vec<TraceRow>> {
+    read_rows(dir)
+}
+
+/// Re-hashes every shard of `dir` and checks sizes and SHA-256 against the manifest.
+pub fn verify_shards(dir: &Path) -> Result<Manifest> {
+    let manifest = read_manifest(dir)?;
+    for shard in &manifest.shards {
+        let path = dir.join(&shard.file);
+        let bytes = fs::read(&path).map_err(|e| DataError::io(&path, e))?;
+        if bytes.len() as u64 != shard.bytes || sha256_hex(&bytes) != shard.sha256 {
+            return Err(DataError::Manifest {
+                path,
+                message: "shard bytes do not match the manifest's size and sha256".into(),
+            });
+        }
+    }
+    Ok(manifest)
+}

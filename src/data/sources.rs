@@ -1,0 +1,517 @@
+//! Prompt sources: reading problem sets (JSONL or Parquet) into [`Problem`]s with a
+//! [`ColumnMapping`], and the built-in [`Adapter`]s for GSM8K, MATH-500, AIME 2024 and AMC 2023.
+//!
+//! Ids are stable across runs and machines: the mapped id column (with a per-set prefix) when
+//! there is one, else `<source>-<first 16 hex digits of sha256(source + "\n" + problem)>`.
+//! Bad input never panics; every error names the file, the line (JSONL, 1-based) or row
+//! (Parquet, 0-based) and the field.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::Path;
+
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::{Map, Value};
+
+use super::columns::{cell_to_json, is_scalar_type, BatchColumns};
+use super::errors::{DataError, Location, Result};
+use super::hashing::sha256_hex;
+
+/// One prompt with its gold answer, as every later stage sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Stable unique id (see the module docs).
+    pub id: String,
+    /// Prompt-set name, e.g. `gsm8k-test`.
+    pub source: String,
+    /// The question text shown to the model.
+    pub problem: String,
+    /// The gold final answer as text (for numbers: canonical form, e.g. `27` not `27.0`).
+    pub answer: String,
+    /// Carried-through columns of the input record, by column name.
+    pub metadata: Map<String, Value>,
+}
+
+/// How the gold answer is taken out of the answer column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerFormat {
+    /// The value as text, trimmed (numbers in canonical form).
+    Text,
+    /// GSM8K: the text after the last `####`, trimmed, thousands separators (commas) removed.
+    Gsm8k,
+    /// A number (JSON number or numeric string) in canonical form: integers without leading
+    /// zeros or `.0` (`"025"` → `25`, `27.0` → `27`).
+    Number,
+}
+
+/// Which columns of a prompt-set file hold what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnMapping {
+    /// Prompt-set name stored in [`Problem::source`] and used in content-hash ids.
+    pub source: String,
+    /// Column holding the question text.
+    pub problem: String,
+    /// Column holding the gold answer.
+    pub answer: String,
+    /// How to read the gold answer.
+    pub answer_format: AnswerFormat,
+    /// Column holding the id (string or integer); `None` means content-hash ids.
+    pub id: Option<String>,
+    /// Prefix put before values of the id column, e.g. `aime24-`.
+    pub id_prefix: String,
+    /// Columns copied into [`Problem::metadata`] (must exist; values may be null).
+    pub metadata: Vec<String>,
+}
+
+impl ColumnMapping {
+    /// A mapping with content-hash ids, text answers and no metadata.
+    pub fn new(source: &str, problem: &str, answer: &str) -> Self {
+        ColumnMapping {
+            source: source.to_string(),
+            problem: problem.to_string(),
+            answer: answer.to_string(),
+            answer_format: AnswerFormat::Text,
+            id: None,
+            id_prefix: String::new(),
+            metadata: Vec::new(),
+        }
+    }
+}
+
+/// A built-in prompt set with a known layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapter {
+    /// GSM8K (`question`, `answer` with the gold after `#### `); content-hash ids.
+    Gsm8k,
+    /// MATH-500 (`problem`, `answer`, id from `unique_id`; carries `subject`, `level`, `unique_id`).
+    Math500,
+    /// AIME 2024 from Qwen2.5-Math eval (`problem`, string `answer` with leading zeros, integer `id`).
+    Aime24,
+    /// AMC 2023 from Qwen2.5-Math eval (`problem`, float `answer`, integer `id`).
+    Amc23,
+}
+
+impl Adapter {
+    /// Every built-in adapter.
+    pub const ALL: [Adapter; 4] = [
+        Adapter::Gsm8k,
+        Adapter::Math500,
+        Adapter::Aime24,
+        Adapter::Amc23,
+    ];
+
+    /// The adapter's name (`gsm8k`, `math500`, `aime24`, `amc23`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Adapter::Gsm8k => "gsm8k",
+            Adapter::Math500 => "math500",
+            Adapter::Aime24 => "aime24",
+            Adapter::Amc23 => "amc23",
+        }
+    }
+
+    /// The adapter called `name` (case-insensitive; `-`/`_` ignored, so `math-500` works).
+    pub fn from_name(name: &str) -> Result<Self> {
+        let wanted: String = name
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .collect::<String>()
+            .to_lowercase();
+        Adapter::ALL
+            .into_iter()
+            .find(|adapter| adapter.name() == wanted)
+            .ok_or_else(|| DataError::UnknownAdapter {
+                name: name.to_string(),
+            })
+    }
+
+    /// Detects the adapter from the first record's fields (and, for AIME/AMC, its `url` or
+    /// the file path).
+    pub fn detect(path: &Path) -> Result<Self> {
+        let records = read_records(path, None)?;
+        let first =
+            records
+                .first()
+                .map(|(_, record)| record)
+                .ok_or_else(|| DataError::EmptyFile {
+                    path: path.to_path_buf(),
+                })?;
+        let has = |field: &str| first.contains_key(field);
+        let url = first.get("url").and_then(Value::as_str).unwrap_or_default();
+        let path_text = path.to_string_lossy().to_lowercase();
+        let detected = if has("unique_id") && has("subject") && has("level") {
+            Some(Adapter::Math500)
+        } else if has("question") && has("answer") && first.len() == 2 {
+            Some(Adapter::Gsm8k)
+        } else if has("problem") && has("answer") && has("url") {
+            if url.contains("AIME") || path_text.contains("aime") {
+                Some(Adapter::Aime24)
+            } else if url.contains("AMC") || path_text.contains("amc") {
+                Some(Adapter::Amc23)
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        detected.ok_or_else(|| DataError::UndetectedFormat {
+            path: path.to_path_buf(),
+            fields: first.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// The column mapping of this adapter for `path`; the source is `<name>-<file stem>`,
+    /// e.g. `gsm8k-test`.
+    pub fn mapping(self, path: &Path) -> ColumnMapping {
+        let stem = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let source = format!("{}-{stem}", self.name());
+        let id_prefix = format!("{}-", self.name());
+        let strings = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        match self {
+            Adapter::Gsm8k => ColumnMapping {
+                answer_format: AnswerFormat::Gsm8k,
+                ..ColumnMapping::new(&source, "question", "answer")
+            },
+            Adapter::Math500 => ColumnMapping {
+                id: Some("unique_id".into()),
+                id_prefix,
+                metadata: strings(&["subject", "level", "unique_id"]),
+                ..ColumnMapping::new(&source, "problem", "answer")
+            },
+            Adapter::Aime24 | Adapter::Amc23 => ColumnMapping {
+                answer_format: AnswerFormat::Number,
+                id: Some("id".into()),
+                id_prefix,
+                metadata: strings(&["url"]),
+                ..ColumnMapping::new(&source, "problem", "answer")
+            },
+        }
+    }
+}
+
+/// Loads a built-in prompt set; `adapter: None` detects it with [`Adapter::detect`].
+pub fn load_builtin(path: &Path, adapter: Option<Adapter>) -> Result<Vec<Problem>> {
+    let adapter = match adapter {
+        Some(adapter) => adapter,
+        None => Adapter::detect(path)?,
+    };
+    load_problems(path, &adapter.mapping(path))
+}
+
+/// Reads every record of a `.jsonl` or `.parquet` file into [`Problem`]s using `mapping`.
+/// Ids must be unique within the file.
+pub fn load_problems(path: &Path, mapping: &ColumnMapping) -> Result<Vec<Problem>> {
+    let mut wanted = vec![mapping.problem.clone(), mapping.answer.clone()];
+    wanted.extend(mapping.id.clone());
+    wanted.extend(mapping.metadata.iter().cloned());
+    let records = read_records(path, Some(&wanted))?;
+    let mut seen = HashSet::new();
+    let mut problems = Vec::with_capacity(records.len());
+    for (location, record) in &records {
+        let fields = RecordFields {
+            path,
+            location: *location,
+            record,
+        };
+        let problem = fields.problem(mapping)?;
+        if !seen.insert(problem.id.clone()) {
+            return Err(DataError::DuplicateId {
+                path: path.to_path_buf(),
+                location: *location,
+                field: mapping
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| mapping.problem.clone()),
+                id: problem.id,
+            });
+        }
+        problems.push(problem);
+    }
+    Ok(problems)
+}
+
+/// The id of a problem without an id column: `<source>-<16 hex of sha256(source\nproblem)>`.
+pub fn content_hash_id(source: &str, problem: &str) -> String {
+    let digest = sha256_hex(format!("{source}\n{problem}").as_bytes());
+    format!("{source}-{}", &digest[..16])
+}
+
+/// One input record being turned into a [`Problem`], with its position for errors.
+struct RecordFields<'a> {
+    path: &'a Path,
+    location: Location,
+    record: &'a Map<String, Value>,
+}
+
+impl RecordFields<'_> {
+    fn problem(&self, mapping: &ColumnMapping) -> Result<Problem> {
+        let problem = self.text(&mapping.problem)?;
+        if problem.trim().is_empty() {
+            return Err(self.invalid(&mapping.problem, "the question is empty"));
+        }
+        let answer = self.answer(&mapping.answer, mapping.answer_format)?;
+        let id = match &mapping.id {
+            Some(column) => format!("{}{}", mapping.id_prefix, self.id(column)?),
+            None => content_hash_id(&mapping.source, &problem),
+        };
+        let mut metadata = Map::new();
+        for column in &mapping.metadata {
+            metadata.insert(column.clone(), self.value(column)?.clone());
+        }
+        Ok(Problem {
+            id,
+            source: mapping.source.clone(),
+            problem,
+            answer,
+            metadata,
+        })
+    }
+
+    fn value(&self, field: &str) -> Result<&Value> {
+        self.record
+            .get(field)
+            .ok_or_else(|| DataError::MissingField {
+                path: self.path.to_path_buf(),
+                location: self.location,
+                field: field.to_string(),
+            })
+    }
+
+    fn non_null(&self, field: &str) -> Result<&Value> {
+        match self.value(field)? {
+            Value::Null => Err(DataError::NullValue {
+                path: self.path.to_path_buf(),
+                location: self.location,
+                field: field.to_string(),
+            }),
+            value => Ok(value),
+        }
+    }
+
+    fn wrong_type(&self, field: &str, expected: &str, found: &Value) -> DataError {
+        DataError::WrongType {
+            path: self.path.to_path_buf(),
+            location: self.location,
+            field: field.to_string(),
+            expected: expected.to_string(),
+            found: json_type_name(found).to_string(),
+        }
+    }
+
+    fn invalid(&self, field: &str, message: &str) -> DataError {
+        DataError::InvalidValue {
+            path: self.path.to_path_buf(),
+            location: self.location,
+            field: field.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn text(&self, field: &str) -> Result<String> {
+        match self.non_null(field)? {
+            Value::String(text) => Ok(text.clone()),
+            other => Err(self.wrong_type(field, "string", other)),
+        }
+    }
+
+    fn id(&self, field: &str) -> Result<String> {
+        match self.non_null(field)? {
+            Value::String(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+            Value::String(_) => Err(self.invalid(field, "the id is empty")),
+            Value::Number(number) if number.is_i64() || number.is_u64() => Ok(number.to_string()),
+            other => Err(self.wrong_type(field, "string or integer", other)),
+        }
+    }
+
+    fn answer(&self, field: &str, format: AnswerFormat) -> Result<String> {
+        let value = self.non_null(field)?;
+        match (format, value) {
+            (AnswerFormat::Text, Value::String(text)) => Ok(text.trim().to_string()),
+            (AnswerFormat::Text | AnswerFormat::Number, Value::Number(number)) => {
+                Ok(canonical_number(&number.to_string()).unwrap_or_else(|| number.to_string()))
+            }
+            (AnswerFormat::Number, Value::String(text)) => canonical_number(text.trim())
+                .ok_or_else(|| self.invalid(field, &format!("`{text}` is not a number"))),
+            (AnswerFormat::Gsm8k, Value::String(text)) => {
+                let (_, gold) = text
+                    .rsplit_once("####")
+                    .ok_or_else(|| self.invalid(field, "no `####` before the final answer"))?;
+                let gold = gold.trim().replace(',', "");
+                if gold.is_empty() {
+                    return Err(self.invalid(field, "nothing after `####`"));
+                }
+                Ok(gold)
+            }
+            (AnswerFormat::Gsm8k, other) => Err(self.wrong_type(field, "string", other)),
+            (_, other) => Err(self.wrong_type(field, "string or number", other)),
+        }
+    }
+}
+
+/// Canonical text of a number: integers without sign noise, leading zeros or `.0`; other
+/// finite numbers as Rust prints the `f64`. `None` when `text` is not a number.
+pub fn canonical_number(text: &str) -> Option<String> {
+    if let Ok(integer) = text.parse::<i128>() {
+        return Some(integer.to_string());
+    }
+    let float: f64 = text.parse().ok().filter(|f: &f64| f.is_finite())?;
+    if float.fract() == 0.0 && float.abs() < 9.0e15 {
+        Some(format!("{}", float as i64))
+    } else {
+        Some(float.to_string())
+    }
+}
+
+fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Records of a file as JSON objects with their locations. For Parquet, `columns` names the
+/// columns to read (each must be a scalar column); `None` reads every scalar column and skips
+/// nested ones.
+fn read_records(
+    path: &Path,
+    columns: Option<&[String]>,
+) -> Result<Vec<(Location, Map<String, Value>)>> {
+    let extension = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let records = match extension.as_str() {
+        "jsonl" | "json" => read_jsonl(path)?,
+        "parquet" => read_parquet(path, columns)?,
+        _ => {
+            return Err(DataError::UnsupportedFileType {
+                path: path.to_path_buf(),
+            })
+        }
+    };
+    if records.is_empty() {
+        return Err(DataError::EmptyFile {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(records)
+}
+
+/// Parses a JSONL file; blank lines are skipped.
+fn read_jsonl(path: &Path) -> Result<Vec<(Location, Map<String, Value>)>> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let text = std::str::from_utf8(&bytes).map_err(|error| {
+        let byte_offset = error.valid_up_to();
+        invalid_utf8_error(path, &bytes, byte_offset)
+    })?;
+    let mut records = Vec::new();
+    for (index, line) in text.split('\n').enumerate() {
+        let location = Location::Line(index + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value =
+            serde_json::from_str(line).map_err(|error| DataError::MalformedJson {
+                path: path.to_path_buf(),
+                location,
+                message: error.to_string(),
+            })?;
+        match value {
+            Value::Object(record) => records.push((location, record)),
+            other => {
+                return Err(DataError::MalformedJson {
+                    path: path.to_path_buf(),
+                    location,
+                    message: format!("expected a JSON object, found {}", json_type_name(&other)),
+                })
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Builds the error for invalid UTF-8 at `byte_offset`, finding the line and, when the line
+/// parses as JSON once repaired, the field holding the bad bytes.
+fn invalid_utf8_error(path: &Path, bytes: &[u8], byte_offset: usize) -> DataError {
+    let line_start = bytes[..byte_offset]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |p| p + 1);
+    let line_end = bytes[byte_offset..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |p| byte_offset + p);
+    let line_number = bytes[..line_start].iter().filter(|b| **b == b'\n').count() + 1;
+    let repaired = String::from_utf8_lossy(&bytes[line_start..line_end]);
+    let field = match serde_json::from_str::<Value>(&repaired) {
+        Ok(Value::Object(record)) => record
+            .iter()
+            .find(|(_, value)| value.to_string().contains('\u{FFFD}'))
+            .map(|(key, _)| key.clone()),
+        _ => None,
+    };
+    DataError::InvalidUtf8 {
+        path: path.to_path_buf(),
+        location: Location::Line(line_number),
+        byte_offset,
+        field,
+    }
+}
+
+/// Reads a Parquet file's scalar columns into JSON records.
+fn read_parquet(
+    path: &Path,
+    columns: Option<&[String]>,
+) -> Result<Vec<(Location, Map<String, Value>)>> {
+    let parquet_error = |source| DataError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(parquet_error)?
+        .build()
+        .map_err(parquet_error)?;
+    let mut records = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|source| DataError::Arrow {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let view = BatchColumns::new(&batch, path, records.len());
+        let names: Vec<String> = match columns {
+            Some(names) => names.to_vec(),
+            None => batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
+        };
+        let mut arrays = Vec::with_capacity(names.len());
+        for name in &names {
+            let array = view.column(name)?;
+            if columns.is_some() || is_scalar_type(array.data_type()) {
+                arrays.push((name, array));
+            }
+        }
+        for row in 0..batch.num_rows() {
+            let mut record = Map::new();
+            for (name, array) in &arrays {
+                let value = cell_to_json(array, row).ok_or_else(|| {
+                    view.wrong_type(name, "string, integer, float or boolean", array.data_type())
+                })?;
+                record.insert(name.to_string(), value);
+            }
+            records.push((view.location(row), record));
+        }
+    }
+    Ok(records)
+}
