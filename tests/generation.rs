@@ -145,7 +145,13 @@ fn stop_strings_and_eos_end_a_completion() {
     };
     let mut cfg = config(SamplerConfig::greedy(), 60, 1, &loaded.eos_token_ids);
     cfg.stop_strings = vec!["Lily".to_string()];
-    let out = generate(&loaded.model, &loaded.tokenizer, &[request.clone()], &cfg).unwrap();
+    let out = generate(
+        &loaded.model,
+        &loaded.tokenizer,
+        std::slice::from_ref(&request),
+        &cfg,
+    )
+    .unwrap();
     assert_eq!(
         out[0].text,
         "Once upon a time, there was a little girl named "
@@ -156,7 +162,7 @@ fn stop_strings_and_eos_end_a_completion() {
     let first = generate(
         &loaded.model,
         &loaded.tokenizer,
-        &[request.clone()],
+        std::slice::from_ref(&request),
         &config(SamplerConfig::greedy(), 1, 1, &[]),
     )
     .unwrap();

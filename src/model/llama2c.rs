@@ -155,7 +155,9 @@ fn read_header(bytes: &[u8], file: &str) -> Result<Header> {
         shared_classifier: vocab > 0,
         seq_len: positive(6, "seq_len")?,
     };
-    if header.dim % header.n_heads != 0 || header.n_heads % header.n_kv_heads != 0 {
+    if !header.dim.is_multiple_of(header.n_heads)
+        || !header.n_heads.is_multiple_of(header.n_kv_heads)
+    {
         return Err(header_error(
             file,
             "dim, n_heads and n_kv_heads are inconsistent",
