@@ -6,6 +6,8 @@
 pub mod cli;
 pub mod data;
 pub mod model;
+pub mod ops;
+pub mod progress;
 pub mod runtime;
 pub mod train;
 pub mod verify;

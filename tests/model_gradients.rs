@@ -20,7 +20,7 @@ fn loss_of(t: &TrainableDecoder, ids: &Tensor, dtype: DType) -> Tensor {
         .forward(
             ids,
             &common::positions(b, len),
-            Some(&common::causal(b, len, dtype)),
+            Some(&common::causal()),
             None,
         )
         .unwrap();

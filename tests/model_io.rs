@@ -62,7 +62,7 @@ fn the_bf16_verl_llama_fixture_loads_and_runs() {
         .forward(
             &ids,
             &common::positions(2, 6),
-            Some(&common::causal(2, 6, DType::F32)),
+            Some(&common::causal()),
             None,
         )
         .unwrap();

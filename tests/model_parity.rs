@@ -28,12 +28,7 @@ fn tensors(config: &ModelConfig, seed: u64) -> (Decoder, HashMap<String, Tensor>
 fn our_last_logits(model: &Decoder, ids: &Tensor) -> Tensor {
     let (b, t) = ids.dims2().unwrap();
     let hidden = model
-        .forward(
-            ids,
-            &common::positions(b, t),
-            Some(&common::causal(b, t, DType::F32)),
-            None,
-        )
+        .forward(ids, &common::positions(b, t), Some(&common::causal()), None)
         .unwrap();
     model
         .logits(&hidden.narrow(1, t - 1, 1).unwrap().squeeze(1).unwrap())
@@ -75,7 +70,7 @@ fn qwen2_hidden_states_match_at_every_position() {
         .forward(
             &ids,
             &common::positions(1, 13),
-            Some(&common::causal(1, 13, DType::F32)),
+            Some(&common::causal()),
             None,
         )
         .unwrap();

@@ -4,7 +4,7 @@
 //! Every op on the forward path records a backward in candle (no fused candle_nn ops, which drop
 //! gradients), so the same [`Decoder::forward`] serves SFT, GRPO and generation.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use super::attention_mask::AttentionMask;
 use super::config::ModelConfig;
@@ -12,6 +12,7 @@ use super::error::{ModelError, Result};
 use super::kv_cache::KvCache;
 use super::rope::Rope;
 use super::weights::Weights;
+use crate::ops;
 
 /// `y = x Wᵀ (+ b)` with HF's `[out, in]` weight layout.
 #[derive(Debug, Clone)]
@@ -57,7 +58,7 @@ impl Linear {
     }
 }
 
-/// RMSNorm over the last dimension, composed of differentiable ops.
+/// RMSNorm over the last dimension (the fused op with a hand-written backward).
 #[derive(Debug, Clone)]
 struct RmsNorm {
     weight: Tensor,
@@ -73,19 +74,8 @@ impl RmsNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
-            .sqrt()?
-            .recip()?;
-        Ok(x.broadcast_mul(&inv_rms)?.broadcast_mul(&self.weight)?)
+        Ok(ops::rms_norm(x, &self.weight, self.eps)?)
     }
-}
-
-/// Numerically stable softmax over the last dimension, composed of differentiable ops.
-/// The subtracted maximum is detached: it does not change the result, so it needs no gradient.
-fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let exp = x.broadcast_sub(&max)?.exp()?;
-    Ok(exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?)
 }
 
 #[derive(Debug, Clone)]
@@ -186,23 +176,11 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),
         };
-        let key_len = k.dim(2)?;
-        // Fold the query heads that share a KV head onto it: [B, KV, G·T, hd] (no repeat_kv copies).
-        let group = h / kvh;
-        let q = q.reshape((b, kvh, group * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let scores = match mask {
-            Some(mask) => scores
-                .reshape((b, kvh, group, t, key_len))?
-                .broadcast_add(&mask.tensor().unsqueeze(2)?)?
-                .reshape((b, kvh, group * t, key_len))?,
-            None => scores,
-        };
-        let out = softmax_last_dim(&scores)?.matmul(&v)?;
-        let out = out
-            .reshape((b, h, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, h * hd))?;
+        let causal = AttentionMask::causal();
+        let mask = mask.unwrap_or(&causal);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let out = ops::attention(&q, &k, &v, scale, mask.as_ops())?;
+        let out = out.transpose(1, 2)?.reshape((b, t, h * hd))?;
         self.o_proj.forward(&out)
     }
 
@@ -395,7 +373,7 @@ impl Decoder {
 
     /// Hidden states after the final norm, `[B, T, hidden]`, for token ids `[B, T]` at `positions`
     /// `[B, T]` (u32). With a cache, the new keys and values are stored after the cached ones and
-    /// `mask` must cover all of them; `None` means every query sees every key (one unpadded token).
+    /// `mask` must cover all of them; `None` means plain causal attention (no padding).
     pub fn forward(
         &self,
         ids: &Tensor,

@@ -117,7 +117,6 @@ pub fn generate(
         )));
     }
     let device = model.device();
-    let dtype = model.dtype();
     let prompt_len = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
     let pads: Vec<usize> = requests
         .iter()
@@ -133,7 +132,7 @@ pub fn generate(
     let shape = (requests.len(), prompt_len);
     let ids = Tensor::from_vec(ids, shape, device)?;
     let positions = Tensor::from_vec(positions, shape, device)?;
-    let mask = AttentionMask::left_padded(&pads, prompt_len, 0, dtype, device)?;
+    let mask = AttentionMask::left_padded(&pads, prompt_len, 0, device)?;
     let mut prefill_cache = model.new_cache(requests.len(), prompt_len + config.max_new_tokens)?;
     let hidden = model.forward(&ids, &positions, Some(&mask), Some(&mut prefill_cache))?;
     let last = hidden.narrow(1, prompt_len - 1, 1)?.squeeze(1)?;
@@ -190,7 +189,6 @@ pub fn generate(
                 &row_pads,
                 1,
                 prompt_len + step,
-                dtype,
                 device,
             )?)
         } else {

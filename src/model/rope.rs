@@ -1,10 +1,11 @@
 //! Rotary position embeddings in the half-split layout Hugging Face uses (llama2.c checkpoints are
 //! permuted into it at load time), with Llama 3.x frequency scaling.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use super::config::{Llama3RopeScaling, ModelConfig};
 use super::error::Result;
+use crate::ops;
 
 /// The inverse frequencies of one model; cos/sin are computed per (row, position) on demand,
 /// so rows of a batch may sit at different positions.
@@ -29,28 +30,24 @@ impl Rope {
         })
     }
 
-    /// `(cos, sin)`, each `[B, 1, T, head_dim]`, for u32 positions `[B, T]`.
+    /// `(cos, sin)`, each `[B, T, head_dim / 2]`, for u32 positions `[B, T]`.
     pub fn cos_sin(&self, positions: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
         let (b, t) = positions.dims2()?;
         let angles = positions
             .flatten_all()?
             .to_dtype(DType::F32)?
             .unsqueeze(1)?
-            .broadcast_mul(&self.inv_freq)?;
-        let angles = Tensor::cat(&[&angles, &angles], D::Minus1)?.reshape((b, 1, t, ()))?;
+            .broadcast_mul(&self.inv_freq)?
+            .reshape((b, t, ()))?;
         Ok((
             angles.cos()?.to_dtype(dtype)?,
             angles.sin()?.to_dtype(dtype)?,
         ))
     }
 
-    /// `x·cos + rotate_half(x)·sin` for `x` of shape `[B, heads, T, head_dim]`.
+    /// Rotates `x` `[B, heads, T, head_dim]` (half-split pairs) by the angles of [`Rope::cos_sin`].
     pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let half = x.dim(D::Minus1)? / 2;
-        let first = x.narrow(D::Minus1, 0, half)?;
-        let second = x.narrow(D::Minus1, half, half)?;
-        let rotated = Tensor::cat(&[&second.neg()?, &first], D::Minus1)?;
-        Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+        Ok(ops::rope(x, cos, sin, ops::RopeLayout::HalfSplit)?)
     }
 }
 

@@ -1,53 +1,40 @@
-//! Token-level losses computed from hidden states and the output projection, chunked over rows so
-//! the full N×V logits are never materialised at once in the forward pass.
+//! Token-level losses from hidden states and the output projection, through the fused selective
+//! log-softmax: the N×V logits never exist in full, in the forward or the backward.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 use crate::model::Result;
+use crate::ops::{selective_log_softmax, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET};
 
-/// Rows of hidden states turned into logits at a time.
-pub const DEFAULT_ROW_CHUNK: usize = 256;
-
-/// `log p(target)` per row: `hidden` `[N, d]`, `lm_head` `[V, d]`, `targets` `[N]` (u32) → `[N]`.
-/// Differentiable with respect to `hidden` and `lm_head`.
-pub fn token_log_probs(
+/// `log p(ids[t + 1])` at every position `t < T - 1`, `[B, T - 1]`, for hidden states `[B, T, d]`.
+/// Targets where `target_mask` `[B, T]` is 0 are skipped (log-prob 0, no gradient); differentiable
+/// with respect to `hidden` and `lm_head`.
+pub fn next_token_log_probs(
     hidden: &Tensor,
     lm_head: &Tensor,
-    targets: &Tensor,
-    row_chunk: usize,
+    ids: &Tensor,
+    target_mask: &Tensor,
 ) -> Result<Tensor> {
-    let n = hidden.dim(0)?;
-    let chunk = row_chunk.max(1);
-    let mut parts = Vec::with_capacity(n.div_ceil(chunk));
-    for start in (0..n).step_by(chunk) {
-        let len = chunk.min(n - start);
-        let logits = hidden.narrow(0, start, len)?.matmul(&lm_head.t()?)?;
-        let max = logits.max_keepdim(D::Minus1)?.detach();
-        let shifted = logits.broadcast_sub(&max)?;
-        let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-        let target = targets.narrow(0, start, len)?.unsqueeze(1)?;
-        let picked = shifted.gather(&target, 1)?;
-        parts.push((picked - log_z)?.squeeze(1)?);
-    }
-    Ok(Tensor::cat(&parts, 0)?)
+    let (b, t, _) = hidden.dims3()?;
+    let inputs = hidden.narrow(1, 0, t - 1)?;
+    let targets = ids.narrow(1, 1, t - 1)?;
+    let keep = target_mask.narrow(1, 1, t - 1)?.ne(0.0)?;
+    let ignored = Tensor::full(IGNORE_TARGET, (b, t - 1), ids.device())?;
+    let targets = keep.where_cond(&targets.contiguous()?, &ignored)?;
+    Ok(selective_log_softmax(&inputs, lm_head, &targets, DEFAULT_VOCAB_CHUNK)?.logp)
 }
 
-/// Mean negative log-likelihood of the next token over positions where `loss_mask` `[B, T]` is 1.
-/// `hidden` is `[B, T, d]` for ids `[B, T]`: position `t` predicts id `t + 1`.
+/// Mean negative log-likelihood of the next token over positions where `loss_mask` `[B, T]` is
+/// non-zero (weighted by it). `hidden` is `[B, T, d]` for ids `[B, T]`: position `t` predicts `t + 1`.
 pub fn next_token_loss(
     hidden: &Tensor,
     lm_head: &Tensor,
     ids: &Tensor,
     loss_mask: &Tensor,
 ) -> Result<Tensor> {
-    let (b, t, d) = hidden.dims3()?;
-    let inputs = hidden.narrow(1, 0, t - 1)?.reshape((b * (t - 1), d))?;
-    let targets = ids.narrow(1, 1, t - 1)?.flatten_all()?;
-    let weights = loss_mask
-        .narrow(1, 1, t - 1)?
-        .flatten_all()?
-        .to_dtype(hidden.dtype())?;
-    let log_probs = token_log_probs(&inputs, lm_head, &targets, DEFAULT_ROW_CHUNK)?;
+    let t = hidden.dim(1)?;
+    let log_probs = next_token_log_probs(hidden, lm_head, ids, loss_mask)?;
+    let weights = loss_mask.narrow(1, 1, t - 1)?.to_dtype(hidden.dtype())?;
     let count = weights
         .to_dtype(DType::F64)?
         .sum_all()?

@@ -1,4 +1,11 @@
-//! Training: trainable decoders and token losses (SFT, GRPO and optimisers build on these).
+//! Training: the trainable decoder, token losses, AdamW and schedules, SFT data and loop,
+//! checkpoints and metrics.
 
+pub mod checkpoint;
 pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod schedule;
+pub mod sft;
+pub mod sft_data;
 pub mod trainable;

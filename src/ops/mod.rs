@@ -1,0 +1,47 @@
+//! Custom candle ops with hand-written backward passes for the training path.
+//!
+//! candle 0.11's fused `candle_nn` ops (`rms_norm`, `softmax_last_dim`, `rotary_emb::rope*`)
+//! record no backward, compositions of small ops cost ~4× the forward in backward, and
+//! `candle_nn::loss::cross_entropy` materialises several `N × V` buffers. Each op here is a
+//! [`candle_core::CustomOp1`]/`2`/`3` whose `bwd` runs a second custom op, so forward and
+//! backward are both single kernels.
+//!
+//! | op | module | CPU | CUDA |
+//! |----|--------|-----|------|
+//! | [`rms_norm`](fn@rms_norm) (grads: x, weight) | [`rms_norm`](mod@rms_norm) | f32, f64 (bf16/f16 via f32) | not yet |
+//! | [`rope`](fn@rope) (grad: x) | [`rope`](mod@rope) | f32, f64 (bf16/f16 via f32) | not yet |
+//! | [`softmax_last_dim`], [`masked_softmax`] (grad: x) | [`softmax`] | f32, f64 (bf16/f16 via f32) | not yet |
+//! | [`attention`](fn@attention) (grads: q, k, v) | [`attention`](mod@attention) | f32, f64 (bf16/f16 via f32) | not yet |
+//! | [`selective_log_softmax`](fn@selective_log_softmax), [`sft_loss`] (grads: hidden, lm_head) | [`selective_log_softmax`](mod@selective_log_softmax) | f32, f64 (bf16/f16 via f32) | not yet |
+//! | [`grpo_loss`](fn@grpo_loss) (grad: logp) | [`grpo_loss`](mod@grpo_loss) | f32, f64 (bf16/f16 via f32) | not yet |
+//!
+//! # Adding a CUDA path
+//!
+//! Every forward and backward kernel is a private op struct implementing `cpu_fwd`; a CUDA
+//! kernel is added by implementing `cuda_fwd` on the same struct behind
+//! `#[cfg(feature = "cuda")]` — the public functions and the `bwd` wiring stay unchanged.
+//! Ops that need more than three tensors in their backward keep the extra tensors (the
+//! forward's packed output and its gradient) in the backward op struct. Ops with several
+//! outputs or saved statistics return one packed 1-D buffer that the public wrapper splits
+//! with zero-copy `narrow`/`reshape`. Until then a CUDA tensor gets candle's
+//! `no cuda implementation for <op>` error.
+//!
+//! Unsupported dtypes and shapes are reported as candle errors naming the op and the shapes;
+//! nothing panics on bad input.
+
+pub mod attention;
+mod cpu;
+pub mod grpo_loss;
+pub mod rms_norm;
+pub mod rope;
+pub mod selective_log_softmax;
+pub mod softmax;
+
+pub use attention::{attention, AttentionMask};
+pub use grpo_loss::{grpo_loss, GrpoAggregation, GrpoConfig, GrpoInputs, GrpoLoss};
+pub use rms_norm::rms_norm;
+pub use rope::{rope, RopeLayout};
+pub use selective_log_softmax::{
+    selective_log_softmax, sft_loss, SelectiveLogSoftmax, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET,
+};
+pub use softmax::{masked_softmax, softmax_last_dim, SoftmaxMask};

@@ -1,0 +1,400 @@
+//! `distill train --student`: supervised fine-tuning on accepted traces. The loop is short and linear
+//! — data, forward, loss, backward, clip, step, log, checkpoint — with every knob in [`SftConfig`].
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::checkpoint::{latest_checkpoint, load_checkpoint, save_checkpoint, TrainerState};
+use super::loss::next_token_loss;
+use super::metrics::{plot_curves, MetricsLog};
+use super::optim::{AdamW, AdamWConfig};
+use super::schedule::{Decay, Schedule};
+use super::sft_data::{
+    apply_length_policy, tokenize_conversation, Batch, Batching, LengthReport, OverLength,
+    SftExample,
+};
+use super::trainable::TrainableDecoder;
+use crate::data::hashing::{sha256_hex, sha256_u64};
+use crate::data::shards::read_trace_rows;
+use crate::model::{self, Weights};
+
+/// Every knob of an SFT run (a `[train]` recipe section; CLI flags override it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftConfig {
+    /// The student: model directory, hub id or llama2.c file.
+    pub student: String,
+    /// Directory of accepted shards (the `messages` column is trained on).
+    pub data: PathBuf,
+    /// Output directory: `final/` (HF model), `checkpoints/`, `metrics.jsonl`, `loss.svg`, `summary.json`.
+    pub out: PathBuf,
+    /// Peak learning rate.
+    #[serde(default = "defaults::learning_rate")]
+    pub learning_rate: f64,
+    /// Linear warmup steps.
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Decay after warmup.
+    #[serde(default = "defaults::decay")]
+    pub decay: Decay,
+    /// Final learning rate as a fraction of the peak.
+    #[serde(default)]
+    pub min_lr_ratio: f64,
+    /// Rows per micro-batch.
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step.
+    #[serde(default = "defaults::one")]
+    pub grad_accum: usize,
+    /// Longest example (or packed row) in tokens.
+    #[serde(default = "defaults::max_length")]
+    pub max_length: usize,
+    /// What to do with longer examples.
+    #[serde(default = "defaults::over_length")]
+    pub over_length: OverLength,
+    /// Pack several examples per row.
+    #[serde(default)]
+    pub pack: bool,
+    /// Passes over the training examples (ignored when `max_steps` is set).
+    #[serde(default = "defaults::one")]
+    pub epochs: usize,
+    /// Stop after this many optimiser steps.
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+    /// Checkpoint every this many steps (0 = only at the end).
+    #[serde(default)]
+    pub save_every: u64,
+    /// Held-out loss every this many steps (0 = only at the end).
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Fraction of problems held out for the eval loss (split by problem id).
+    #[serde(default = "defaults::eval_fraction")]
+    pub eval_fraction: f64,
+    /// Seed of the data order.
+    #[serde(default)]
+    pub seed: u64,
+    /// `cpu` or `cuda:N`.
+    #[serde(default = "defaults::device")]
+    pub device: String,
+    /// Optimiser settings.
+    #[serde(default)]
+    pub optimizer: AdamWConfig,
+}
+
+mod defaults {
+    use super::{Decay, OverLength};
+    pub fn learning_rate() -> f64 {
+        1e-4
+    }
+    pub fn decay() -> Decay {
+        Decay::Cosine
+    }
+    pub fn batch_size() -> usize {
+        8
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn max_length() -> usize {
+        1024
+    }
+    pub fn over_length() -> OverLength {
+        OverLength::Drop
+    }
+    pub fn eval_fraction() -> f64 {
+        0.05
+    }
+    pub fn device() -> String {
+        "cpu".into()
+    }
+}
+
+/// What a finished run reports (also written to `summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SftSummary {
+    /// Optimiser steps taken in total.
+    pub steps: u64,
+    /// Training examples and what the length policy did.
+    pub examples: LengthReport,
+    /// Held-out examples.
+    pub eval_examples: usize,
+    /// Tokens trained on (prompt and completion, excluding padding).
+    pub tokens_seen: u64,
+    /// Loss of the last step.
+    pub final_loss: f64,
+    /// Held-out loss at the end (when there is a held-out split).
+    pub final_eval_loss: Option<f64>,
+    /// Wall time of this invocation, seconds.
+    pub wall_seconds: f64,
+    /// Parameters of the student.
+    pub parameters: usize,
+    /// Where the trained model is.
+    pub model_dir: PathBuf,
+}
+
+/// Tokenised training and held-out examples.
+struct Dataset {
+    train: Vec<SftExample>,
+    eval: Vec<SftExample>,
+    report: LengthReport,
+}
+
+fn load_dataset(config: &SftConfig, tokenizer: &model::Tokenizer) -> anyhow::Result<Dataset> {
+    let rows = read_trace_rows(&config.data)
+        .with_context(|| format!("reading SFT data from {}", config.data.display()))?;
+    if rows.is_empty() {
+        bail!("{}: no rows to train on", config.data.display());
+    }
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let (tokens, loss_mask) =
+            tokenize_conversation(tokenizer, &row.messages).with_context(|| {
+                format!(
+                    "{}: row id={} sample={}: field messages",
+                    config.data.display(),
+                    row.id,
+                    row.sample_index
+                )
+            })?;
+        let example = SftExample {
+            id: format!("{}#{}", row.id, row.sample_index),
+            tokens,
+            loss_mask,
+        };
+        let held_out =
+            (sha256_u64(row.id.as_bytes()) % 10_000) as f64 / 10_000.0 < config.eval_fraction;
+        if held_out {
+            eval.push(example);
+        } else {
+            train.push(example);
+        }
+    }
+    let (train, report) = apply_length_policy(train, config.max_length, config.over_length);
+    let (eval, _) = apply_length_policy(eval, config.max_length, config.over_length);
+    if train.is_empty() {
+        bail!(
+            "{}: every example was held out or dropped by max_length {}",
+            config.data.display(),
+            config.max_length
+        );
+    }
+    Ok(Dataset {
+        train,
+        eval,
+        report,
+    })
+}
+
+/// Hash of everything that must not change between a run and its resumption.
+fn config_hash(config: &SftConfig) -> String {
+    let canonical = json!({
+        "student": config.student, "data": config.data, "learning_rate": config.learning_rate,
+        "warmup_steps": config.warmup_steps, "decay": config.decay, "min_lr_ratio": config.min_lr_ratio,
+        "batch_size": config.batch_size, "grad_accum": config.grad_accum, "max_length": config.max_length,
+        "over_length": config.over_length, "pack": config.pack, "epochs": config.epochs,
+        "max_steps": config.max_steps, "eval_fraction": config.eval_fraction, "seed": config.seed,
+        "optimizer": config.optimizer,
+    });
+    sha256_hex(canonical.to_string().as_bytes())[..16].to_string()
+}
+
+/// Mean next-token loss of `examples` (no gradient), in batches of `batching`.
+fn mean_loss(
+    trainable: &TrainableDecoder,
+    examples: &[SftExample],
+    batching: &Batching,
+    device: &Device,
+) -> anyhow::Result<f64> {
+    let model = trainable.model.detached()?;
+    let (mut total, mut count) = (0.0, 0usize);
+    for plan in batching.plan(examples, 0) {
+        let batch = Batch::new(examples, &plan, device)?;
+        let hidden = model.forward(&batch.ids, &batch.positions, Some(&batch.mask), None)?;
+        let loss = next_token_loss(&hidden, model.lm_head(), &batch.ids, &batch.loss_mask)?;
+        total += f64::from(loss.to_scalar::<f32>()?) * batch.target_tokens as f64;
+        count += batch.target_tokens;
+    }
+    Ok(total / count.max(1) as f64)
+}
+
+/// Runs SFT; with `resume`, continues from the newest complete checkpoint under `config.out`.
+pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
+    let started = Instant::now();
+    let device = crate::runtime::parse_device(&config.device)?;
+    let loaded = model::load(&config.student, &device, DType::F32)
+        .with_context(|| format!("loading student {}", config.student))?;
+    let dataset = load_dataset(config, &loaded.tokenizer)?;
+    let mut weights = Weights::new(config.student.clone());
+    for (name, tensor) in loaded.model.named_parameters() {
+        weights.insert(name, tensor, config.student.clone());
+    }
+    let trainable = TrainableDecoder::new(loaded.model.config(), &weights, DType::F32, &device)?;
+    let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
+    let batching = Batching {
+        batch_size: config.batch_size.max(1),
+        max_length: config.max_length,
+        pack: config.pack,
+        seed: config.seed,
+    };
+    let batches_per_epoch = batching.plan(&dataset.train, 0).len();
+    let accum = config.grad_accum.max(1);
+    let total_steps = config
+        .max_steps
+        .unwrap_or((config.epochs * batches_per_epoch).div_ceil(accum) as u64)
+        .max(1);
+    let schedule = Schedule {
+        peak: config.learning_rate,
+        warmup_steps: config.warmup_steps,
+        total_steps,
+        decay: config.decay,
+        min_lr_ratio: config.min_lr_ratio,
+    };
+    let hash = config_hash(config);
+    let mut state = TrainerState {
+        step: 0,
+        epoch: 0,
+        batch_in_epoch: 0,
+        tokens_seen: 0,
+        config_hash: hash.clone(),
+    };
+    std::fs::create_dir_all(&config.out).with_context(|| config.out.display().to_string())?;
+    if resume {
+        if let Some(dir) = latest_checkpoint(&config.out) {
+            state = load_checkpoint(&dir, &trainable, &mut optimizer)?;
+            if state.config_hash != hash {
+                bail!(
+                    "{}: checkpoint was made with a different configuration (hash {} vs {hash}); start a new output directory",
+                    dir.display(),
+                    state.config_hash
+                );
+            }
+            eprintln!("resuming from {} (step {})", dir.display(), state.step);
+        }
+    }
+    let mut metrics = MetricsLog::open(&config.out.join("metrics.jsonl"), state.step)?;
+    let progress = crate::progress::bar(total_steps, "sft");
+    progress.set_position(state.step);
+
+    let mut plan = batching.plan(&dataset.train, state.epoch);
+    let mut last_loss = f64::NAN;
+    let mut last_eval = None;
+    while state.step < total_steps {
+        let step_started = Instant::now();
+        let (mut step_loss, mut step_tokens) = (0.0, 0usize);
+        for _ in 0..accum {
+            if state.batch_in_epoch >= plan.len() {
+                state.epoch += 1;
+                state.batch_in_epoch = 0;
+                plan = batching.plan(&dataset.train, state.epoch);
+            }
+            let batch = Batch::new(&dataset.train, &plan[state.batch_in_epoch], &device)?;
+            state.batch_in_epoch += 1;
+            let hidden =
+                trainable
+                    .model
+                    .forward(&batch.ids, &batch.positions, Some(&batch.mask), None)?;
+            let loss = next_token_loss(
+                &hidden,
+                trainable.model.lm_head(),
+                &batch.ids,
+                &batch.loss_mask,
+            )?;
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            if !value.is_finite() {
+                bail!(
+                    "loss is {value} at step {}: stopping; the last good checkpoint is {}",
+                    state.step + 1,
+                    latest_checkpoint(&config.out)
+                        .map_or("(none)".into(), |p| p.display().to_string())
+                );
+            }
+            optimizer.accumulate(&loss.backward()?, 1.0 / accum as f32)?;
+            step_loss += value / accum as f64;
+            step_tokens += batch.tokens;
+        }
+        let lr = schedule.lr(state.step);
+        let report = optimizer.step(lr).with_context(|| {
+            format!(
+                "step {}: the last good checkpoint is {}",
+                state.step + 1,
+                latest_checkpoint(&config.out).map_or("(none)".into(), |p| p.display().to_string())
+            )
+        })?;
+        state.step += 1;
+        state.tokens_seen += step_tokens as u64;
+        last_loss = step_loss;
+        let seconds = step_started.elapsed().as_secs_f64();
+        let mut record = json!({
+            "step": state.step, "loss": step_loss, "lr": lr, "grad_norm": report.grad_norm,
+            "tokens": step_tokens, "tokens_per_s": step_tokens as f64 / seconds.max(1e-9), "epoch": state.epoch,
+        });
+        let eval_due = config.eval_every > 0 && state.step % config.eval_every == 0;
+        if !dataset.eval.is_empty() && (eval_due || state.step == total_steps) {
+            let eval_loss = mean_loss(&trainable, &dataset.eval, &batching, &device)?;
+            record["eval_loss"] = json!(eval_loss);
+            last_eval = Some(eval_loss);
+        }
+        metrics.log(&record)?;
+        progress.set_message(format!("loss {step_loss:.4}"));
+        progress.set_position(state.step);
+        let save_due = config.save_every > 0 && state.step % config.save_every == 0;
+        if save_due || state.step == total_steps {
+            save_checkpoint(
+                &config.out,
+                &trainable,
+                &loaded.tokenizer,
+                &loaded.eos_token_ids,
+                &optimizer,
+                &state,
+            )?;
+        }
+    }
+    progress.finish_and_clear();
+
+    let model_dir = config.out.join("final");
+    crate::model::save::save_hf_dir(
+        &trainable.model,
+        &loaded.tokenizer,
+        &loaded.eos_token_ids,
+        &model_dir,
+    )?;
+    write_loss_plot(&config.out)?;
+    let summary = SftSummary {
+        steps: state.step,
+        examples: dataset.report,
+        eval_examples: dataset.eval.len(),
+        tokens_seen: state.tokens_seen,
+        final_loss: last_loss,
+        final_eval_loss: last_eval,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        parameters: loaded.model.config().parameter_count(),
+        model_dir,
+    };
+    let text = serde_json::to_vec_pretty(&summary)?;
+    crate::model::save::write_atomic(&config.out.join("summary.json"), &text)?;
+    Ok(summary)
+}
+
+fn write_loss_plot(out: &Path) -> anyhow::Result<()> {
+    let records = MetricsLog::read(&out.join("metrics.jsonl"))?;
+    let series = |key: &str| -> Vec<(f64, f64)> {
+        records
+            .iter()
+            .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(key)?.as_f64()?)))
+            .collect()
+    };
+    plot_curves(
+        &out.join("loss.svg"),
+        "SFT loss",
+        &[
+            ("train loss", series("loss")),
+            ("held-out loss", series("eval_loss")),
+        ],
+    )?;
+    Ok(())
+}
