@@ -1,6 +1,7 @@
 //! The command line: one clap args struct per verb, and the dispatch from verbs to library calls.
 
 mod model_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -21,7 +22,7 @@ pub enum Command {
     /// Keep traces whose answer is verified correct and that are readable (rejection sampling).
     Filter(PlannedArgs),
     /// Supervised fine-tuning of a student on accepted traces (`--student`).
-    Train(PlannedArgs),
+    Train(train_cmd::TrainArgs),
     /// Reinforcement learning (GRPO) on a student.
     Grpo(PlannedArgs),
     /// pass@1 and cons@k of a model on a prompt set.
@@ -47,9 +48,9 @@ pub struct PlannedArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let verb = match cli.command {
         Command::Model(command) => return model_cmd::run(command),
+        Command::Train(args) => return train_cmd::run(&args),
         Command::Generate(_) => "generate",
         Command::Filter(_) => "filter",
-        Command::Train(_) => "train",
         Command::Grpo(_) => "grpo",
         Command::Eval(_) => "eval",
         Command::Compare(_) => "compare",

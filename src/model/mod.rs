@@ -2,6 +2,7 @@
 //! chat template, and batched generation — one code path for training and inference.
 
 pub mod attention_mask;
+pub mod bpe;
 pub mod chat_template;
 pub mod config;
 pub mod decoder;

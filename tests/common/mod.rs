@@ -62,3 +62,93 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// Synthetic arithmetic problems and their programmatic long chain-of-thought traces.
+pub fn synthetic_conversations(count: u64, difficulty: u32, seed: u64) -> Vec<(distill::data::sources::Problem, String)> {
+    use distill::data::synth::{generate_tasks, TaskKind};
+    generate_tasks(TaskKind::Arithmetic, difficulty, seed, count)
+        .unwrap()
+        .iter()
+        .map(|task| (task.to_problem(), distill::data::cot::long_cot(task)))
+        .collect()
+}
+
+/// A tiny random Qwen2 student with a BPE tokenizer trained on synthetic traces, saved in `dir`.
+pub fn synthetic_student(dir: &std::path::Path, seed: u64) -> String {
+    let corpus: Vec<String> = synthetic_conversations(300, 2, 99)
+        .into_iter()
+        .flat_map(|(p, cot)| [distill::data::schema::user_turn(&p.problem), cot])
+        .collect();
+    let tokenizer = distill::model::bpe::train_bpe(&corpus, 400, &dir.join("tokenizer")).unwrap();
+    let mut config = tiny_config(Architecture::Qwen2, tokenizer.vocab_size());
+    config.eos_token_ids = tokenizer.eos_token_id().into_iter().collect();
+    let weights = random_weights(&config, seed, &Device::Cpu).unwrap();
+    let model = distill::model::Decoder::from_weights(&config, &weights, DType::F32, &Device::Cpu).unwrap();
+    let model_dir = dir.join("student");
+    distill::model::save::save_hf_dir(&model, &tokenizer, &config.eos_token_ids, &model_dir).unwrap();
+    model_dir.to_str().unwrap().to_string()
+}
+
+/// Writes accepted-trace shards (user turn + long CoT reply) for `count` synthetic problems into `dir`.
+pub fn write_trace_shards(dir: &std::path::Path, count: u64, seed: u64) {
+    use distill::data::schema::{split_generation, user_turn, FinishReason, Message, TraceRow};
+    use distill::data::shards::{ShardOptions, ShardWriter};
+    let mut writer = ShardWriter::<TraceRow>::open(dir, ShardOptions::new("test")).unwrap();
+    for (problem, generation) in synthetic_conversations(count, 2, seed) {
+        let (reasoning, final_text) = split_generation(&generation);
+        let user = user_turn(&problem.problem);
+        writer
+            .write(TraceRow {
+                id: problem.id.clone(),
+                source: problem.source.clone(),
+                problem: problem.problem.clone(),
+                answer: problem.answer.clone(),
+                prompt: user.clone(),
+                messages: vec![Message::user(user), Message::assistant(generation.clone())],
+                completion_tokens: 0,
+                generation,
+                reasoning,
+                final_text,
+                teacher: "programmatic-cot".into(),
+                temperature: 0.0,
+                top_p: 1.0,
+                seed,
+                sample_index: 0,
+                finish_reason: FinishReason::Stop,
+                prompt_tokens: 0,
+                created_at: "2026-01-01T00:00:00Z".into(),
+                metadata: serde_json::Map::new(),
+            })
+            .unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+/// When Python with torch and transformers is available, loads `model_dir` with
+/// `AutoModelForCausalLM` and asserts its logits for `ids` match `expected` (max abs diff < 1e-4).
+/// Returns `None` (the check is skipped) when they are not installed.
+pub fn transformers_logit_check(model_dir: &std::path::Path, ids: &Tensor, expected: &Tensor) -> Option<String> {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import torch, transformers"])
+        .output()
+        .ok()?;
+    if !probe.status.success() {
+        println!("skipped: python3 with torch and transformers is not installed");
+        return None;
+    }
+    let ids: Vec<Vec<u32>> = ids.to_vec2().unwrap();
+    let script = format!(
+        "import json, torch, transformers\n\
+         m = transformers.AutoModelForCausalLM.from_pretrained({dir:?}, torch_dtype=torch.float32)\n\
+         ids = torch.tensor({ids:?})\n\
+         print(json.dumps(m(ids).logits.tolist()))",
+        dir = model_dir.display().to_string(),
+    );
+    let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "transformers failed: {}", String::from_utf8_lossy(&out.stderr));
+    let theirs: Vec<Vec<Vec<f32>>> = serde_json::from_slice(&out.stdout).unwrap();
+    let theirs = Tensor::new(theirs, &Device::Cpu).unwrap();
+    let diff = max_abs_diff(&theirs, expected);
+    assert!(diff < 1e-4, "transformers logits differ by {diff}");
+    Some(format!("transformers AutoModelForCausalLM logits match (max abs diff {diff:e})"))
+}
