@@ -85,8 +85,10 @@ impl TrainArgs {
     pub fn config(&self) -> anyhow::Result<SftConfig> {
         let mut table = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-                toml::from_str::<toml::Table>(&text).with_context(|| format!("{}: not valid TOML", path.display()))?
+                let text =
+                    std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+                toml::from_str::<toml::Table>(&text)
+                    .with_context(|| format!("{}: not valid TOML", path.display()))?
             }
             None => toml::Table::new(),
         };
@@ -96,7 +98,10 @@ impl TrainArgs {
             }
         };
         let text = |s: &Option<String>| s.clone().map(toml::Value::String);
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| toml::Value::String(p.display().to_string()));
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| toml::Value::String(p.display().to_string()))
+        };
         let int = |n: Option<u64>| n.map(|n| toml::Value::Integer(n as i64));
         let float = |x: Option<f64>| x.map(toml::Value::Float);
         set("student", text(&self.student));
@@ -106,12 +111,20 @@ impl TrainArgs {
         set("batch_size", int(self.batch_size.map(|n| n as u64)));
         set("grad_accum", int(self.grad_accum.map(|n| n as u64)));
         set("max_length", int(self.max_length.map(|n| n as u64)));
-        set("over_length", self.over_length.map(|o| toml::Value::String(format!("{o:?}").to_lowercase())));
+        set(
+            "over_length",
+            self.over_length
+                .map(|o| toml::Value::String(format!("{o:?}").to_lowercase())),
+        );
         set("pack", self.pack.then_some(toml::Value::Boolean(true)));
         set("epochs", int(self.epochs.map(|n| n as u64)));
         set("max_steps", int(self.max_steps));
         set("warmup_steps", int(self.warmup_steps));
-        set("decay", self.decay.map(|d| toml::Value::String(format!("{d:?}").to_lowercase())));
+        set(
+            "decay",
+            self.decay
+                .map(|d| toml::Value::String(format!("{d:?}").to_lowercase())),
+        );
         set("save_every", int(self.save_every));
         set("eval_every", int(self.eval_every));
         set("eval_fraction", float(self.eval_fraction));
@@ -130,10 +143,10 @@ impl TrainArgs {
                 }
             }
         }
-        let origin = self
-            .config
-            .as_ref()
-            .map_or_else(|| "command-line flags".to_string(), |p| p.display().to_string());
+        let origin = self.config.as_ref().map_or_else(
+            || "command-line flags".to_string(),
+            |p| p.display().to_string(),
+        );
         toml::Value::Table(table)
             .try_into()
             .with_context(|| format!("{origin}: invalid training configuration (--student, --data and --out are required)"))

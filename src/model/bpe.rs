@@ -28,7 +28,10 @@ pub fn train_bpe(corpus: &[String], vocab_size: usize, dir: &Path) -> Result<Tok
         file: dir.join("tokenizer.json").display().to_string(),
         message,
     };
-    let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS
+        .iter()
+        .map(|t| AddedToken::from(*t, true))
+        .collect();
     let trainer = BpeTrainerBuilder::new()
         .vocab_size(vocab_size)
         .min_frequency(2)
@@ -54,7 +57,9 @@ pub fn train_bpe(corpus: &[String], vocab_size: usize, dir: &Path) -> Result<Tok
         path: dir.to_path_buf(),
         source,
     })?;
-    let json = tokenizer.to_string(false).map_err(|e| error(e.to_string()))?;
+    let json = tokenizer
+        .to_string(false)
+        .map_err(|e| error(e.to_string()))?;
     write_atomic(&dir.join("tokenizer.json"), json.as_bytes())?;
     let config = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -64,6 +69,9 @@ pub fn train_bpe(corpus: &[String], vocab_size: usize, dir: &Path) -> Result<Tok
         "model_max_length": 4096,
         "chat_template": CHATML_TEMPLATE,
     });
-    write_atomic(&dir.join("tokenizer_config.json"), config.to_string().as_bytes())?;
+    write_atomic(
+        &dir.join("tokenizer_config.json"),
+        config.to_string().as_bytes(),
+    )?;
     Tokenizer::from_dir(dir)
 }

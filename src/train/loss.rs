@@ -4,7 +4,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::model::Result;
-use crate::ops::{selective_log_softmax, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET};
+use crate::ops::{selective_log_softmax, SelectiveLogSoftmax, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET};
 
 /// `log p(ids[t + 1])` at every position `t < T - 1`, `[B, T - 1]`, for hidden states `[B, T, d]`.
 /// Targets where `target_mask` `[B, T]` is 0 are skipped (log-prob 0, no gradient); differentiable
@@ -15,13 +15,28 @@ pub fn next_token_log_probs(
     ids: &Tensor,
     target_mask: &Tensor,
 ) -> Result<Tensor> {
+    Ok(next_token_log_probs_and_entropy(hidden, lm_head, ids, target_mask)?.logp)
+}
+
+/// [`next_token_log_probs`] together with the entropy of each predictive distribution, `[B, T - 1]`.
+pub fn next_token_log_probs_and_entropy(
+    hidden: &Tensor,
+    lm_head: &Tensor,
+    ids: &Tensor,
+    target_mask: &Tensor,
+) -> Result<SelectiveLogSoftmax> {
     let (b, t, _) = hidden.dims3()?;
     let inputs = hidden.narrow(1, 0, t - 1)?;
     let targets = ids.narrow(1, 1, t - 1)?;
     let keep = target_mask.narrow(1, 1, t - 1)?.ne(0.0)?;
     let ignored = Tensor::full(IGNORE_TARGET, (b, t - 1), ids.device())?;
     let targets = keep.where_cond(&targets.contiguous()?, &ignored)?;
-    Ok(selective_log_softmax(&inputs, lm_head, &targets, DEFAULT_VOCAB_CHUNK)?.logp)
+    Ok(selective_log_softmax(
+        &inputs,
+        lm_head,
+        &targets,
+        DEFAULT_VOCAB_CHUNK,
+    )?)
 }
 
 /// Mean negative log-likelihood of the next token over positions where `loss_mask` `[B, T]` is

@@ -2,9 +2,11 @@
 //! checkpoints and metrics.
 
 pub mod checkpoint;
+pub mod grpo;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod rewards;
 pub mod schedule;
 pub mod sft;
 pub mod sft_data;

@@ -17,6 +17,7 @@
 //! arithmetic is checked or done in floating point).
 
 pub mod extract;
+pub mod grade;
 pub mod math;
 pub mod readability;
 
@@ -25,6 +26,7 @@ mod expr;
 mod normalize;
 
 pub use extract::{extract_answer, AnswerMarker, Extracted};
+pub use grade::{grade, Grade};
 pub use math::{check, verify, verify_with, Match, Verdict, VerifyOptions};
 pub use readability::{
     check_readability, format_reward, language_consistency_reward, ReadabilityConfig,

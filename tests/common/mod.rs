@@ -64,7 +64,11 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 /// Synthetic arithmetic problems and their programmatic long chain-of-thought traces.
-pub fn synthetic_conversations(count: u64, difficulty: u32, seed: u64) -> Vec<(distill::data::sources::Problem, String)> {
+pub fn synthetic_conversations(
+    count: u64,
+    difficulty: u32,
+    seed: u64,
+) -> Vec<(distill::data::sources::Problem, String)> {
     use distill::data::synth::{generate_tasks, TaskKind};
     generate_tasks(TaskKind::Arithmetic, difficulty, seed, count)
         .unwrap()
@@ -83,9 +87,11 @@ pub fn synthetic_student(dir: &std::path::Path, seed: u64) -> String {
     let mut config = tiny_config(Architecture::Qwen2, tokenizer.vocab_size());
     config.eos_token_ids = tokenizer.eos_token_id().into_iter().collect();
     let weights = random_weights(&config, seed, &Device::Cpu).unwrap();
-    let model = distill::model::Decoder::from_weights(&config, &weights, DType::F32, &Device::Cpu).unwrap();
+    let model =
+        distill::model::Decoder::from_weights(&config, &weights, DType::F32, &Device::Cpu).unwrap();
     let model_dir = dir.join("student");
-    distill::model::save::save_hf_dir(&model, &tokenizer, &config.eos_token_ids, &model_dir).unwrap();
+    distill::model::save::save_hf_dir(&model, &tokenizer, &config.eos_token_ids, &model_dir)
+        .unwrap();
     model_dir.to_str().unwrap().to_string()
 }
 
@@ -127,7 +133,11 @@ pub fn write_trace_shards(dir: &std::path::Path, count: u64, seed: u64) {
 /// When Python with torch and transformers is available, loads `model_dir` with
 /// `AutoModelForCausalLM` and asserts its logits for `ids` match `expected` (max abs diff < 1e-4).
 /// Returns `None` (the check is skipped) when they are not installed.
-pub fn transformers_logit_check(model_dir: &std::path::Path, ids: &Tensor, expected: &Tensor) -> Option<String> {
+pub fn transformers_logit_check(
+    model_dir: &std::path::Path,
+    ids: &Tensor,
+    expected: &Tensor,
+) -> Option<String> {
     let probe = std::process::Command::new("python3")
         .args(["-c", "import torch, transformers"])
         .output()
@@ -144,11 +154,20 @@ pub fn transformers_logit_check(model_dir: &std::path::Path, ids: &Tensor, expec
          print(json.dumps(m(ids).logits.tolist()))",
         dir = model_dir.display().to_string(),
     );
-    let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
-    assert!(out.status.success(), "transformers failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "transformers failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let theirs: Vec<Vec<Vec<f32>>> = serde_json::from_slice(&out.stdout).unwrap();
     let theirs = Tensor::new(theirs, &Device::Cpu).unwrap();
     let diff = max_abs_diff(&theirs, expected);
     assert!(diff < 1e-4, "transformers logits differ by {diff}");
-    Some(format!("transformers AutoModelForCausalLM logits match (max abs diff {diff:e})"))
+    Some(format!(
+        "transformers AutoModelForCausalLM logits match (max abs diff {diff:e})"
+    ))
 }

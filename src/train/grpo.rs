@@ -1,0 +1,614 @@
+//! `distill grpo`: Group Relative Policy Optimisation (R1-Zero's RL) on a student. Each step: sample
+//! G completions per prompt from the current weights (detached views, no copy), score them, compute
+//! group-relative advantages, then μ clipped-surrogate updates (KL to a frozen reference with the k3
+//! estimator) through the fused GRPO loss — logged, checkpointed and resumable like SFT.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::checkpoint::{latest_checkpoint, load_checkpoint, save_checkpoint, TrainerState};
+use super::loss::next_token_log_probs_and_entropy;
+use super::metrics::{plot_curves, MetricsLog};
+use super::optim::{AdamW, AdamWConfig};
+use super::rewards::{advantages, AdvantageScaling, RewardBreakdown, RewardConfig, Scored};
+use super::schedule::{Decay, Schedule};
+use super::trainable::TrainableDecoder;
+use crate::data::hashing::{sha256_hex, sha256_u64};
+use crate::data::sources::Problem;
+use crate::model::generate::{
+    generate, Completion, FinishReason, GenerationConfig, GenerationRequest,
+};
+use crate::model::{self, ChatOptions, Decoder, Message, SamplerConfig, Tokenizer, Weights};
+use crate::ops::{grpo_loss, GrpoAggregation, GrpoInputs, GrpoLoss};
+
+/// How per-token losses are reduced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LossAggregation {
+    /// Mean over each completion's tokens, then over completions (GRPO).
+    Grpo,
+    /// Sum over tokens divided by completions × max_new_tokens (Dr. GRPO).
+    DrGrpo,
+    /// Token-level mean over the whole batch (DAPO).
+    Dapo,
+}
+
+/// Every knob of a GRPO run (a `[grpo]` recipe section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoConfig {
+    /// The policy to train: model directory, hub id or llama2.c file.
+    pub policy: String,
+    /// Output directory: `final/`, `checkpoints/`, `metrics.jsonl`, `reward.svg`, `summary.json`.
+    pub out: PathBuf,
+    /// Completions per prompt (G).
+    #[serde(default = "defaults::group_size")]
+    pub group_size: usize,
+    /// Prompts per step.
+    #[serde(default = "defaults::prompts_per_step")]
+    pub prompts_per_step: usize,
+    /// Rollout steps.
+    #[serde(default = "defaults::steps")]
+    pub steps: u64,
+    /// Completion length limit.
+    #[serde(default = "defaults::max_new_tokens")]
+    pub max_new_tokens: usize,
+    /// Rollout temperature.
+    #[serde(default = "defaults::one_f")]
+    pub temperature: f32,
+    /// Rollout nucleus threshold.
+    #[serde(default = "defaults::one_f")]
+    pub top_p: f32,
+    /// Peak learning rate.
+    #[serde(default = "defaults::learning_rate")]
+    pub learning_rate: f64,
+    /// Linear warmup (optimiser steps).
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Decay after warmup.
+    #[serde(default = "defaults::decay")]
+    pub decay: Decay,
+    /// Final learning rate as a fraction of the peak.
+    #[serde(default)]
+    pub min_lr_ratio: f64,
+    /// Lower clip range ε_low.
+    #[serde(default = "defaults::epsilon")]
+    pub epsilon_low: f64,
+    /// Upper clip range ε_high.
+    #[serde(default = "defaults::epsilon")]
+    pub epsilon_high: f64,
+    /// KL coefficient β (0 = no reference model).
+    #[serde(default)]
+    pub beta: f64,
+    /// Updates per batch of rollouts (μ).
+    #[serde(default = "defaults::mu")]
+    pub mu: usize,
+    /// Loss reduction.
+    #[serde(default = "defaults::aggregation")]
+    pub loss: LossAggregation,
+    /// Advantage scaling.
+    #[serde(default = "defaults::scaling")]
+    pub advantage_scaling: AdvantageScaling,
+    /// Give no gradient to completions cut by the length limit.
+    #[serde(default)]
+    pub mask_truncated: bool,
+    /// Reward weights.
+    #[serde(default)]
+    pub rewards: RewardConfig,
+    /// Optional system prompt.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// Appended to each problem in the user turn.
+    #[serde(default = "defaults::instruction")]
+    pub instruction: String,
+    /// Checkpoint every this many steps (0 = only at the end).
+    #[serde(default)]
+    pub save_every: u64,
+    /// Seed of prompt order and sampling.
+    #[serde(default)]
+    pub seed: u64,
+    /// `cpu` or `cuda:N`.
+    #[serde(default = "defaults::device")]
+    pub device: String,
+    /// Optimiser settings.
+    #[serde(default)]
+    pub optimizer: AdamWConfig,
+}
+
+mod defaults {
+    use super::{AdvantageScaling, Decay, LossAggregation};
+    pub fn group_size() -> usize {
+        8
+    }
+    pub fn prompts_per_step() -> usize {
+        4
+    }
+    pub fn steps() -> u64 {
+        50
+    }
+    pub fn max_new_tokens() -> usize {
+        256
+    }
+    pub fn one_f() -> f32 {
+        1.0
+    }
+    pub fn learning_rate() -> f64 {
+        1e-5
+    }
+    pub fn decay() -> Decay {
+        Decay::Constant
+    }
+    pub fn epsilon() -> f64 {
+        0.2
+    }
+    pub fn mu() -> usize {
+        1
+    }
+    pub fn aggregation() -> LossAggregation {
+        LossAggregation::Grpo
+    }
+    pub fn scaling() -> AdvantageScaling {
+        AdvantageScaling::Group
+    }
+    pub fn instruction() -> String {
+        crate::data::schema::DEFAULT_INSTRUCTION.to_string()
+    }
+    pub fn device() -> String {
+        "cpu".into()
+    }
+}
+
+/// What a finished run reports (also `summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct GrpoSummary {
+    /// Rollout steps completed.
+    pub steps: u64,
+    /// Mean total reward over the first step's completions.
+    pub first_reward: f64,
+    /// Mean total reward over the last step's completions.
+    pub last_reward: f64,
+    /// Tokens sampled in rollouts (prompt prefills excluded).
+    pub rollout_tokens: u64,
+    /// Tokens passed through forward+backward in updates.
+    pub update_tokens: u64,
+    /// Parameters of the policy.
+    pub parameters: usize,
+    /// Wall time of this invocation, seconds.
+    pub wall_seconds: f64,
+    /// Where the trained policy is.
+    pub model_dir: PathBuf,
+}
+
+/// Prompt and completion tokens of a rollout batch, right-padded, with the completion mask.
+#[derive(Debug)]
+pub struct RolloutBatch {
+    /// `[B, T]` token ids (prompt then completion, then padding).
+    pub ids: Tensor,
+    /// `[B, T]` positions.
+    pub positions: Tensor,
+    /// `[B, T]` f32: 1 on completion tokens that receive gradient.
+    pub completion_mask: Tensor,
+    /// Completion tokens that receive gradient.
+    pub completion_tokens: usize,
+    /// Non-padding tokens.
+    pub tokens: usize,
+}
+
+impl RolloutBatch {
+    /// Lays out `prompts[c.prompt_index] ++ c.tokens (++ EOS when it ended on one)` for each completion.
+    /// With `mask_truncated`, completions that hit the length limit get no gradient.
+    pub fn new(
+        prompts: &[Vec<u32>],
+        completions: &[Completion],
+        eos: Option<u32>,
+        mask_truncated: bool,
+        device: &Device,
+    ) -> model::Result<Self> {
+        let sequences: Vec<(Vec<u32>, usize, bool)> = completions
+            .iter()
+            .map(|c| {
+                let mut seq = prompts[c.prompt_index].clone();
+                seq.extend(&c.tokens);
+                let ended_on_eos = c.completion_tokens > c.tokens.len();
+                if let (true, Some(eos)) = (ended_on_eos, eos) {
+                    seq.push(eos);
+                }
+                let trains = !(mask_truncated && c.finish_reason == FinishReason::Length);
+                (seq, prompts[c.prompt_index].len(), trains)
+            })
+            .collect();
+        let width = sequences
+            .iter()
+            .map(|s| s.0.len())
+            .max()
+            .unwrap_or(0)
+            .max(2);
+        let (mut ids, mut positions, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut completion_tokens, mut tokens) = (0, 0);
+        for (seq, prompt_len, trains) in &sequences {
+            let pad = width - seq.len();
+            ids.extend(seq.iter().copied().chain(std::iter::repeat_n(0, pad)));
+            positions.extend((0..width as u32).map(|p| p.min(seq.len() as u32)));
+            let row: Vec<f32> = (0..width)
+                .map(|t| f32::from(u8::from(*trains && t >= *prompt_len && t < seq.len())))
+                .collect();
+            completion_tokens += row.iter().filter(|&&m| m > 0.0).count();
+            tokens += seq.len();
+            mask.extend(row);
+        }
+        let shape = (sequences.len(), width);
+        Ok(RolloutBatch {
+            ids: Tensor::from_vec(ids, shape, device)?,
+            positions: Tensor::from_vec(positions, shape, device)?,
+            completion_mask: Tensor::from_vec(mask, shape, device)?,
+            completion_tokens,
+            tokens,
+        })
+    }
+
+    /// Per-token log-probs (and entropies) of the completion tokens under `model`, `[B, T - 1]`.
+    pub fn log_probs(&self, model: &Decoder) -> model::Result<crate::ops::SelectiveLogSoftmax> {
+        let hidden = model.forward(&self.ids, &self.positions, None, None)?;
+        next_token_log_probs_and_entropy(&hidden, model.lm_head(), &self.ids, &self.completion_mask)
+    }
+
+    /// The completion mask aligned with [`RolloutBatch::log_probs`], `[B, T - 1]`.
+    pub fn target_mask(&self) -> model::Result<Tensor> {
+        let t = self.completion_mask.dim(1)?;
+        Ok(self.completion_mask.narrow(1, 1, t - 1)?)
+    }
+}
+
+/// The GRPO objective of `model` on a rollout batch (differentiable through `model`'s weights).
+pub fn policy_loss(
+    model: &Decoder,
+    batch: &RolloutBatch,
+    old_logp: &Tensor,
+    ref_logp: Option<&Tensor>,
+    advantages: &Tensor,
+    config: &GrpoConfig,
+) -> model::Result<(GrpoLoss, Tensor)> {
+    let current = batch.log_probs(model)?;
+    let mask = batch.target_mask()?;
+    let aggregation = match config.loss {
+        LossAggregation::Grpo => GrpoAggregation::Grpo,
+        LossAggregation::DrGrpo => GrpoAggregation::DrGrpo {
+            max_completion_len: config.max_new_tokens,
+        },
+        LossAggregation::Dapo => GrpoAggregation::Dapo,
+    };
+    let loss = grpo_loss(
+        &GrpoInputs {
+            logp: &current.logp,
+            old_logp,
+            ref_logp,
+            advantages,
+            completion_mask: &mask,
+        },
+        &crate::ops::GrpoConfig {
+            eps_low: config.epsilon_low,
+            eps_high: config.epsilon_high,
+            beta: config.beta,
+            aggregation,
+        },
+    )?;
+    Ok((loss, current.entropy))
+}
+
+/// The prompt of `problem` rendered with the policy's chat template.
+pub fn render_prompt(
+    tokenizer: &Tokenizer,
+    problem: &Problem,
+    system: Option<&str>,
+    instruction: &str,
+) -> model::Result<Vec<u32>> {
+    let mut messages = Vec::new();
+    if let Some(system) = system {
+        messages.push(Message::new("system", system));
+    }
+    let user = if instruction.is_empty() {
+        problem.problem.clone()
+    } else {
+        format!("{}\n\n{instruction}", problem.problem)
+    };
+    messages.push(Message::user(user));
+    let text = tokenizer.render_chat(
+        &messages,
+        &ChatOptions {
+            add_generation_prompt: true,
+            enable_thinking: None,
+        },
+    )?;
+    tokenizer.encode(&text, false)
+}
+
+fn config_hash(config: &GrpoConfig) -> String {
+    let mut canonical = serde_json::to_value(config).unwrap_or_default();
+    if let Some(map) = canonical.as_object_mut() {
+        for volatile in ["out", "save_every", "device"] {
+            map.remove(volatile);
+        }
+    }
+    sha256_hex(canonical.to_string().as_bytes())[..16].to_string()
+}
+
+/// The prompts of step `step`: a seeded shuffle per pass over the problems.
+fn step_prompts<'a>(
+    problems: &'a [Problem],
+    step: u64,
+    per_step: usize,
+    seed: u64,
+) -> Vec<&'a Problem> {
+    let per_pass = (problems.len() / per_step.max(1)).max(1) as u64;
+    let pass = step / per_pass;
+    let mut order: Vec<usize> = (0..problems.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+        seed ^ pass.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    ));
+    let start = ((step % per_pass) as usize) * per_step;
+    (0..per_step)
+        .map(|i| &problems[order[(start + i) % order.len()]])
+        .collect()
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    sum / n.max(1) as f64
+}
+
+/// Runs GRPO on `problems`; with `resume`, continues from the newest complete checkpoint.
+pub fn run_grpo(
+    config: &GrpoConfig,
+    problems: &[Problem],
+    resume: bool,
+) -> anyhow::Result<GrpoSummary> {
+    let started = Instant::now();
+    if problems.is_empty() {
+        bail!("GRPO needs at least one prompt");
+    }
+    let device = crate::runtime::parse_device(&config.device)?;
+    let loaded = model::load(&config.policy, &device, DType::F32)
+        .with_context(|| format!("loading policy {}", config.policy))?;
+    let tokenizer = &loaded.tokenizer;
+    let mut weights = Weights::new(config.policy.clone());
+    for (name, tensor) in loaded.model.named_parameters() {
+        weights.insert(name, tensor, config.policy.clone());
+    }
+    let trainable = TrainableDecoder::new(loaded.model.config(), &weights, DType::F32, &device)?;
+    let reference = (config.beta > 0.0).then(|| loaded.model.clone());
+    let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
+    let schedule = Schedule {
+        peak: config.learning_rate,
+        warmup_steps: config.warmup_steps,
+        total_steps: config.steps * config.mu.max(1) as u64,
+        decay: config.decay,
+        min_lr_ratio: config.min_lr_ratio,
+    };
+    let hash = config_hash(config);
+    let mut state = TrainerState {
+        step: 0,
+        epoch: 0,
+        batch_in_epoch: 0,
+        tokens_seen: 0,
+        config_hash: hash.clone(),
+    };
+    std::fs::create_dir_all(&config.out).with_context(|| config.out.display().to_string())?;
+    if resume {
+        if let Some(dir) = latest_checkpoint(&config.out) {
+            state = load_checkpoint(&dir, &trainable, &mut optimizer)?;
+            if state.config_hash != hash {
+                bail!("{}: checkpoint was made with a different configuration; start a new output directory", dir.display());
+            }
+            eprintln!("resuming from {} (step {})", dir.display(), state.step);
+        }
+    }
+    let mut metrics = MetricsLog::open(&config.out.join("metrics.jsonl"), state.step)?;
+    let progress = crate::progress::bar(config.steps, "grpo");
+    progress.set_position(state.step);
+    let generation = GenerationConfig {
+        sampler: SamplerConfig {
+            temperature: config.temperature,
+            top_p: config.top_p,
+            top_k: 0,
+            min_p: 0.0,
+        },
+        max_new_tokens: config.max_new_tokens,
+        n: config.group_size,
+        eos_token_ids: loaded.eos_token_ids.clone(),
+        stop_strings: Vec::new(),
+    };
+    let eos = loaded.eos_token_ids.first().copied();
+    let (mut rollout_tokens, mut update_tokens) = (0u64, 0u64);
+    let (mut first_reward, mut last_reward) = (None, 0.0);
+
+    while state.step < config.steps {
+        let rollout_started = Instant::now();
+        let chosen = step_prompts(problems, state.step, config.prompts_per_step, config.seed);
+        let prompts: Vec<Vec<u32>> = chosen
+            .iter()
+            .map(|p| {
+                render_prompt(
+                    tokenizer,
+                    p,
+                    config.system_prompt.as_deref(),
+                    &config.instruction,
+                )
+            })
+            .collect::<model::Result<_>>()?;
+        let requests: Vec<GenerationRequest> = chosen
+            .iter()
+            .zip(&prompts)
+            .map(|(p, ids)| GenerationRequest {
+                prompt: ids.clone(),
+                seed: sha256_u64(format!("{}/{}/{}", config.seed, state.step, p.id).as_bytes()),
+            })
+            .collect();
+        let policy_view = trainable.model.detached()?;
+        let completions = generate(&policy_view, tokenizer, &requests, &generation)?;
+        let prompt_texts: Vec<String> = chosen.iter().map(|p| p.problem.clone()).collect();
+        let scores: Vec<RewardBreakdown> = completions
+            .iter()
+            .map(|c| {
+                let problem = chosen[c.prompt_index];
+                config.rewards.score(&Scored {
+                    prompt: &prompt_texts[c.prompt_index],
+                    completion: &c.text,
+                    gold: &problem.answer,
+                    metadata: &problem.metadata,
+                    completion_tokens: c.completion_tokens,
+                    max_new_tokens: config.max_new_tokens,
+                })
+            })
+            .collect();
+        let totals: Vec<f64> = scores.iter().map(|s| s.total).collect();
+        let (advantage, flat_groups) =
+            advantages(&totals, config.group_size, config.advantage_scaling);
+        let rollout_seconds = rollout_started.elapsed().as_secs_f64();
+
+        let update_started = Instant::now();
+        let batch = RolloutBatch::new(&prompts, &completions, eos, config.mask_truncated, &device)?;
+        let advantage = Tensor::from_vec(
+            advantage.iter().map(|&a| a as f32).collect::<Vec<_>>(),
+            advantage.len(),
+            &device,
+        )?;
+        let old_logp = batch.log_probs(&policy_view)?.logp.detach();
+        let ref_logp = match &reference {
+            Some(reference) => Some(batch.log_probs(reference)?.logp.detach()),
+            None => None,
+        };
+        let (mut loss_value, mut clip_fraction, mut kl, mut entropy) = (0.0, 0.0, 0.0, 0.0);
+        for _ in 0..config.mu.max(1) {
+            let (loss, token_entropy) = policy_loss(
+                &trainable.model,
+                &batch,
+                &old_logp,
+                ref_logp.as_ref(),
+                &advantage,
+                config,
+            )?;
+            let value = f64::from(loss.loss.to_scalar::<f32>()?);
+            if !value.is_finite() {
+                bail!("GRPO loss is {value} at step {}: stopping", state.step + 1);
+            }
+            optimizer.accumulate(&loss.loss.backward()?, 1.0)?;
+            let lr = schedule.lr(optimizer.steps());
+            optimizer.step(lr)?;
+            loss_value = value;
+            clip_fraction = f64::from(loss.clip_fraction.to_scalar::<f32>()?);
+            kl = f64::from(loss.mean_kl.to_scalar::<f32>()?);
+            let mask = batch.target_mask()?;
+            let count = f64::from(mask.sum_all()?.to_scalar::<f32>()?).max(1.0);
+            entropy = f64::from(
+                (token_entropy.detach() * &mask)?
+                    .sum_all()?
+                    .to_scalar::<f32>()?,
+            ) / count;
+            update_tokens += batch.tokens as u64;
+        }
+        let update_seconds = update_started.elapsed().as_secs_f64();
+        let generated: u64 = completions.iter().map(|c| c.completion_tokens as u64).sum();
+        rollout_tokens += generated;
+        state.step += 1;
+        state.tokens_seen += batch.tokens as u64;
+        let reward_mean = mean(totals.iter().copied());
+        first_reward.get_or_insert(reward_mean);
+        last_reward = reward_mean;
+        let lengths: Vec<usize> = completions.iter().map(|c| c.completion_tokens).collect();
+        metrics.log(&json!({
+            "step": state.step,
+            "reward": reward_mean,
+            "reward_accuracy": mean(scores.iter().map(|s| s.accuracy)),
+            "reward_format": mean(scores.iter().map(|s| s.format)),
+            "reward_language": mean(scores.iter().map(|s| s.language)),
+            "reward_length": mean(scores.iter().map(|s| s.length)),
+            "reward_overlong": mean(scores.iter().map(|s| s.overlong)),
+            "accuracy": mean(scores.iter().map(|s| s.accuracy)),
+            "completion_length_mean": mean(lengths.iter().map(|&l| l as f64)),
+            "completion_length_max": lengths.iter().max().copied().unwrap_or(0),
+            "truncated_fraction": mean(completions.iter().map(|c| f64::from(u8::from(c.finish_reason == FinishReason::Length)))),
+            "loss": loss_value,
+            "clip_fraction": clip_fraction,
+            "kl": kl,
+            "entropy": entropy,
+            "zero_std_group_fraction": flat_groups as f64 / chosen.len().max(1) as f64,
+            "rollout_seconds": rollout_seconds,
+            "update_seconds": update_seconds,
+            "rollout_tokens": generated,
+            "update_tokens": batch.tokens * config.mu.max(1),
+        }))?;
+        progress.set_message(format!("reward {reward_mean:.3}"));
+        progress.set_position(state.step);
+        let save_due = config.save_every > 0 && state.step % config.save_every == 0;
+        if save_due || state.step == config.steps {
+            save_checkpoint(
+                &config.out,
+                &trainable,
+                tokenizer,
+                &loaded.eos_token_ids,
+                &optimizer,
+                &state,
+            )?;
+        }
+    }
+    progress.finish_and_clear();
+
+    let model_dir = config.out.join("final");
+    crate::model::save::save_hf_dir(
+        &trainable.model,
+        tokenizer,
+        &loaded.eos_token_ids,
+        &model_dir,
+    )?;
+    let records = MetricsLog::read(&config.out.join("metrics.jsonl"))?;
+    let series = |key: &str| -> Vec<(f64, f64)> {
+        records
+            .iter()
+            .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(key)?.as_f64()?)))
+            .collect()
+    };
+    plot_curves(
+        &config.out.join("reward.svg"),
+        "GRPO reward",
+        &[
+            ("reward", series("reward")),
+            ("accuracy", series("accuracy")),
+        ],
+    )?;
+    let totals = |key: &str| {
+        records
+            .iter()
+            .filter_map(|r| r.get(key)?.as_u64())
+            .sum::<u64>()
+    };
+    let summary = GrpoSummary {
+        steps: state.step,
+        first_reward: records
+            .first()
+            .and_then(|r| r["reward"].as_f64())
+            .or(first_reward)
+            .unwrap_or(0.0),
+        last_reward: records
+            .last()
+            .and_then(|r| r["reward"].as_f64())
+            .unwrap_or(last_reward),
+        rollout_tokens: totals("rollout_tokens").max(rollout_tokens),
+        update_tokens: totals("update_tokens").max(update_tokens),
+        parameters: loaded.model.config().parameter_count(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        model_dir,
+    };
+    crate::model::save::write_atomic(
+        &config.out.join("summary.json"),
+        &serde_json::to_vec_pretty(&summary)?,
+    )?;
+    Ok(summary)
+}
