@@ -30,7 +30,7 @@ fn a_tiny_model_overfits_32_traces() {
     cfg.learning_rate = 1e-2;
     cfg.min_lr_ratio = 0.1;
     cfg.warmup_steps = 10;
-    cfg.max_steps = Some(500);
+    cfg.max_steps = Some(300);
     cfg.batch_size = 8;
     cfg.optimizer.max_grad_norm = 1.0;
     let summary = run_sft(&cfg, false).unwrap();
@@ -45,7 +45,7 @@ fn a_tiny_model_overfits_32_traces() {
     );
     assert!(tmp.path().join("run/loss.svg").is_file());
     let metrics = std::fs::read_to_string(tmp.path().join("run/metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 500);
+    assert_eq!(metrics.lines().count(), 300);
 }
 
 fn student_tokenizer(dir: &Path) -> (String, Tokenizer) {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::checkpoint::{latest_checkpoint, load_checkpoint, save_checkpoint, TrainerState};
+use super::compute::estimated_flops;
 use super::loss::next_token_log_probs_and_entropy;
 use super::metrics::{plot_curves, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
@@ -55,9 +56,13 @@ pub struct GrpoConfig {
     /// Prompts per step.
     #[serde(default = "defaults::prompts_per_step")]
     pub prompts_per_step: usize,
-    /// Rollout steps.
+    /// Rollout steps (at most).
     #[serde(default = "defaults::steps")]
     pub steps: u64,
+    /// Stop once the estimated training compute (6·params·update tokens + 2·params·generated
+    /// tokens) reaches this many FLOPs: how a recipe matches GRPO's compute to SFT's.
+    #[serde(default)]
+    pub max_flops: Option<f64>,
     /// Completion length limit.
     #[serde(default = "defaults::max_new_tokens")]
     pub max_new_tokens: usize,
@@ -181,6 +186,8 @@ pub struct GrpoSummary {
     pub update_tokens: u64,
     /// Parameters of the policy.
     pub parameters: usize,
+    /// Estimated training FLOPs (updates and rollouts).
+    pub flops: f64,
     /// Wall time of this invocation, seconds.
     pub wall_seconds: f64,
     /// Where the trained policy is.
@@ -426,10 +433,25 @@ pub fn run_grpo(
         stop_strings: Vec::new(),
     };
     let eos = loaded.eos_token_ids.first().copied();
-    let (mut rollout_tokens, mut update_tokens) = (0u64, 0u64);
-    let (mut first_reward, mut last_reward) = (None, 0.0);
+    let parameters = loaded.model.config().parameter_count();
+    let logged = MetricsLog::read(&config.out.join("metrics.jsonl"))?;
+    let logged_total = |key: &str| {
+        logged
+            .iter()
+            .filter_map(|r| r.get(key)?.as_u64())
+            .sum::<u64>()
+    };
+    let (mut rollout_tokens, mut update_tokens) = (
+        logged_total("rollout_tokens"),
+        logged_total("update_tokens"),
+    );
+    let budget_left = |rollout: u64, update: u64| {
+        config
+            .max_flops
+            .is_none_or(|budget| estimated_flops(parameters, update, rollout) < budget)
+    };
 
-    while state.step < config.steps {
+    while state.step < config.steps && budget_left(rollout_tokens, update_tokens) {
         let rollout_started = Instant::now();
         let chosen = step_prompts(problems, state.step, config.prompts_per_step, config.seed);
         let prompts: Vec<Vec<u32>> = chosen
@@ -512,16 +534,15 @@ pub fn run_grpo(
                     .sum_all()?
                     .to_scalar::<f32>()?,
             ) / count;
-            update_tokens += batch.tokens as u64;
         }
+        let step_update_tokens = (batch.tokens * config.mu.max(1)) as u64;
+        update_tokens += step_update_tokens;
         let update_seconds = update_started.elapsed().as_secs_f64();
         let generated: u64 = completions.iter().map(|c| c.completion_tokens as u64).sum();
         rollout_tokens += generated;
         state.step += 1;
         state.tokens_seen += batch.tokens as u64;
         let reward_mean = mean(totals.iter().copied());
-        first_reward.get_or_insert(reward_mean);
-        last_reward = reward_mean;
         let lengths: Vec<usize> = completions.iter().map(|c| c.completion_tokens).collect();
         metrics.log(&json!({
             "step": state.step,
@@ -543,12 +564,13 @@ pub fn run_grpo(
             "rollout_seconds": rollout_seconds,
             "update_seconds": update_seconds,
             "rollout_tokens": generated,
-            "update_tokens": batch.tokens * config.mu.max(1),
+            "update_tokens": step_update_tokens,
         }))?;
         progress.set_message(format!("reward {reward_mean:.3}"));
         progress.set_position(state.step);
         let save_due = config.save_every > 0 && state.step % config.save_every == 0;
-        if save_due || state.step == config.steps {
+        let last_step = state.step == config.steps || !budget_left(rollout_tokens, update_tokens);
+        if save_due || last_step {
             save_checkpoint(
                 &config.out,
                 &trainable,
@@ -583,26 +605,20 @@ pub fn run_grpo(
             ("accuracy", series("accuracy")),
         ],
     )?;
-    let totals = |key: &str| {
-        records
-            .iter()
-            .filter_map(|r| r.get(key)?.as_u64())
-            .sum::<u64>()
-    };
     let summary = GrpoSummary {
         steps: state.step,
         first_reward: records
             .first()
             .and_then(|r| r["reward"].as_f64())
-            .or(first_reward)
             .unwrap_or(0.0),
         last_reward: records
             .last()
             .and_then(|r| r["reward"].as_f64())
-            .unwrap_or(last_reward),
-        rollout_tokens: totals("rollout_tokens").max(rollout_tokens),
-        update_tokens: totals("update_tokens").max(update_tokens),
-        parameters: loaded.model.config().parameter_count(),
+            .unwrap_or(0.0),
+        rollout_tokens,
+        update_tokens,
+        parameters,
+        flops: estimated_flops(parameters, update_tokens, rollout_tokens),
         wall_seconds: started.elapsed().as_secs_f64(),
         model_dir,
     };

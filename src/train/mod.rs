@@ -2,6 +2,7 @@
 //! checkpoints and metrics.
 
 pub mod checkpoint;
+pub mod compute;
 pub mod grpo;
 pub mod loss;
 pub mod metrics;

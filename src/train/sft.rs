@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::checkpoint::{latest_checkpoint, load_checkpoint, save_checkpoint, TrainerState};
+use super::compute::estimated_flops;
 use super::loss::next_token_loss;
 use super::metrics::{plot_curves, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
@@ -133,6 +134,8 @@ pub struct SftSummary {
     pub wall_seconds: f64,
     /// Parameters of the student.
     pub parameters: usize,
+    /// Estimated training FLOPs (6·params·tokens).
+    pub flops: f64,
     /// Where the trained model is.
     pub model_dir: PathBuf,
 }
@@ -373,6 +376,11 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
         final_eval_loss: last_eval,
         wall_seconds: started.elapsed().as_secs_f64(),
         parameters: loaded.model.config().parameter_count(),
+        flops: estimated_flops(
+            loaded.model.config().parameter_count(),
+            state.tokens_seen,
+            0,
+        ),
         model_dir,
     };
     let text = serde_json::to_vec_pretty(&summary)?;

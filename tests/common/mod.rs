@@ -97,37 +97,10 @@ pub fn synthetic_student(dir: &std::path::Path, seed: u64) -> String {
 
 /// Writes accepted-trace shards (user turn + long CoT reply) for `count` synthetic problems into `dir`.
 pub fn write_trace_shards(dir: &std::path::Path, count: u64, seed: u64) {
-    use distill::data::schema::{split_generation, user_turn, FinishReason, Message, TraceRow};
-    use distill::data::shards::{ShardOptions, ShardWriter};
-    let mut writer = ShardWriter::<TraceRow>::open(dir, ShardOptions::new("test")).unwrap();
-    for (problem, generation) in synthetic_conversations(count, 2, seed) {
-        let (reasoning, final_text) = split_generation(&generation);
-        let user = user_turn(&problem.problem);
-        writer
-            .write(TraceRow {
-                id: problem.id.clone(),
-                source: problem.source.clone(),
-                problem: problem.problem.clone(),
-                answer: problem.answer.clone(),
-                prompt: user.clone(),
-                messages: vec![Message::user(user), Message::assistant(generation.clone())],
-                completion_tokens: 0,
-                generation,
-                reasoning,
-                final_text,
-                teacher: "programmatic-cot".into(),
-                temperature: 0.0,
-                top_p: 1.0,
-                seed,
-                sample_index: 0,
-                finish_reason: FinishReason::Stop,
-                prompt_tokens: 0,
-                created_at: "2026-01-01T00:00:00Z".into(),
-                metadata: serde_json::Map::new(),
-            })
-            .unwrap();
-    }
-    writer.finish().unwrap();
+    use distill::data::corpus::{write_corpus, ReplyStyle};
+    use distill::data::synth::{generate_tasks, TaskKind};
+    let tasks = generate_tasks(TaskKind::Arithmetic, 1, seed, count).unwrap();
+    write_corpus(dir, &tasks, ReplyStyle::LongCot, "test").unwrap();
 }
 
 /// When Python with torch and transformers is available, loads `model_dir` with
