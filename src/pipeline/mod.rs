@@ -1,0 +1,289 @@
+//! `distill run RECIPE`: the whole pipeline, stage by stage — bootstrap a tokenizer, teacher and
+//! student base when the recipe asks for stand-ins, generate teacher traces, filter them, SFT the
+//! student, GRPO the same base at matched compute, evaluate all three and write the report.
+//! A finished stage leaves a marker with the hash of its configuration and is skipped on rerun;
+//! an interrupted stage resumes from what it already wrote.
+
+pub mod recipe;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::data::corpus::{programmatic_row, write_corpus, ReplyStyle};
+use crate::data::hashing::sha256_hex;
+use crate::data::prompt_source::{load_prompts, synth_tasks};
+use crate::model::init::{random_weights, tiny_config};
+use crate::model::save::{save_hf_dir, write_atomic};
+use crate::model::{Architecture, Decoder, Tokenizer};
+use recipe::{path_value, stage_config, Bootstrap, Recipe};
+
+const MARKER: &str = ".stage-done.json";
+
+/// Paths of one run's stages.
+struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    fn stage(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+/// Runs `body` unless `dir` holds a marker for the same configuration hash; writes the marker after.
+fn stage<T: Serialize>(
+    index: usize,
+    total: usize,
+    name: &str,
+    dir: &Path,
+    config: &T,
+    body: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let hash = sha256_hex(serde_json::to_string(config)?.as_bytes())[..16].to_string();
+    let marker = dir.join(MARKER);
+    if let Ok(text) = std::fs::read_to_string(&marker) {
+        let done: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if done["hash"] == json!(hash) {
+            eprintln!("[{index}/{total}] {name}: done (skipped)");
+            return Ok(());
+        }
+        bail!(
+            "{}: stage {name} was finished with a different configuration; remove that directory or change `out`",
+            dir.display()
+        );
+    }
+    eprintln!("[{index}/{total}] {name} → {}", dir.display());
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    body().with_context(|| format!("stage {name}"))?;
+    write_atomic(&marker, json!({"stage": name, "hash": hash}).to_string().as_bytes())?;
+    Ok(())
+}
+
+/// Runs every stage of `recipe`; returns the path of the report.
+pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
+    let layout = Layout { root: recipe.out.clone() };
+    std::fs::create_dir_all(&layout.root).with_context(|| layout.root.display().to_string())?;
+    let bootstraps = usize::from(recipe.teacher.bootstrap.is_some()) + usize::from(recipe.student.bootstrap.is_some());
+    let total = 6 + bootstraps + usize::from(bootstraps > 0);
+    let mut index = 0;
+    let mut next = || {
+        index += 1;
+        index
+    };
+
+    let tokenizer_dir = layout.stage("tokenizer");
+    if let Some(spec) = &recipe.tokenizer {
+        let corpora: Vec<&str> = [&recipe.teacher, &recipe.student]
+            .iter()
+            .filter_map(|m| m.bootstrap.as_ref().map(|b| b.corpus.as_str()))
+            .collect();
+        stage(next(), total, "tokenizer", &tokenizer_dir, &(spec, &corpora), || {
+            let mut texts = Vec::new();
+            for corpus in &corpora {
+                for task in synth_tasks(corpus)? {
+                    for style in [ReplyStyle::LongCot, ReplyStyle::ShortAnswer] {
+                        let row = programmatic_row(&task, style);
+                        texts.extend(row.messages.into_iter().map(|m| m.content));
+                    }
+                }
+            }
+            crate::model::bpe::train_bpe(&texts, spec.vocab_size, &tokenizer_dir)?;
+            Ok(())
+        })?;
+    }
+
+    let teacher = resolve_model(recipe, &layout, "teacher", &recipe.teacher, ReplyStyle::LongCot, &mut next, total)?;
+    let student = resolve_model(recipe, &layout, "student", &recipe.student, ReplyStyle::ShortAnswer, &mut next, total)?;
+
+    let traces = layout.stage("traces");
+    let mut generate_settings = recipe.generate.clone();
+    if !generate_settings.contains_key("teacher") {
+        let mut teacher_table = toml::Table::new();
+        teacher_table.insert("kind".into(), "local".into());
+        teacher_table.insert("model".into(), teacher.clone().into());
+        teacher_table.insert("device".into(), recipe.device.clone().into());
+        generate_settings.insert("teacher".into(), toml::Value::Table(teacher_table));
+    }
+    let generate: crate::generate::GenerateConfig = stage_config(
+        "generate",
+        &generate_settings,
+        &[
+            ("prompts", recipe.prompts.train.clone().into()),
+            ("out", path_value(&traces)),
+            ("seed", (recipe.seed as i64).into()),
+        ],
+    )?;
+    stage(next(), total, "generate", &traces, &generate, || {
+        let summary = crate::generate::run_generate(&generate)?;
+        eprintln!("{}", summary.human());
+        Ok(())
+    })?;
+
+    let filtered = layout.stage("filtered");
+    let filter: crate::filter::FilterConfig = stage_config(
+        "filter",
+        &recipe.filter,
+        &[("input", path_value(&traces)), ("out", path_value(&filtered))],
+    )?;
+    stage(next(), total, "filter", &filtered, &filter, || {
+        crate::filter::run_filter(&filter)?;
+        Ok(())
+    })?;
+
+    let sft_dir = layout.stage("sft");
+    let sft: crate::train::sft::SftConfig = stage_config(
+        "sft",
+        &recipe.sft,
+        &[
+            ("student", student.clone().into()),
+            ("data", path_value(&filtered.join("accepted"))),
+            ("out", path_value(&sft_dir)),
+            ("seed", (recipe.seed as i64).into()),
+            ("device", recipe.device.clone().into()),
+        ],
+    )?;
+    stage(next(), total, "sft", &sft_dir, &sft, || {
+        crate::train::sft::run_sft(&sft, true)?;
+        Ok(())
+    })?;
+
+    let grpo_dir = layout.stage("grpo");
+    let mut grpo_fixed = vec![
+        ("policy", student.clone().into()),
+        ("out", path_value(&grpo_dir)),
+        ("seed", (recipe.seed as i64).into()),
+        ("device", recipe.device.clone().into()),
+    ];
+    if recipe.grpo.match_sft_compute {
+        let summary = read_json(&sft_dir.join("summary.json"))?;
+        let flops = summary["flops"].as_f64().context("sft/summary.json has no `flops`")?;
+        grpo_fixed.push(("max_flops", flops.into()));
+    }
+    let grpo: crate::train::grpo::GrpoConfig = stage_config("grpo", &recipe.grpo.settings, &grpo_fixed)?;
+    stage(next(), total, "grpo", &grpo_dir, &grpo, || {
+        let problems = load_prompts(&recipe.prompts.train)?;
+        crate::train::grpo::run_grpo(&grpo, &problems, true)?;
+        Ok(())
+    })?;
+
+    let eval_root = layout.stage("eval");
+    let candidates = [
+        ("base", student.clone()),
+        ("sft", sft_dir.join("final").display().to_string()),
+        ("grpo", grpo_dir.join("final").display().to_string()),
+    ];
+    let eval_configs = candidates
+        .iter()
+        .map(|(label, model)| {
+            stage_config::<crate::eval::EvalConfig>(
+                "eval",
+                &recipe.eval,
+                &[
+                    ("model", model.clone().into()),
+                    ("out", path_value(&eval_root.join(label))),
+                    ("seed", (recipe.seed as i64).into()),
+                    ("device", recipe.device.clone().into()),
+                ],
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    stage(next(), total, "eval", &eval_root, &eval_configs, || {
+        let problems = load_prompts(&recipe.prompts.eval)?;
+        for config in &eval_configs {
+            let summary = crate::eval::run_eval(config, &problems)?;
+            eprintln!("  {}: {}", config.out.display(), summary.one_line());
+        }
+        Ok(())
+    })?;
+
+    let report_dir = layout.stage("report");
+    let runs = toml::Value::try_from(vec![
+        json_run("base", &eval_root.join("base"), &[], None),
+        json_run("sft", &eval_root.join("sft"), &[sft_dir.clone()], Some(traces.join("summary.json"))),
+        json_run("grpo", &eval_root.join("grpo"), &[grpo_dir.clone()], None),
+    ])?;
+    let compare: crate::compare::CompareConfig = stage_config(
+        "compare",
+        &recipe.compare,
+        &[("runs", runs), ("out", path_value(&report_dir)), ("seed", (recipe.seed as i64).into())],
+    )?;
+    stage(next(), total, "compare", &report_dir, &compare, || {
+        crate::compare::run_compare(&compare)?;
+        Ok(())
+    })?;
+    Ok(report_dir.join("report.md"))
+}
+
+fn json_run(label: &str, eval: &Path, train: &[PathBuf], data_generation: Option<PathBuf>) -> crate::compare::RunSpec {
+    crate::compare::RunSpec {
+        label: label.to_string(),
+        eval: vec![eval.to_path_buf()],
+        train: train.to_vec(),
+        data_generation,
+    }
+}
+
+fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    serde_json::from_str(&text).with_context(|| path.display().to_string())
+}
+
+/// The model path of `spec`: as given, or bootstrapped (a stage of its own) under `layout`.
+fn resolve_model(
+    recipe: &Recipe,
+    layout: &Layout,
+    role: &str,
+    spec: &recipe::ModelSpec,
+    style: ReplyStyle,
+    next: &mut impl FnMut() -> usize,
+    total: usize,
+) -> anyhow::Result<String> {
+    let Some(bootstrap) = &spec.bootstrap else {
+        return spec.model.clone().context("a model or a bootstrap");
+    };
+    let dir = layout.stage(role);
+    let train: crate::train::sft::SftConfig = stage_config(
+        &format!("{role}.bootstrap.train"),
+        &bootstrap.train,
+        &[
+            ("student", path_value(&dir.join("init"))),
+            ("data", path_value(&dir.join("corpus"))),
+            ("out", path_value(&dir.join("train"))),
+            ("seed", (recipe.seed as i64).into()),
+            ("device", recipe.device.clone().into()),
+        ],
+    )?;
+    let tokenizer_dir = layout.stage("tokenizer");
+    stage(next(), total, role, &dir, &(bootstrap, &train), || {
+        let tasks = synth_tasks(&bootstrap.corpus)?;
+        write_corpus(&dir.join("corpus"), &tasks, style, &sha256_hex(bootstrap.corpus.as_bytes()))?;
+        init_model(bootstrap, &tokenizer_dir, &dir.join("init"), recipe.seed)?;
+        crate::train::sft::run_sft(&train, true)?;
+        Ok(())
+    })?;
+    Ok(dir.join("train").join("final").display().to_string())
+}
+
+/// A random-initialised Qwen2-shaped model of the bootstrap's shape with the trained tokenizer.
+fn init_model(shape: &Bootstrap, tokenizer_dir: &Path, out: &Path, seed: u64) -> anyhow::Result<()> {
+    if out.join("config.json").is_file() {
+        return Ok(());
+    }
+    let tokenizer = Tokenizer::from_dir(tokenizer_dir)?;
+    let mut config = tiny_config(Architecture::Qwen2, tokenizer.vocab_size());
+    config.hidden_size = shape.hidden_size;
+    config.intermediate_size = shape.intermediate_size;
+    config.num_hidden_layers = shape.layers;
+    config.num_attention_heads = shape.heads;
+    config.num_key_value_heads = shape.kv_heads;
+    config.head_dim = shape.hidden_size / shape.heads;
+    config.eos_token_ids = tokenizer.eos_token_id().into_iter().collect();
+    let weights = random_weights(&config, seed, &Device::Cpu)?;
+    let model = Decoder::from_weights(&config, &weights, DType::F32, &Device::Cpu)?;
+    save_hf_dir(&model, &tokenizer, &config.eos_token_ids, out)?;
+    Ok(())
+}
