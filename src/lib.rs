@@ -3,6 +3,7 @@
 //!
 //! The binary `distill` only parses arguments ([`cli`]) and calls the stages in this library.
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod model;

@@ -1,5 +1,6 @@
 //! The command line: one clap args struct per verb, and the dispatch from verbs to library calls.
 
+mod bench_cmd;
 mod model_cmd;
 mod train_cmd;
 
@@ -31,6 +32,9 @@ pub enum Command {
     Compare(PlannedArgs),
     /// Run a whole recipe stage by stage.
     Run(PlannedArgs),
+    /// Throughput benchmarks (`distill bench cpu`).
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
     /// Create, inspect and sample models.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
@@ -48,6 +52,7 @@ pub struct PlannedArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let verb = match cli.command {
         Command::Model(command) => return model_cmd::run(command),
+        Command::Bench(command) => return bench_cmd::run(&command),
         Command::Train(args) => return train_cmd::run(&args),
         Command::Generate(_) => "generate",
         Command::Filter(_) => "filter",

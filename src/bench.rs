@@ -1,0 +1,147 @@
+//! `distill bench cpu`: training and generation throughput of real shapes with random weights, the
+//! numbers `benches/baselines/torch_cpu.py` prints for PyTorch on the same machine.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+
+use crate::model::generate::{generate, GenerationConfig, GenerationRequest};
+use crate::model::init::{random_weights, tiny_config};
+use crate::model::{Architecture, ModelConfig, SamplerConfig, Tokenizer};
+use crate::train::loss::next_token_loss;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::trainable::TrainableDecoder;
+
+/// The shapes of the CPU benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchShape {
+    /// Vocabulary 512, hidden 256, MLP 704, 4 layers, 4 heads (2 KV): the matmul-bound shape.
+    SmallVocab,
+    /// Qwen's vocabulary 151,936, hidden 128, MLP 352, 2 layers: the output-layer-bound shape.
+    QwenVocab,
+}
+
+impl BenchShape {
+    /// The model config of the shape.
+    pub fn config(self) -> ModelConfig {
+        let (vocab, hidden, mlp, layers) = match self {
+            BenchShape::SmallVocab => (512, 256, 704, 4),
+            BenchShape::QwenVocab => (151_936, 128, 352, 2),
+        };
+        ModelConfig {
+            hidden_size: hidden,
+            intermediate_size: mlp,
+            num_hidden_layers: layers,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: hidden / 4,
+            ..tiny_config(Architecture::Qwen2, vocab)
+        }
+    }
+}
+
+/// One measured workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    /// `train` or `generate`.
+    pub workload: &'static str,
+    /// The shape.
+    pub shape: BenchShape,
+    /// Rows per batch.
+    pub batch: usize,
+    /// Tokens per second (trained tokens, or new tokens generated).
+    pub tokens_per_s: f64,
+    /// Peak resident memory of the process, MiB (meaningful when the case ran alone in a process).
+    pub peak_rss_mib: f64,
+}
+
+fn random_ids(batch: usize, len: usize, vocab: usize, salt: u32) -> Vec<u32> {
+    (0..batch * len)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ salt) % vocab as u32)
+        .collect()
+}
+
+/// Peak resident set size of this process (VmHWM), MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Forward + backward + AdamW step on `batch × seq` random tokens; tokens/s over `steps` timed steps
+/// after one warm-up step.
+pub fn bench_train(shape: BenchShape, batch: usize, seq: usize, steps: usize) -> anyhow::Result<BenchResult> {
+    let config = shape.config();
+    let weights = random_weights(&config, 0, &Device::Cpu)?;
+    let trainable = TrainableDecoder::new(&config, &weights, DType::F32, &Device::Cpu)?;
+    let mut optimizer = AdamW::new(&trainable.params, AdamWConfig::default())?;
+    let ids = Tensor::from_vec(random_ids(batch, seq, config.vocab_size, 7), (batch, seq), &Device::Cpu)?;
+    let positions = Tensor::from_vec((0..batch).flat_map(|_| 0..seq as u32).collect::<Vec<_>>(), (batch, seq), &Device::Cpu)?;
+    let mask = Tensor::ones((batch, seq), DType::F32, &Device::Cpu)?;
+    let mut step = || -> anyhow::Result<()> {
+        let hidden = trainable.model.forward(&ids, &positions, None, None)?;
+        let loss = next_token_loss(&hidden, trainable.model.lm_head(), &ids, &mask)?;
+        optimizer.accumulate(&loss.backward()?, 1.0)?;
+        optimizer.step(1e-4)?;
+        Ok(())
+    };
+    step()?;
+    let started = Instant::now();
+    for _ in 0..steps {
+        step()?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(BenchResult {
+        workload: "train",
+        shape,
+        batch,
+        tokens_per_s: (batch * seq * steps) as f64 / seconds,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// Greedy generation of `new_tokens` after `prompt_len` random prompt tokens for `batch` rows (no
+/// EOS); new tokens/s including the prefill, after one warm-up run.
+pub fn bench_generate(
+    shape: BenchShape,
+    tokenizer: &Tokenizer,
+    batch: usize,
+    prompt_len: usize,
+    new_tokens: usize,
+) -> anyhow::Result<BenchResult> {
+    let config = shape.config();
+    let weights = random_weights(&config, 0, &Device::Cpu)?;
+    let model = crate::model::Decoder::from_weights(&config, &weights, DType::F32, &Device::Cpu)?;
+    let requests: Vec<GenerationRequest> = (0..batch)
+        .map(|b| GenerationRequest {
+            prompt: random_ids(1, prompt_len, config.vocab_size, b as u32),
+            seed: b as u64,
+        })
+        .collect();
+    let generation = GenerationConfig {
+        sampler: SamplerConfig::greedy(),
+        max_new_tokens: new_tokens,
+        n: 1,
+        eos_token_ids: Vec::new(),
+        stop_strings: Vec::new(),
+    };
+    generate(&model, tokenizer, &requests[..1], &generation)?;
+    let started = Instant::now();
+    let completions = generate(&model, tokenizer, &requests, &generation)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let produced: usize = completions.iter().map(|c| c.completion_tokens).sum();
+    Ok(BenchResult {
+        workload: "generate",
+        shape,
+        batch,
+        tokens_per_s: produced as f64 / seconds,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}

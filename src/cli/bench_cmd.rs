@@ -1,0 +1,98 @@
+//! `distill bench cpu`: CPU throughput of training and generation on real shapes, each case in its
+//! own process so its peak memory is its own; prints the lines `benches/baselines/torch_cpu.py`
+//! prints, so the two can be compared as ratios.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::bench::{bench_generate, bench_train, BenchResult, BenchShape};
+use crate::model::Tokenizer;
+
+/// `distill bench`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Training tokens/s (batch 8 × 256) and greedy generation new tokens/s (batch 1, 8, 32;
+    /// prompt 32, 64 new tokens) for the small-vocabulary and Qwen-vocabulary shapes.
+    Cpu(CpuArgs),
+}
+
+/// `distill bench cpu`.
+#[derive(Debug, Args)]
+pub struct CpuArgs {
+    /// tokenizer.json directory used to decode generated ids.
+    #[arg(long, default_value = "../shared/data/tokenizer_qwen2_5")]
+    pub tokenizer: PathBuf,
+    /// Run one case in this process (`train:SHAPE:BATCH` or `generate:SHAPE:BATCH`) and print JSON.
+    #[arg(long)]
+    pub case: Option<String>,
+    /// Timed training steps per case.
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+}
+
+const CASES: &[&str] = &[
+    "train:small-vocab:8",
+    "train:qwen-vocab:8",
+    "generate:small-vocab:1",
+    "generate:small-vocab:8",
+    "generate:small-vocab:32",
+    "generate:qwen-vocab:1",
+    "generate:qwen-vocab:8",
+    "generate:qwen-vocab:32",
+];
+
+/// Runs `distill bench`.
+pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Cpu(args) = command;
+    match &args.case {
+        Some(case) => {
+            let result = run_case(case, args)?;
+            println!("{}", serde_json::to_string(&result)?);
+        }
+        None => {
+            println!("{:<10} {:<12} {:>5} {:>12} {:>10}", "workload", "shape", "batch", "tokens/s", "peak MiB");
+            let exe = std::env::current_exe()?;
+            for case in CASES {
+                let out = Command::new(&exe)
+                    .args(["bench", "cpu", "--case", case, "--steps", &args.steps.to_string()])
+                    .arg("--tokenizer")
+                    .arg(&args.tokenizer)
+                    .output()
+                    .with_context(|| format!("running case {case}"))?;
+                if !out.status.success() {
+                    anyhow::bail!("case {case} failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                let r: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| format!("case {case}"))?;
+                println!(
+                    "{:<10} {:<12} {:>5} {:>12.0} {:>10.0}",
+                    r["workload"].as_str().unwrap_or(""),
+                    r["shape"].as_str().unwrap_or(""),
+                    r["batch"],
+                    r["tokens_per_s"].as_f64().unwrap_or(0.0),
+                    r["peak_rss_mib"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_case(case: &str, args: &CpuArgs) -> anyhow::Result<BenchResult> {
+    let parts: Vec<&str> = case.split(':').collect();
+    let [workload, shape, batch] = parts.as_slice() else {
+        anyhow::bail!("--case {case:?}: expected WORKLOAD:SHAPE:BATCH");
+    };
+    let shape = <BenchShape as clap::ValueEnum>::from_str(shape, true).map_err(|e| anyhow::anyhow!("--case {case:?}: {e}"))?;
+    let batch: usize = batch.parse().with_context(|| format!("--case {case:?}: batch"))?;
+    match *workload {
+        "train" => bench_train(shape, batch, 256, args.steps),
+        "generate" => {
+            let tokenizer = Tokenizer::from_dir(&args.tokenizer)?;
+            bench_generate(shape, &tokenizer, batch, 32, 64)
+        }
+        other => anyhow::bail!("--case {case:?}: unknown workload {other}"),
+    }
+}
