@@ -5,7 +5,9 @@
 
 pub mod cli;
 pub mod data;
+pub mod generate;
 pub mod model;
 pub mod runtime;
+pub mod teacher;
 pub mod train;
 pub mod verify;

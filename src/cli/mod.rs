@@ -1,5 +1,6 @@
 //! The command line: one clap args struct per verb, and the dispatch from verbs to library calls.
 
+mod generate_cmd;
 mod model_cmd;
 
 use clap::{Parser, Subcommand};
@@ -17,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sample long chain-of-thought traces from a teacher into Parquet shards.
-    Generate(PlannedArgs),
+    Generate(generate_cmd::GenerateArgs),
     /// Keep traces whose answer is verified correct and that are readable (rejection sampling).
     Filter(PlannedArgs),
     /// Supervised fine-tuning of a student on accepted traces (`--student`).
@@ -47,7 +48,7 @@ pub struct PlannedArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let verb = match cli.command {
         Command::Model(command) => return model_cmd::run(command),
-        Command::Generate(_) => "generate",
+        Command::Generate(args) => return generate_cmd::run(&args),
         Command::Filter(_) => "filter",
         Command::Train(_) => "train",
         Command::Grpo(_) => "grpo",

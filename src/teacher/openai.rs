@@ -1,0 +1,497 @@
+//! A teacher behind any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, SGLang, TGI, DeepSeek's
+//! API): `POST /v1/chat/completions` with the conversation, or `POST /v1/completions` with the
+//! rendered prompt text; `n` samples per request; `temperature`, `top_p`, `max_tokens`, `seed`.
+//!
+//! Requests run on `concurrency` std threads, each with a whole-request timeout. Rate limits
+//! (429), 408, server errors (5xx), connection errors and timeouts are retried with exponential
+//! backoff and jitter ([`RetryPolicy`]); any other 4xx, and a 200 whose body is not a
+//! completion response, fail at once with an error naming the endpoint, the status and what
+//! was wrong. The API key is read from an environment variable, sent only in the
+//! `Authorization` header and never logged, stored or put in an error.
+//!
+//! R1 endpoints return the thought in `reasoning_content` (or `reasoning`); it is joined back
+//! as `<think>\n{reasoning}\n</think>\n\n{content}` so rows look the same whichever teacher ran.
+//! Usage: `prompt_tokens` is the response's; with `n = 1` `completion_tokens` is too, with
+//! `n > 1` the response's total is apportioned to the samples by text length (servers do not
+//! report per-choice counts).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::retry::{is_retryable_status, RetryPolicy};
+use super::{PromptJob, SamplingParams, Teacher, TeacherError, TeacherInfo, TeacherSample};
+use crate::model::FinishReason;
+
+/// Which endpoint of the API to call.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKind {
+    /// `/v1/chat/completions`: the server applies its chat template to the messages.
+    Chat,
+    /// `/v1/completions`: the prompt text rendered here is sent as is.
+    Completions,
+}
+
+/// Settings of an endpoint teacher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiConfig {
+    /// Base URL (`http://host:8000`, `http://host:8000/v1`) or the full endpoint URL.
+    pub endpoint: String,
+    /// The `model` field of every request.
+    pub model: String,
+    /// Chat or completions.
+    pub api: ApiKind,
+    /// The environment variable holding the API key (`None`: no `Authorization` header).
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Whole-request timeout (connect, send, generate, receive).
+    pub timeout: Duration,
+    /// When to retry.
+    pub retry: RetryPolicy,
+}
+
+/// The endpoint teacher; see the module docs.
+pub struct OpenAiTeacher {
+    agent: ureq::Agent,
+    url: String,
+    model: String,
+    api: ApiKind,
+    api_key: Option<String>,
+    concurrency: usize,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for OpenAiTeacher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiTeacher")
+            .field("url", &self.url)
+            .field("model", &self.model)
+            .field("api", &self.api)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The full URL of `api` for a user's endpoint: kept as is when it already names the API's
+/// path, else `/v1/...` (or just `/...` after a trailing `/v1`) is appended.
+pub fn endpoint_url(endpoint: &str, api: ApiKind) -> String {
+    let base = endpoint.trim_end_matches('/');
+    let path = match api {
+        ApiKind::Chat => "chat/completions",
+        ApiKind::Completions => "completions",
+    };
+    if base.ends_with(&format!("/{path}")) {
+        base.to_string()
+    } else if base.ends_with("/v1") {
+        format!("{base}/{path}")
+    } else {
+        format!("{base}/v1/{path}")
+    }
+}
+
+impl OpenAiTeacher {
+    /// A teacher for `config`; reads the API key from its environment variable now.
+    pub fn new(config: &OpenAiConfig) -> Result<Self, TeacherError> {
+        let api_key = match &config.api_key_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                TeacherError::Config(format!(
+                    "the API key variable {var} (--api-key-env) is not set or not UTF-8"
+                ))
+            })?),
+            None => None,
+        };
+        if config.model.is_empty() {
+            return Err(TeacherError::Config(
+                "an endpoint teacher needs a model name (--api-model)".into(),
+            ));
+        }
+        let agent = ureq::AgentBuilder::new().timeout(config.timeout).build();
+        Ok(OpenAiTeacher {
+            agent,
+            url: endpoint_url(&config.endpoint, config.api),
+            model: config.model.clone(),
+            api: config.api,
+            api_key,
+            concurrency: config.concurrency.max(1),
+            retry: config.retry.clone(),
+        })
+    }
+
+    /// The JSON body of one request.
+    fn body(&self, job: &PromptJob, params: &SamplingParams) -> Value {
+        let mut body = json!({
+            "model": self.model,
+            "n": params.n,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+            "seed": job.seed,
+        });
+        match self.api {
+            ApiKind::Chat => body["messages"] = json!(job.messages),
+            ApiKind::Completions => body["prompt"] = json!(job.prompt),
+        }
+        body
+    }
+
+    /// Sends one request, retrying as the policy says; returns the status and body of the
+    /// first successful response.
+    fn post(&self, body: &str) -> Result<(u16, String), TeacherError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .agent
+                .post(&self.url)
+                .set("Content-Type", "application/json");
+            if let Some(key) = &self.api_key {
+                request = request.set("Authorization", &format!("Bearer {key}"));
+            }
+            let retries_left = attempt <= self.retry.max_retries;
+            let (wait, failure) = match request.send_string(body) {
+                Ok(response) => {
+                    let status = response.status();
+                    match response.into_string() {
+                        Ok(text) => return Ok((status, text)),
+                        Err(error) => (None, self.transport(attempt, error.to_string())),
+                    }
+                }
+                Err(ureq::Error::Status(status, response)) => {
+                    let retry_after = response
+                        .header("Retry-After")
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let text = response.into_string().unwrap_or_default();
+                    let failure = TeacherError::Status {
+                        endpoint: self.url.clone(),
+                        status,
+                        attempts: attempt,
+                        message: snippet(&text),
+                    };
+                    if !is_retryable_status(status) {
+                        return Err(failure);
+                    }
+                    (retry_after, failure)
+                }
+                Err(ureq::Error::Transport(transport)) => {
+                    let failure = self.transport(attempt, transport.to_string());
+                    if !is_retryable_transport(transport.kind()) {
+                        return Err(failure);
+                    }
+                    (None, failure)
+                }
+            };
+            if !retries_left {
+                return Err(failure);
+            }
+            std::thread::sleep(self.retry.delay(attempt, wait));
+        }
+    }
+
+    fn transport(&self, attempts: u32, message: String) -> TeacherError {
+        TeacherError::Transport {
+            endpoint: self.url.clone(),
+            attempts,
+            message,
+        }
+    }
+
+    /// Samples one job: one request with `n` choices.
+    fn sample_job(
+        &self,
+        job_index: usize,
+        job: &PromptJob,
+        params: &SamplingParams,
+    ) -> Result<Vec<TeacherSample>, TeacherError> {
+        let body = self.body(job, params).to_string();
+        let (status, text) = self.post(&body)?;
+        let malformed = |message: String| TeacherError::MalformedResponse {
+            endpoint: self.url.clone(),
+            status,
+            message,
+        };
+        let parsed = parse_response(&text, self.api, params.n).map_err(malformed)?;
+        Ok(parsed.into_samples(job_index, job.seed))
+    }
+}
+
+/// Whether a transport failure may go away on retry: DNS, connection and I/O errors
+/// (timeouts included); not a bad URL or an unsupported scheme.
+fn is_retryable_transport(kind: ureq::ErrorKind) -> bool {
+    matches!(
+        kind,
+        ureq::ErrorKind::Dns
+            | ureq::ErrorKind::ConnectionFailed
+            | ureq::ErrorKind::Io
+            | ureq::ErrorKind::ProxyConnect
+            | ureq::ErrorKind::BadStatus
+    )
+}
+
+/// The first 300 characters of a body, on one line, for error messages.
+fn snippet(text: &str) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.is_empty() {
+        return "(empty body)".to_string();
+    }
+    match one_line.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
+/// One choice of a response, with the reasoning joined in.
+#[derive(Debug)]
+struct Choice {
+    index: usize,
+    text: String,
+    finish_reason: FinishReason,
+}
+
+/// A parsed response: its choices in index order and its usage.
+#[derive(Debug)]
+struct ParsedResponse {
+    choices: Vec<Choice>,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+}
+
+impl ParsedResponse {
+    /// The samples of job `job_index`, completion tokens apportioned by text length.
+    fn into_samples(self, job_index: usize, seed: u64) -> Vec<TeacherSample> {
+        let lengths: Vec<u64> = self
+            .choices
+            .iter()
+            .map(|c| c.text.chars().count() as u64)
+            .collect();
+        let shares = apportion(u64::from(self.completion_tokens), &lengths);
+        self.choices
+            .into_iter()
+            .zip(shares)
+            .map(|(choice, tokens)| TeacherSample {
+                job_index,
+                sample_index: choice.index as u32,
+                text: choice.text,
+                seed,
+                finish_reason: choice.finish_reason,
+                prompt_tokens: self.prompt_tokens,
+                completion_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+            })
+            .collect()
+    }
+}
+
+/// Splits `total` into parts proportional to `weights` (equal parts when all are 0), by the
+/// largest-remainder method, so the parts sum to `total` exactly.
+fn apportion(total: u64, weights: &[u64]) -> Vec<u64> {
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    let sum: u64 = weights.iter().sum();
+    let weights: Vec<u64> = if sum == 0 {
+        vec![1; weights.len()]
+    } else {
+        weights.to_vec()
+    };
+    let sum = u128::from(weights.iter().sum::<u64>());
+    let exact: Vec<(u64, u128)> = weights
+        .iter()
+        .map(|&w| {
+            let scaled = u128::from(total) * u128::from(w);
+            ((scaled / sum) as u64, scaled % sum)
+        })
+        .collect();
+    let mut parts: Vec<u64> = exact.iter().map(|(part, _)| *part).collect();
+    let mut left = total - parts.iter().sum::<u64>();
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by(|&a, &b| exact[b].1.cmp(&exact[a].1).then(a.cmp(&b)));
+    for index in order {
+        if left == 0 {
+            break;
+        }
+        parts[index] += 1;
+        left -= 1;
+    }
+    parts
+}
+
+/// Reads a completion response body; the error says what is wrong with it.
+fn parse_response(text: &str, api: ApiKind, n: usize) -> Result<ParsedResponse, String> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON ({e}): {}", snippet(text)))?;
+    let choices = value
+        .get("choices")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("no `choices` array: {}", snippet(text)))?;
+    let mut parsed = Vec::with_capacity(choices.len());
+    for (position, choice) in choices.iter().enumerate() {
+        parsed.push(parse_choice(choice, position, api)?);
+    }
+    parsed.sort_by_key(|c| c.index);
+    let indices: Vec<usize> = parsed.iter().map(|c| c.index).collect();
+    if indices != (0..n).collect::<Vec<_>>() {
+        return Err(format!(
+            "expected {n} choices with indices 0..{n}, got indices {indices:?}"
+        ));
+    }
+    let usage = value
+        .get("usage")
+        .ok_or("no `usage` object (token counts are part of every row)")?;
+    let count = |field: &str| {
+        usage
+            .get(field)
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| format!("`usage.{field}` is missing or not a count"))
+    };
+    Ok(ParsedResponse {
+        choices: parsed,
+        prompt_tokens: count("prompt_tokens")?,
+        completion_tokens: count("completion_tokens")?,
+    })
+}
+
+/// Reads `choices[position]`.
+fn parse_choice(choice: &Value, position: usize, api: ApiKind) -> Result<Choice, String> {
+    let field = |name: &str| format!("choices[{position}].{name}");
+    let index = match choice.get("index") {
+        None => position,
+        Some(v) => v
+            .as_u64()
+            .map(|i| i as usize)
+            .ok_or_else(|| format!("`{}` is not an integer", field("index")))?,
+    };
+    let optional_text = |value: Option<&Value>, name: &str| match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("`{}` is not a string", field(name))),
+    };
+    let text = match api {
+        ApiKind::Completions => optional_text(choice.get("text"), "text")?
+            .ok_or_else(|| format!("`{}` is missing", field("text")))?,
+        ApiKind::Chat => {
+            let message = choice
+                .get("message")
+                .filter(|m| m.is_object())
+                .ok_or_else(|| format!("`{}` is missing", field("message")))?;
+            let content =
+                optional_text(message.get("content"), "message.content")?.unwrap_or_default();
+            let reasoning = match optional_text(
+                message.get("reasoning_content"),
+                "message.reasoning_content",
+            )? {
+                Some(r) => Some(r),
+                None => optional_text(message.get("reasoning"), "message.reasoning")?,
+            };
+            match reasoning {
+                Some(r) if !r.is_empty() => format!("<think>\n{}\n</think>\n\n{content}", r.trim()),
+                _ => content,
+            }
+        }
+    };
+    let finish_reason = match choice.get("finish_reason").and_then(Value::as_str) {
+        Some("stop") | Some("eos") => FinishReason::Stop,
+        Some("length") => FinishReason::Length,
+        other => {
+            return Err(format!(
+                "`{}` is {} (expected \"stop\" or \"length\")",
+                field("finish_reason"),
+                other.map_or("missing".to_string(), |o| format!("{o:?}"))
+            ))
+        }
+    };
+    Ok(Choice {
+        index,
+        text,
+        finish_reason,
+    })
+}
+
+impl Teacher for OpenAiTeacher {
+    fn describe(&self) -> TeacherInfo {
+        TeacherInfo {
+            name: format!("{}@{}", self.model, self.url),
+            batch_size: self.concurrency,
+        }
+    }
+
+    fn sample(
+        &mut self,
+        batch: &[PromptJob],
+        params: &SamplingParams,
+    ) -> Result<Vec<TeacherSample>, TeacherError> {
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let results: Mutex<Vec<Option<Result<Vec<TeacherSample>, TeacherError>>>> =
+            Mutex::new((0..batch.len()).map(|_| None).collect());
+        let this = &*self;
+        std::thread::scope(|scope| {
+            for _ in 0..this.concurrency.min(batch.len()) {
+                scope.spawn(|| loop {
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    if index >= batch.len() || failed.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let result = this.sample_job(index, &batch[index], params);
+                    if result.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    results.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(result);
+                });
+            }
+        });
+        let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut samples = Vec::with_capacity(batch.len() * params.n);
+        for result in results.into_iter().flatten() {
+            samples.extend(result?);
+        }
+        Ok(samples)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_urls() {
+        let chat = ApiKind::Chat;
+        assert_eq!(
+            endpoint_url("http://h:8000", chat),
+            "http://h:8000/v1/chat/completions"
+        );
+        assert_eq!(
+            endpoint_url("http://h:8000/v1/", chat),
+            "http://h:8000/v1/chat/completions"
+        );
+        assert_eq!(
+            endpoint_url("http://h/v1/completions", ApiKind::Completions),
+            "http://h/v1/completions"
+        );
+    }
+
+    #[test]
+    fn apportion_sums_exactly() {
+        assert_eq!(apportion(10, &[1, 1, 1]), vec![4, 3, 3]);
+        assert_eq!(apportion(7, &[0, 0]), vec![4, 3]);
+        assert_eq!(apportion(100, &[30, 10]), vec![75, 25]);
+        assert_eq!(apportion(5, &[5]), vec![5]);
+    }
+
+    #[test]
+    fn reasoning_content_is_joined_and_bad_bodies_are_explained() {
+        let body = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"42","reasoning_content":"think hard"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":9}}"#;
+        let parsed = parse_response(body, ApiKind::Chat, 1).unwrap();
+        assert_eq!(parsed.choices[0].text, "<think>\nthink hard\n</think>\n\n42");
+        let error = parse_response(r#"{"choices":[]}"#, ApiKind::Chat, 1).unwrap_err();
+        assert!(error.contains("expected 1 choices"), "{error}");
+        let error = parse_response("<html>", ApiKind::Chat, 1).unwrap_err();
+        assert!(error.contains("not JSON"), "{error}");
+    }
+}
