@@ -54,13 +54,20 @@ fn shards_follow_the_schema_and_rows_are_deterministic() {
     }
     let manifest = verify_shards(&a).unwrap();
     assert_eq!(manifest.total_rows, 24);
-    assert_eq!(manifest.recipe_hash, local_config(PROMPTS, &a).recipe_hash());
+    assert_eq!(
+        manifest.recipe_hash,
+        local_config(PROMPTS, &a).recipe_hash()
+    );
 
     let rows = comparable_rows(&a);
     assert_eq!(rows, comparable_rows(&b), "same seed, same rows");
     let row = &rows[0];
     assert!(row.id.starts_with("synth-arith-d2-3-"));
-    assert!(row.prompt.ends_with("<|im_start|>assistant\n"), "{}", row.prompt);
+    assert!(
+        row.prompt.ends_with("<|im_start|>assistant\n"),
+        "{}",
+        row.prompt
+    );
     assert_eq!(row.messages.len(), 2);
     assert!(row.messages[0].content.ends_with("within \\boxed{}."));
     assert_eq!(row.messages[1].content, row.generation);
@@ -156,7 +163,11 @@ fn a_killed_run_resumes_to_the_rows_of_an_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
     let reference = tmp.path().join("reference");
     let out = generate_command(&reference).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Wrote 80 rows"));
 
     let resumed = tmp.path().join("resumed");
@@ -168,7 +179,10 @@ fn a_killed_run_resumes_to_the_rows_of_an_uninterrupted_one() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while shard_paths(&resumed).map_or(true, |s| s.is_empty()) {
         assert!(Instant::now() < deadline, "no shard appeared");
-        assert!(child.try_wait().unwrap().is_none(), "finished before the kill");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     child.kill().unwrap(); // SIGKILL
@@ -183,10 +197,17 @@ fn a_killed_run_resumes_to_the_rows_of_an_uninterrupted_one() {
         })
         .map(|p| read_shard_keys(p).unwrap().len())
         .sum();
-    assert!(partial > 0 && partial < 80, "killed mid-run: {partial} rows");
+    assert!(
+        partial > 0 && partial < 80,
+        "killed mid-run: {partial} rows"
+    );
 
     let out = generate_command(&resumed).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(&format!("skipped {partial} already present")),

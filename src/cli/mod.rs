@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sample long chain-of-thought traces from a teacher into Parquet shards.
-    Generate(generate_cmd::GenerateArgs),
+    Generate(Box<generate_cmd::GenerateArgs>),
     /// Keep traces whose answer is verified correct and that are readable (rejection sampling).
     Filter(PlannedArgs),
     /// Supervised fine-tuning of a student on accepted traces (`--student`).

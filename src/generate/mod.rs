@@ -45,14 +45,14 @@ pub enum GenerateError {
     #[error("{0}")]
     Config(String),
     /// Reading prompts or writing shards failed (the message names file, line and field).
-    #[error(transparent)]
-    Data(#[from] DataError),
+    #[error("{0}")]
+    Data(DataError),
     /// The teacher failed.
-    #[error(transparent)]
-    Teacher(#[from] TeacherError),
+    #[error("{0}")]
+    Teacher(TeacherError),
     /// Loading a tokenizer or rendering a chat template failed.
-    #[error(transparent)]
-    Model(#[from] ModelError),
+    #[error("{0}")]
+    Model(ModelError),
     /// Writing the summary failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -63,24 +63,44 @@ pub enum GenerateError {
     },
 }
 
+// The wrapped errors are not `source`s: their messages already include their causes, and a
+// source chain would print them twice.
+impl From<DataError> for GenerateError {
+    fn from(error: DataError) -> Self {
+        GenerateError::Data(error)
+    }
+}
+
+impl From<TeacherError> for GenerateError {
+    fn from(error: TeacherError) -> Self {
+        GenerateError::Teacher(error)
+    }
+}
+
+impl From<ModelError> for GenerateError {
+    fn from(error: ModelError) -> Self {
+        GenerateError::Model(error)
+    }
+}
+
 /// A teacher built from the config, with the tokenizer (if any) that renders its prompts.
 enum BuiltTeacher {
-    Local(LocalTeacher),
-    Openai(OpenAiTeacher, Option<Tokenizer>),
+    Local(Box<LocalTeacher>),
+    Openai(Box<OpenAiTeacher>, Option<Box<Tokenizer>>),
 }
 
 impl BuiltTeacher {
     fn tokenizer(&self) -> Option<&Tokenizer> {
         match self {
             BuiltTeacher::Local(teacher) => Some(teacher.tokenizer()),
-            BuiltTeacher::Openai(_, tokenizer) => tokenizer.as_ref(),
+            BuiltTeacher::Openai(_, tokenizer) => tokenizer.as_deref(),
         }
     }
 
     fn into_teacher(self) -> Box<dyn Teacher> {
         match self {
-            BuiltTeacher::Local(teacher) => Box::new(teacher),
-            BuiltTeacher::Openai(teacher, _) => Box::new(teacher),
+            BuiltTeacher::Local(teacher) => teacher,
+            BuiltTeacher::Openai(teacher, _) => teacher,
         }
     }
 }
@@ -100,13 +120,18 @@ fn parse_dtype(name: &str) -> Result<DType, GenerateError> {
 fn load_tokenizer(spec: &str) -> Result<Tokenizer, GenerateError> {
     Ok(match crate::model::load::resolve(spec)? {
         crate::model::ModelSource::HfDir(dir) => Tokenizer::from_dir(&dir)?,
-        crate::model::ModelSource::Llama2c { tokenizer, .. } => Tokenizer::from_llama2c(&tokenizer)?,
+        crate::model::ModelSource::Llama2c { tokenizer, .. } => {
+            Tokenizer::from_llama2c(&tokenizer)?
+        }
     })
 }
 
 fn seconds(value: f64, flag: &str) -> Result<Duration, GenerateError> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| GenerateError::Config(format!("{flag} must be a non-negative number of seconds, got {value}")))
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        GenerateError::Config(format!(
+            "{flag} must be a non-negative number of seconds, got {value}"
+        ))
+    })
 }
 
 fn build_teacher(config: &TeacherConfig) -> Result<BuiltTeacher, GenerateError> {
@@ -118,12 +143,14 @@ fn build_teacher(config: &TeacherConfig) -> Result<BuiltTeacher, GenerateError> 
             batch_size,
         } => {
             if *batch_size == 0 {
-                return Err(GenerateError::Config("--batch-size must be at least 1".into()));
+                return Err(GenerateError::Config(
+                    "--batch-size must be at least 1".into(),
+                ));
             }
             let device = crate::runtime::parse_device(device)
                 .map_err(|e| GenerateError::Config(format!("{e:#}")))?;
             let teacher = LocalTeacher::load(model, &device, parse_dtype(dtype)?, *batch_size)?;
-            Ok(BuiltTeacher::Local(teacher))
+            Ok(BuiltTeacher::Local(Box::new(teacher)))
         }
         TeacherConfig::Openai {
             endpoint,
@@ -137,11 +164,15 @@ fn build_teacher(config: &TeacherConfig) -> Result<BuiltTeacher, GenerateError> 
             backoff_secs,
         } => {
             if *concurrency == 0 {
-                return Err(GenerateError::Config("--concurrency must be at least 1".into()));
+                return Err(GenerateError::Config(
+                    "--concurrency must be at least 1".into(),
+                ));
             }
             let timeout = seconds(*timeout_secs, "--timeout-secs")?;
             if timeout.is_zero() {
-                return Err(GenerateError::Config("--timeout-secs must be above 0".into()));
+                return Err(GenerateError::Config(
+                    "--timeout-secs must be above 0".into(),
+                ));
             }
             let tokenizer = tokenizer.as_deref().map(load_tokenizer).transpose()?;
             if *api == ApiKind::Completions && tokenizer.is_none() {
@@ -162,7 +193,10 @@ fn build_teacher(config: &TeacherConfig) -> Result<BuiltTeacher, GenerateError> 
                     ..RetryPolicy::default()
                 },
             })?;
-            Ok(BuiltTeacher::Openai(teacher, tokenizer))
+            Ok(BuiltTeacher::Openai(
+                Box::new(teacher),
+                tokenizer.map(Box::new),
+            ))
         }
     }
 }
@@ -240,8 +274,7 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         },
     )?;
 
-    let n = u32::try_from(config.n)
-        .map_err(|_| GenerateError::Config("-n is too large".into()))?;
+    let n = u32::try_from(config.n).map_err(|_| GenerateError::Config("-n is too large".into()))?;
     let mut pending = Vec::new();
     let mut rows_skipped = 0;
     for (problem, rendered) in problems.iter().zip(rendered) {

@@ -80,10 +80,12 @@ impl SynthSpec {
 
     /// The spec's problems.
     pub fn problems(&self) -> Result<Vec<Problem>, GenerateError> {
-        Ok(generate_tasks(self.kind, self.difficulty, self.seed, self.count)?
-            .iter()
-            .map(|task| task.to_problem())
-            .collect())
+        Ok(
+            generate_tasks(self.kind, self.difficulty, self.seed, self.count)?
+                .iter()
+                .map(|task| task.to_problem())
+                .collect(),
+        )
     }
 }
 
@@ -245,7 +247,12 @@ mod tests {
         let spec = SynthSpec::parse("synth:countdown").unwrap().unwrap();
         assert_eq!((spec.difficulty, spec.count, spec.seed), (3, 100, 0));
         assert!(SynthSpec::parse("data/x.jsonl").is_none());
-        for bad in ["synth:nope", "synth:arith:count=x", "synth:arith:depth=2", "synth:arith:3"] {
+        for bad in [
+            "synth:nope",
+            "synth:arith:count=x",
+            "synth:arith:depth=2",
+            "synth:arith:3",
+        ] {
             assert!(SynthSpec::parse(bad).unwrap().is_err(), "{bad}");
         }
     }
@@ -255,8 +262,14 @@ mod tests {
         assert_eq!(think_prefill("<｜Assistant｜><think>\n"), "<think>\n");
         assert_eq!(think_prefill("x<think>"), "<think>");
         assert_eq!(think_prefill("<|im_start|>assistant\n"), "");
-        assert_eq!(full_generation("<think>\n", "a</think>b"), "<think>\na</think>b");
-        assert_eq!(full_generation("<think>\n", "<think>a</think>b"), "<think>a</think>b");
+        assert_eq!(
+            full_generation("<think>\n", "a</think>b"),
+            "<think>\na</think>b"
+        );
+        assert_eq!(
+            full_generation("<think>\n", "<think>a</think>b"),
+            "<think>a</think>b"
+        );
         assert_eq!(full_generation("", "a"), "a");
     }
 }

@@ -74,7 +74,7 @@ pub struct TeacherSample {
 pub enum TeacherError {
     /// The local model failed (loading, tokenising or generating).
     #[error("local teacher: {0}")]
-    Model(#[from] crate::model::ModelError),
+    Model(crate::model::ModelError),
     /// An endpoint answered with an error status that retrying will not fix (a 4xx other than
     /// 429), or kept failing until the retries ran out.
     #[error("{endpoint}: HTTP {status} after {attempts} attempt(s): {message}")]
@@ -111,6 +111,13 @@ pub enum TeacherError {
     /// The teacher's settings are unusable (e.g. an API key variable that is not set).
     #[error("{0}")]
     Config(String),
+}
+
+impl From<crate::model::ModelError> for TeacherError {
+    fn from(error: crate::model::ModelError) -> Self {
+        // Not a `source`: the message already holds the model error's text once.
+        TeacherError::Model(error)
+    }
 }
 
 /// Anything that samples completions for prompts.

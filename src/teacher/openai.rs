@@ -195,6 +195,10 @@ impl OpenAiTeacher {
     }
 
     fn transport(&self, attempts: u32, message: String) -> TeacherError {
+        let prefix = format!("{}: ", self.url);
+        let message = message
+            .strip_prefix(&prefix)
+            .map_or(message.clone(), str::to_string);
         TeacherError::Transport {
             endpoint: self.url.clone(),
             attempts,
@@ -413,6 +417,9 @@ fn parse_choice(choice: &Value, position: usize, api: ApiKind) -> Result<Choice,
     })
 }
 
+/// The outcome of one job's request.
+type JobResult = Result<Vec<TeacherSample>, TeacherError>;
+
 impl Teacher for OpenAiTeacher {
     fn describe(&self) -> TeacherInfo {
         TeacherInfo {
@@ -428,7 +435,7 @@ impl Teacher for OpenAiTeacher {
     ) -> Result<Vec<TeacherSample>, TeacherError> {
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let results: Mutex<Vec<Option<Result<Vec<TeacherSample>, TeacherError>>>> =
+        let results: Mutex<Vec<Option<JobResult>>> =
             Mutex::new((0..batch.len()).map(|_| None).collect());
         let this = &*self;
         std::thread::scope(|scope| {
@@ -488,7 +495,10 @@ mod tests {
     fn reasoning_content_is_joined_and_bad_bodies_are_explained() {
         let body = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"42","reasoning_content":"think hard"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":9}}"#;
         let parsed = parse_response(body, ApiKind::Chat, 1).unwrap();
-        assert_eq!(parsed.choices[0].text, "<think>\nthink hard\n</think>\n\n42");
+        assert_eq!(
+            parsed.choices[0].text,
+            "<think>\nthink hard\n</think>\n\n42"
+        );
         let error = parse_response(r#"{"choices":[]}"#, ApiKind::Chat, 1).unwrap_err();
         assert!(error.contains("expected 1 choices"), "{error}");
         let error = parse_response("<html>", ApiKind::Chat, 1).unwrap_err();
