@@ -225,3 +225,65 @@ impl GenerateConfig {
         sha256_hex(key.to_string().as_bytes())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_toml_recipe_section_drives_the_config_with_defaults() {
+        let config: GenerateConfig = toml::from_str(
+            r#"
+            prompts = "synth:arith:count=10"
+            out = "traces"
+            n = 4
+            [teacher]
+            kind = "openai"
+            endpoint = "http://gpu:8000/v1"
+            model = "deepseek-ai/DeepSeek-R1"
+            api_key_env = "R1_KEY"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.n, 4);
+        assert_eq!((config.temperature, config.top_p), (0.6, 0.95));
+        assert_eq!(config.instruction, DEFAULT_INSTRUCTION);
+        assert!(matches!(
+            config.teacher,
+            TeacherConfig::Openai {
+                api: ApiKind::Chat,
+                concurrency: 8,
+                ..
+            }
+        ));
+        let bad = toml::from_str::<GenerateConfig>(
+            "prompts = \"x\"\nout = \"o\"\ntemp = 1\n[teacher]\nkind = \"local\"\nmodel = \"m\"\n",
+        );
+        assert!(bad.unwrap_err().to_string().contains("temp"));
+    }
+
+    #[test]
+    fn the_recipe_hash_ignores_speed_and_layout_but_not_sampling() {
+        let base: GenerateConfig = toml::from_str(
+            "prompts = \"p.jsonl\"\nout = \"o\"\n[teacher]\nkind = \"local\"\nmodel = \"m\"\n",
+        )
+        .unwrap();
+        let mut faster = base.clone();
+        faster.teacher = TeacherConfig::Local {
+            model: "m".into(),
+            device: "cuda:0".into(),
+            dtype: "f32".into(),
+            batch_size: 64,
+        };
+        faster.limit = Some(5);
+        faster.num_shards = 4;
+        faster.rows_per_shard = 10;
+        assert_eq!(base.recipe_hash(), faster.recipe_hash());
+        let mut hotter = base.clone();
+        hotter.temperature = 1.0;
+        assert_ne!(base.recipe_hash(), hotter.recipe_hash());
+        let mut reseeded = base.clone();
+        reseeded.seed = 1;
+        assert_ne!(base.recipe_hash(), reseeded.recipe_hash());
+    }
+}
