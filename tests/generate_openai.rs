@@ -326,3 +326,59 @@ fn the_cli_never_shows_or_stores_the_api_key() {
         "nothing written before the teacher is ready"
     );
 }
+
+#[test]
+fn samples_stream_out_as_requests_complete() {
+    use distill::model::Message;
+    use distill::teacher::openai::{OpenAiConfig, OpenAiTeacher};
+    use distill::teacher::{PromptJob, SamplingParams, Teacher};
+
+    // The request for "slow" takes 1.5 s; the others answer at once.
+    let server = FakeServer::start(|_, request| {
+        let slow = request.body["messages"][0]["content"] == "slow";
+        let body = chat_body(1, 3, 4);
+        if slow {
+            Reply::Slow(Duration::from_millis(1500), body)
+        } else {
+            Reply::Respond(200, body)
+        }
+    });
+    let mut teacher = OpenAiTeacher::new(&OpenAiConfig {
+        endpoint: server.url.clone(),
+        model: "r1".into(),
+        api: ApiKind::Chat,
+        api_key_env: None,
+        concurrency: 2,
+        timeout: Duration::from_secs(5),
+        retry: Default::default(),
+    })
+    .unwrap();
+    let jobs: Vec<PromptJob> = ["slow", "a", "b", "c"]
+        .iter()
+        .map(|text| PromptJob {
+            messages: vec![Message::user(*text)],
+            prompt: text.to_string(),
+            seed: 1,
+        })
+        .collect();
+    let params = SamplingParams {
+        temperature: 0.6,
+        top_p: 0.95,
+        top_k: 0,
+        n: 1,
+        max_new_tokens: 16,
+    };
+    let mut order = Vec::new();
+    teacher
+        .sample_streaming(&jobs, &params, &mut |samples| {
+            order.extend(samples.iter().map(|s| s.job_index));
+            true
+        })
+        .unwrap();
+    assert_eq!(order.len(), 4);
+    assert_eq!(
+        order.last(),
+        Some(&0),
+        "the slow job does not hold back the others: {order:?}"
+    );
+}

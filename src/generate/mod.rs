@@ -265,7 +265,7 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         config.out.join(split.dir_name())
     };
     let recipe_hash = config.recipe_hash();
-    let mut writer = ShardWriter::<TraceRow>::open(
+    let writer = ShardWriter::<TraceRow>::open(
         &out_dir,
         ShardOptions {
             rows_per_shard: config.rows_per_shard,
@@ -304,10 +304,17 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         n: config.n,
         max_new_tokens: config.max_new_tokens,
     };
-    let progress = Progress::new(pending.len(), config.progress);
-    let flush_every = Duration::from_secs(config.flush_every_secs);
-    let mut last_flush = Instant::now();
-    let mut totals = Totals::default();
+    let mut sink = RowSink {
+        writer,
+        totals: Totals::default(),
+        progress: Progress::new(pending.len(), config.progress),
+        flush_every: Duration::from_secs(config.flush_every_secs),
+        last_flush: Instant::now(),
+        started,
+        teacher: info.name.clone(),
+        params: params.clone(),
+        n,
+    };
     for chunk in pending.chunks(info.batch_size.max(1)) {
         let jobs: Vec<PromptJob> = chunk
             .iter()
@@ -317,48 +324,30 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
                 seed: p.seed,
             })
             .collect();
-        let mut samples = match teacher.sample(&jobs, &params) {
-            Ok(samples) => samples,
+        let mut write_error = None;
+        let sampled = teacher.sample_streaming(&jobs, &params, &mut |samples| match sink
+            .accept(chunk, samples)
+        {
+            Ok(()) => true,
             Err(error) => {
-                // Keep every finished row: a rerun then resumes after them.
-                writer.finish()?;
-                progress.finish();
-                return Err(error.into());
+                write_error = Some(error);
+                false
             }
-        };
-        samples.sort_by_key(|s| (s.job_index, s.sample_index));
-        for sample in samples {
-            let Some(job) = chunk.get(sample.job_index) else {
-                continue;
-            };
-            if sample.sample_index >= n {
-                continue;
-            }
-            totals.samples += 1;
-            totals.prompt_tokens += u64::from(sample.prompt_tokens);
-            totals.completion_tokens += u64::from(sample.completion_tokens);
-            *totals
-                .finish_reasons
-                .entry(sample.finish_reason.as_str().to_string())
-                .or_default() += 1;
-            let row = trace_row(job, sample, &info.name, &params);
-            if writer.write(row)? {
-                totals.rows_written += 1;
-            }
+        });
+        if let Some(error) = write_error {
+            sink.progress.finish();
+            return Err(error.into());
         }
-        if !flush_every.is_zero() && last_flush.elapsed() >= flush_every {
-            writer.flush()?;
-            last_flush = Instant::now();
+        if let Err(error) = sampled {
+            // Keep every finished row: a rerun then resumes after them.
+            sink.progress.finish();
+            sink.writer.finish()?;
+            return Err(error.into());
         }
-        progress.advance(
-            chunk.len(),
-            totals.samples,
-            totals.completion_tokens,
-            started.elapsed(),
-        );
     }
-    let manifest = writer.finish()?;
-    progress.finish();
+    sink.progress.finish();
+    let manifest = sink.writer.finish()?;
+    let totals = sink.totals;
 
     let wall_seconds = started.elapsed().as_secs_f64();
     let summary = GenerateSummary {
@@ -383,6 +372,69 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         source,
     })?;
     Ok(summary)
+}
+
+/// Where samples go as the teacher delivers them: rows into the shard writer, counts into
+/// the totals, the progress bar forward, and a time-based flush.
+struct RowSink {
+    writer: ShardWriter<TraceRow>,
+    totals: Totals,
+    progress: Progress,
+    flush_every: Duration,
+    last_flush: Instant,
+    started: Instant,
+    teacher: String,
+    params: SamplingParams,
+    n: u32,
+}
+
+impl RowSink {
+    /// Writes the samples of jobs of `chunk` (in key order, so shard contents do not depend on
+    /// thread timing within a delivery).
+    fn accept(
+        &mut self,
+        chunk: &[Pending<'_>],
+        mut samples: Vec<TeacherSample>,
+    ) -> Result<(), DataError> {
+        samples.sort_by_key(|s| (s.job_index, s.sample_index));
+        let mut jobs_done = 0;
+        let mut last_job = None;
+        for sample in samples {
+            let Some(job) = chunk.get(sample.job_index) else {
+                continue;
+            };
+            if sample.sample_index >= self.n {
+                continue;
+            }
+            if last_job != Some(sample.job_index) {
+                jobs_done += 1;
+                last_job = Some(sample.job_index);
+            }
+            let totals = &mut self.totals;
+            totals.samples += 1;
+            totals.prompt_tokens += u64::from(sample.prompt_tokens);
+            totals.completion_tokens += u64::from(sample.completion_tokens);
+            *totals
+                .finish_reasons
+                .entry(sample.finish_reason.as_str().to_string())
+                .or_default() += 1;
+            let row = trace_row(job, sample, &self.teacher, &self.params);
+            if self.writer.write(row)? {
+                totals.rows_written += 1;
+            }
+        }
+        if !self.flush_every.is_zero() && self.last_flush.elapsed() >= self.flush_every {
+            self.writer.flush()?;
+            self.last_flush = Instant::now();
+        }
+        self.progress.advance(
+            jobs_done,
+            self.totals.samples,
+            self.totals.completion_tokens,
+            self.started.elapsed(),
+        );
+        Ok(())
+    }
 }
 
 /// The row of one sample.

@@ -132,4 +132,19 @@ pub trait Teacher {
         batch: &[PromptJob],
         params: &SamplingParams,
     ) -> Result<Vec<TeacherSample>, TeacherError>;
+
+    /// Like [`Teacher::sample`], but hands samples to `sink` as they become ready (in any
+    /// grouping, each sample exactly once), so a caller can save them before the slowest job
+    /// of the batch ends. `sink` returns `false` to stop early (no further jobs are started).
+    /// The default samples the whole batch, then calls `sink` once.
+    fn sample_streaming(
+        &mut self,
+        batch: &[PromptJob],
+        params: &SamplingParams,
+        sink: &mut dyn FnMut(Vec<TeacherSample>) -> bool,
+    ) -> Result<(), TeacherError> {
+        let samples = self.sample(batch, params)?;
+        sink(samples);
+        Ok(())
+    }
 }

@@ -16,7 +16,7 @@
 //! report per-choice counts).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -417,14 +417,12 @@ fn parse_choice(choice: &Value, position: usize, api: ApiKind) -> Result<Choice,
     })
 }
 
-/// The outcome of one job's request.
-type JobResult = Result<Vec<TeacherSample>, TeacherError>;
-
 impl Teacher for OpenAiTeacher {
     fn describe(&self) -> TeacherInfo {
         TeacherInfo {
             name: format!("{}@{}", self.model, self.url),
-            batch_size: self.concurrency,
+            // Large waves: with streaming, a slow request only gates the end of its wave.
+            batch_size: self.concurrency.saturating_mul(64),
         }
     }
 
@@ -433,32 +431,61 @@ impl Teacher for OpenAiTeacher {
         batch: &[PromptJob],
         params: &SamplingParams,
     ) -> Result<Vec<TeacherSample>, TeacherError> {
+        let mut samples = Vec::with_capacity(batch.len() * params.n);
+        self.sample_streaming(batch, params, &mut |ready| {
+            samples.extend(ready);
+            true
+        })?;
+        Ok(samples)
+    }
+
+    /// Runs the jobs on `concurrency` threads and hands each job's samples to `sink` (on the
+    /// calling thread) as soon as its request completes.
+    fn sample_streaming(
+        &mut self,
+        batch: &[PromptJob],
+        params: &SamplingParams,
+        sink: &mut dyn FnMut(Vec<TeacherSample>) -> bool,
+    ) -> Result<(), TeacherError> {
         let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        let results: Mutex<Vec<Option<JobResult>>> =
-            Mutex::new((0..batch.len()).map(|_| None).collect());
+        let stop = AtomicBool::new(false);
         let this = &*self;
+        let mut first_error = None;
         std::thread::scope(|scope| {
+            let (sender, receiver) = mpsc::channel();
             for _ in 0..this.concurrency.min(batch.len()) {
-                scope.spawn(|| loop {
+                let sender = sender.clone();
+                let (next, stop) = (&next, &stop);
+                scope.spawn(move || loop {
                     let index = next.fetch_add(1, Ordering::SeqCst);
-                    if index >= batch.len() || failed.load(Ordering::SeqCst) {
+                    if index >= batch.len() || stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let result = this.sample_job(index, &batch[index], params);
                     if result.is_err() {
-                        failed.store(true, Ordering::SeqCst);
+                        stop.store(true, Ordering::SeqCst);
                     }
-                    results.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(result);
+                    if sender.send(result).is_err() {
+                        break;
+                    }
                 });
             }
+            drop(sender);
+            for result in receiver {
+                match result {
+                    Ok(samples) => {
+                        if first_error.is_none() && !sink(samples) {
+                            stop.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    Err(error) => {
+                        stop.store(true, Ordering::SeqCst);
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
         });
-        let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-        let mut samples = Vec::with_capacity(batch.len() * params.n);
-        for result in results.into_iter().flatten() {
-            samples.extend(result?);
-        }
-        Ok(samples)
+        first_error.map_or(Ok(()), Err)
     }
 }
 

@@ -102,6 +102,8 @@ pub enum Reply {
     Respond(u16, String),
     /// Say nothing for this long, then hang up.
     Stall(Duration),
+    /// Wait this long, then answer 200 with this body.
+    Slow(Duration, String),
 }
 
 /// A scripted OpenAI-compatible server on 127.0.0.1; `script(n, request)` decides the reply
@@ -180,7 +182,15 @@ fn serve(
         log.len() - 1
     };
     let mut stream = stream;
-    match script(index, &request) {
+    let reply = match script(index, &request) {
+        Reply::Slow(duration, body) => {
+            std::thread::sleep(duration);
+            Reply::Respond(200, body)
+        }
+        other => other,
+    };
+    match reply {
+        Reply::Slow(..) => {}
         Reply::Respond(status, body) => {
             let response = format!(
                 "HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
