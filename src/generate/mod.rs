@@ -239,11 +239,43 @@ struct Totals {
     finish_reasons: BTreeMap<String, usize>,
 }
 
+/// The problems with samples still to write, and the number of rows already written.
+fn plan<'a>(
+    problems: &'a [Problem],
+    rendered: Vec<RenderedPrompt>,
+    writer: &ShardWriter<TraceRow>,
+    run_seed: u64,
+    n: u32,
+) -> (Vec<Pending<'a>>, usize) {
+    let mut pending = Vec::new();
+    let mut rows_skipped = 0;
+    for (problem, rendered) in problems.iter().zip(rendered) {
+        let done = (0..n)
+            .filter(|&sample_index| {
+                writer.contains(&RowKey {
+                    problem_id: problem.id.clone(),
+                    sample_index,
+                })
+            })
+            .count();
+        rows_skipped += done;
+        if done < n as usize {
+            pending.push(Pending {
+                problem,
+                seed: problem_seed(run_seed, &problem.id),
+                rendered,
+            });
+        }
+    }
+    (pending, rows_skipped)
+}
+
 /// Runs the generate stage for `config` (this worker's share when split) and writes
 /// `summary.json` beside the shards.
 pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, GenerateError> {
     let started = Instant::now();
     validate(config)?;
+    let n = u32::try_from(config.n).map_err(|_| GenerateError::Config("-n is too large".into()))?;
     let split = WorkerSplit::new(config.num_shards, config.shard_index)?;
     let problems = split.select(prompts::load_prompt_set(config)?, |p| p.id.as_str());
     let built = build_teacher(&config.teacher)?;
@@ -274,27 +306,7 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         },
     )?;
 
-    let n = u32::try_from(config.n).map_err(|_| GenerateError::Config("-n is too large".into()))?;
-    let mut pending = Vec::new();
-    let mut rows_skipped = 0;
-    for (problem, rendered) in problems.iter().zip(rendered) {
-        let done = (0..n)
-            .filter(|&sample_index| {
-                writer.contains(&RowKey {
-                    problem_id: problem.id.clone(),
-                    sample_index,
-                })
-            })
-            .count();
-        rows_skipped += done;
-        if done < config.n {
-            pending.push(Pending {
-                problem,
-                seed: problem_seed(config.seed, &problem.id),
-                rendered,
-            });
-        }
-    }
+    let (pending, rows_skipped) = plan(&problems, rendered, &writer, config.seed, n);
     let problems_already_done = problems.len() - pending.len();
 
     let params = SamplingParams {

@@ -103,11 +103,12 @@ pub struct Progress {
 impl Progress {
     /// A bar over `problems` problems.
     pub fn new(problems: usize, enabled: bool) -> Self {
-        let bar = if enabled && std::io::stderr().is_terminal() {
-            ProgressBar::new(problems as u64)
-        } else {
-            ProgressBar::hidden()
-        };
+        if !(enabled && std::io::stderr().is_terminal()) {
+            return Progress {
+                bar: ProgressBar::hidden(),
+            };
+        }
+        let bar = ProgressBar::new(problems as u64);
         if let Ok(style) = ProgressStyle::with_template(
             "{bar:30.cyan/blue} {pos}/{len} problems · {msg} · {elapsed_precise} (ETA {eta})",
         ) {
