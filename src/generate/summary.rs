@@ -114,6 +114,7 @@ impl Progress {
         ) {
             bar.set_style(style);
         }
+        bar.set_message("0 samples");
         bar.enable_steady_tick(Duration::from_millis(500));
         Progress { bar }
     }
