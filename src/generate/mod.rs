@@ -337,13 +337,16 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
             })
             .collect();
         let mut write_error = None;
-        let sampled = teacher.sample_streaming(&jobs, &params, &mut |samples| match sink
-            .accept(chunk, samples)
-        {
-            Ok(()) => true,
-            Err(error) => {
-                write_error = Some(error);
-                false
+        let sampled = teacher.sample_streaming(&jobs, &params, &mut |samples| {
+            if write_error.is_some() {
+                return false;
+            }
+            match sink.accept(chunk, samples) {
+                Ok(()) => true,
+                Err(error) => {
+                    write_error = Some(error);
+                    false
+                }
             }
         });
         if let Some(error) = write_error {

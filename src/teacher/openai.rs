@@ -473,8 +473,9 @@ impl Teacher for OpenAiTeacher {
             drop(sender);
             for result in receiver {
                 match result {
+                    // Finished samples are delivered even after a failure, so they are kept.
                     Ok(samples) => {
-                        if first_error.is_none() && !sink(samples) {
+                        if !sink(samples) {
                             stop.store(true, Ordering::SeqCst);
                         }
                     }
