@@ -382,3 +382,26 @@ fn samples_stream_out_as_requests_complete() {
         "the slow job does not hold back the others: {order:?}"
     );
 }
+
+#[test]
+fn rows_finished_before_an_endpoint_failure_are_kept_and_resumed_after() {
+    // One request at a time: problems 0 and 1 succeed, the third request is refused.
+    let server = FakeServer::start(|index, _| match index {
+        2 => Reply::Respond(400, r#"{"error":"context too long"}"#.into()),
+        _ => Reply::Respond(200, chat_body(2, 5, 6)),
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = endpoint_config(&server, tmp.path(), None);
+    if let TeacherConfig::Openai { concurrency, .. } = &mut config.teacher {
+        *concurrency = 1;
+    }
+    let error = run_generate(&config).unwrap_err().to_string();
+    assert!(error.contains("HTTP 400"), "{error}");
+    assert_eq!(comparable_rows(tmp.path()).len(), 4, "finished rows kept");
+
+    let summary = run_generate(&config).unwrap();
+    assert_eq!((summary.rows_written, summary.rows_skipped), (2, 4));
+    assert_eq!(summary.problems_already_done, 2);
+    assert_eq!(server.count(), 4);
+    assert_eq!(comparable_rows(tmp.path()).len(), 6);
+}

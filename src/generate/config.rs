@@ -187,23 +187,22 @@ fn default_backoff_secs() -> f64 {
 impl GenerateConfig {
     /// The hash recorded in the manifest: SHA-256 of everything that decides the rows' content
     /// (prompt set and mapping, rendering, teacher identity, sampling, seed). Settings that only
-    /// change speed or layout (batch size, concurrency, timeouts, device, `limit`, shard size,
-    /// worker split, output path) are left out, so a run can resume on other hardware, with a
-    /// larger `limit`, or split differently.
+    /// change speed or layout (batch size, concurrency, timeouts, device, endpoint URL, `limit`,
+    /// shard size, worker split, output path) are left out, so a run can resume on other
+    /// hardware or another server of the same model, with a larger `limit`, or split
+    /// differently.
     pub fn recipe_hash(&self) -> String {
         let teacher = match &self.teacher {
             TeacherConfig::Local { model, dtype, .. } => {
                 serde_json::json!({"kind": "local", "model": model, "dtype": dtype})
             }
             TeacherConfig::Openai {
-                endpoint,
                 model,
                 api,
                 tokenizer,
                 ..
             } => serde_json::json!({
-                "kind": "openai", "endpoint": endpoint, "model": model, "api": api,
-                "tokenizer": tokenizer,
+                "kind": "openai", "model": model, "api": api, "tokenizer": tokenizer,
             }),
         };
         let key = serde_json::json!({
