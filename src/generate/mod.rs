@@ -10,33 +10,32 @@
 //! differently or split run writes the same rows as one uninterrupted run.
 //!
 //! Submodules: [`config`] (the serde config and its recipe hash), [`prompts`] (prompt sources
-//! and rendering), [`summary`] (the summary and the progress bar).
+//! and rendering), [`summary`] (the summary and the progress bar), `teacher_setup` (building
+//! the teacher) and `sink` (samples to rows as they arrive).
 
 pub mod config;
 pub mod prompts;
+mod sink;
 pub mod summary;
+mod teacher_setup;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
-
-use candle_core::DType;
+use std::time::{Duration, Instant};
 
 pub use config::{GenerateConfig, TeacherConfig};
 pub use summary::GenerateSummary;
 
-use crate::data::schema::{rfc3339_utc, split_generation, RowKey, TraceRow};
+use crate::data::schema::{RowKey, TraceRow};
 use crate::data::shards::{ShardOptions, ShardWriter};
 use crate::data::sources::Problem;
 use crate::data::split::WorkerSplit;
 use crate::data::DataError;
-use crate::model::{Message, ModelError, Tokenizer};
-use crate::teacher::local::LocalTeacher;
-use crate::teacher::openai::{ApiKind, OpenAiConfig, OpenAiTeacher};
-use crate::teacher::retry::RetryPolicy;
-use crate::teacher::{PromptJob, SamplingParams, Teacher, TeacherError, TeacherSample};
-use prompts::{full_generation, problem_seed, RenderedPrompt, Renderer};
+use crate::model::ModelError;
+use crate::teacher::{PromptJob, SamplingParams, TeacherError};
+use prompts::{problem_seed, RenderedPrompt, Renderer};
+use sink::{RowSink, Totals};
 use summary::Progress;
+use teacher_setup::build_teacher;
 
 /// Why a generate run failed.
 #[derive(Debug, thiserror::Error)]
@@ -83,124 +82,6 @@ impl From<ModelError> for GenerateError {
     }
 }
 
-/// A teacher built from the config, with the tokenizer (if any) that renders its prompts.
-enum BuiltTeacher {
-    Local(Box<LocalTeacher>),
-    Openai(Box<OpenAiTeacher>, Option<Box<Tokenizer>>),
-}
-
-impl BuiltTeacher {
-    fn tokenizer(&self) -> Option<&Tokenizer> {
-        match self {
-            BuiltTeacher::Local(teacher) => Some(teacher.tokenizer()),
-            BuiltTeacher::Openai(_, tokenizer) => tokenizer.as_deref(),
-        }
-    }
-
-    fn into_teacher(self) -> Box<dyn Teacher> {
-        match self {
-            BuiltTeacher::Local(teacher) => teacher,
-            BuiltTeacher::Openai(teacher, _) => teacher,
-        }
-    }
-}
-
-fn parse_dtype(name: &str) -> Result<DType, GenerateError> {
-    match name {
-        "f32" | "float32" => Ok(DType::F32),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        "f16" | "float16" => Ok(DType::F16),
-        other => Err(GenerateError::Config(format!(
-            "unknown dtype `{other}`: use f32, bf16 or f16"
-        ))),
-    }
-}
-
-/// Loads only the tokenizer of a model reference (directory, hub id or llama2.c `.bin`).
-fn load_tokenizer(spec: &str) -> Result<Tokenizer, GenerateError> {
-    Ok(match crate::model::load::resolve(spec)? {
-        crate::model::ModelSource::HfDir(dir) => Tokenizer::from_dir(&dir)?,
-        crate::model::ModelSource::Llama2c { tokenizer, .. } => {
-            Tokenizer::from_llama2c(&tokenizer)?
-        }
-    })
-}
-
-fn seconds(value: f64, flag: &str) -> Result<Duration, GenerateError> {
-    Duration::try_from_secs_f64(value).map_err(|_| {
-        GenerateError::Config(format!(
-            "{flag} must be a non-negative number of seconds, got {value}"
-        ))
-    })
-}
-
-fn build_teacher(config: &TeacherConfig) -> Result<BuiltTeacher, GenerateError> {
-    match config {
-        TeacherConfig::Local {
-            model,
-            device,
-            dtype,
-            batch_size,
-        } => {
-            if *batch_size == 0 {
-                return Err(GenerateError::Config(
-                    "--batch-size must be at least 1".into(),
-                ));
-            }
-            let device = crate::runtime::parse_device(device)
-                .map_err(|e| GenerateError::Config(format!("{e:#}")))?;
-            let teacher = LocalTeacher::load(model, &device, parse_dtype(dtype)?, *batch_size)?;
-            Ok(BuiltTeacher::Local(Box::new(teacher)))
-        }
-        TeacherConfig::Openai {
-            endpoint,
-            model,
-            api,
-            api_key_env,
-            tokenizer,
-            concurrency,
-            timeout_secs,
-            max_retries,
-            backoff_secs,
-        } => {
-            if *concurrency == 0 {
-                return Err(GenerateError::Config(
-                    "--concurrency must be at least 1".into(),
-                ));
-            }
-            let timeout = seconds(*timeout_secs, "--timeout-secs")?;
-            if timeout.is_zero() {
-                return Err(GenerateError::Config(
-                    "--timeout-secs must be above 0".into(),
-                ));
-            }
-            let tokenizer = tokenizer.as_deref().map(load_tokenizer).transpose()?;
-            if *api == ApiKind::Completions && tokenizer.is_none() {
-                return Err(GenerateError::Config(
-                    "--api completions sends the rendered prompt text: give --tokenizer (the served model's directory or hub id) so its chat template can render it".into(),
-                ));
-            }
-            let teacher = OpenAiTeacher::new(&OpenAiConfig {
-                endpoint: endpoint.clone(),
-                model: model.clone(),
-                api: *api,
-                api_key_env: api_key_env.clone(),
-                concurrency: *concurrency,
-                timeout,
-                retry: RetryPolicy {
-                    max_retries: *max_retries,
-                    initial_backoff: seconds(*backoff_secs, "--backoff-secs")?,
-                    ..RetryPolicy::default()
-                },
-            })?;
-            Ok(BuiltTeacher::Openai(
-                Box::new(teacher),
-                tokenizer.map(Box::new),
-            ))
-        }
-    }
-}
-
 /// Checks the sampling and layout settings.
 fn validate(config: &GenerateConfig) -> Result<(), GenerateError> {
     let bad = |message: &str| Err(GenerateError::Config(message.to_string()));
@@ -227,16 +108,6 @@ struct Pending<'a> {
     problem: &'a Problem,
     rendered: RenderedPrompt,
     seed: u64,
-}
-
-/// Running totals of a run.
-#[derive(Default)]
-struct Totals {
-    samples: usize,
-    rows_written: usize,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    finish_reasons: BTreeMap<String, usize>,
 }
 
 /// The problems with samples still to write, and the number of rows already written.
@@ -387,102 +258,4 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         source,
     })?;
     Ok(summary)
-}
-
-/// Where samples go as the teacher delivers them: rows into the shard writer, counts into
-/// the totals, the progress bar forward, and a time-based flush.
-struct RowSink {
-    writer: ShardWriter<TraceRow>,
-    totals: Totals,
-    progress: Progress,
-    flush_every: Duration,
-    last_flush: Instant,
-    started: Instant,
-    teacher: String,
-    params: SamplingParams,
-    n: u32,
-}
-
-impl RowSink {
-    /// Writes the samples of jobs of `chunk` (in key order, so shard contents do not depend on
-    /// thread timing within a delivery).
-    fn accept(
-        &mut self,
-        chunk: &[Pending<'_>],
-        mut samples: Vec<TeacherSample>,
-    ) -> Result<(), DataError> {
-        samples.sort_by_key(|s| (s.job_index, s.sample_index));
-        let mut jobs_done = 0;
-        let mut last_job = None;
-        for sample in samples {
-            let Some(job) = chunk.get(sample.job_index) else {
-                continue;
-            };
-            if sample.sample_index >= self.n {
-                continue;
-            }
-            if last_job != Some(sample.job_index) {
-                jobs_done += 1;
-                last_job = Some(sample.job_index);
-            }
-            let totals = &mut self.totals;
-            totals.samples += 1;
-            totals.prompt_tokens += u64::from(sample.prompt_tokens);
-            totals.completion_tokens += u64::from(sample.completion_tokens);
-            *totals
-                .finish_reasons
-                .entry(sample.finish_reason.as_str().to_string())
-                .or_default() += 1;
-            let row = trace_row(job, sample, &self.teacher, &self.params);
-            if self.writer.write(row)? {
-                totals.rows_written += 1;
-            }
-        }
-        if !self.flush_every.is_zero() && self.last_flush.elapsed() >= self.flush_every {
-            self.writer.flush()?;
-            self.last_flush = Instant::now();
-        }
-        self.progress.advance(
-            jobs_done,
-            self.totals.samples,
-            self.totals.completion_tokens,
-            self.started.elapsed(),
-        );
-        Ok(())
-    }
-}
-
-/// The row of one sample.
-fn trace_row(
-    job: &Pending<'_>,
-    sample: TeacherSample,
-    teacher: &str,
-    params: &SamplingParams,
-) -> TraceRow {
-    let problem = job.problem;
-    let generation = full_generation(&job.rendered.prefill, &sample.text);
-    let (reasoning, final_text) = split_generation(&generation);
-    let mut messages = job.rendered.messages.clone();
-    messages.push(Message::assistant(generation.clone()));
-    TraceRow {
-        id: problem.id.clone(),
-        source: problem.source.clone(),
-        problem: problem.problem.clone(),
-        answer: problem.answer.clone(),
-        prompt: job.rendered.prompt.clone(),
-        messages,
-        generation,
-        reasoning,
-        final_text,
-        teacher: teacher.to_string(),
-        temperature: params.temperature,
-        top_p: params.top_p,
-        seed: sample.seed,
-        sample_index: sample.sample_index,
-        finish_reason: sample.finish_reason,
-        prompt_tokens: sample.prompt_tokens,
-        completion_tokens: sample.completion_tokens,
-        created_at: rfc3339_utc(SystemTime::now()),
-        metadata: problem.metadata.clone(),
-    }
 }

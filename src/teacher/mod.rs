@@ -5,10 +5,12 @@
 //! [`TeacherError`]. The generate stage only talks to the trait, so it does not care whether
 //! the samples came from our decoder ([`local::LocalTeacher`], CPU or CUDA) or from an
 //! OpenAI-compatible HTTP endpoint ([`openai::OpenAiTeacher`], e.g. vLLM serving DeepSeek-R1).
-//! [`retry`] holds the endpoint's retry policy (exponential backoff with jitter).
+//! [`retry`] holds the endpoint's retry policy (exponential backoff with jitter); `response`
+//! reads the endpoint's response bodies.
 
 pub mod local;
 pub mod openai;
+mod response;
 pub mod retry;
 
 use crate::model::{FinishReason, Message};
