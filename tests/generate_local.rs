@@ -224,3 +224,57 @@ fn a_killed_run_resumes_to_the_rows_of_an_uninterrupted_one() {
         .collect();
     assert!(temps.is_empty(), "{temps:?}");
 }
+
+#[test]
+fn file_prompts_through_a_column_mapping_or_a_detected_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts = tmp.path().join("mine.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"key\": \"p1\", \"q\": \"What is 2 + 3?\", \"a\": \"5\"}\n{\"key\": \"p2\", \"q\": \"What is 4 + 4?\", \"a\": \"8\"}\n{\"key\": \"p3\", \"q\": \"What is 1 + 1?\", \"a\": \"2\"}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("mapped");
+    let config = GenerateConfig {
+        problem_column: Some("q".into()),
+        answer_column: Some("a".into()),
+        id_column: Some("key".into()),
+        limit: Some(2),
+        system_prompt: Some("Be brief.".into()),
+        instruction: String::new(),
+        n: 1,
+        ..local_config(&prompts.to_string_lossy(), &out)
+    };
+    let summary = run_generate(&config).unwrap();
+    assert_eq!(summary.problems, 2);
+    let rows = comparable_rows(&out);
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["p1", "p2"]);
+    assert_eq!(rows[0].source, "mine");
+    assert_eq!(rows[0].answer, "5");
+    let roles: Vec<&str> = rows[0].messages.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["system", "user", "assistant"]);
+    assert_eq!(
+        rows[0].messages[1].content, "What is 2 + 3?",
+        "no instruction"
+    );
+    assert!(rows[0]
+        .prompt
+        .starts_with("<|im_start|>system\nBe brief.<|im_end|>"));
+
+    let out = tmp.path().join("math500");
+    let config = GenerateConfig {
+        limit: Some(2),
+        n: 1,
+        ..local_config("../shared/data/math500/test.jsonl", &out)
+    };
+    run_generate(&config).unwrap();
+    let rows = comparable_rows(&out);
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter().all(|r| r.id.starts_with("math500-")),
+        "{}",
+        rows[0].id
+    );
+    assert!(rows[0].metadata.contains_key("subject"));
+}
