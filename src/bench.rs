@@ -68,22 +68,37 @@ pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Forward + backward + AdamW step on `batch × seq` random tokens; tokens/s over `steps` timed steps
 /// after one warm-up step.
-pub fn bench_train(shape: BenchShape, batch: usize, seq: usize, steps: usize) -> anyhow::Result<BenchResult> {
+pub fn bench_train(
+    shape: BenchShape,
+    batch: usize,
+    seq: usize,
+    steps: usize,
+) -> anyhow::Result<BenchResult> {
     let config = shape.config();
     let weights = random_weights(&config, 0, &Device::Cpu)?;
     let trainable = TrainableDecoder::new(&config, &weights, DType::F32, &Device::Cpu)?;
     let mut optimizer = AdamW::new(&trainable.params, AdamWConfig::default())?;
-    let ids = Tensor::from_vec(random_ids(batch, seq, config.vocab_size, 7), (batch, seq), &Device::Cpu)?;
-    let positions = Tensor::from_vec((0..batch).flat_map(|_| 0..seq as u32).collect::<Vec<_>>(), (batch, seq), &Device::Cpu)?;
+    let ids = Tensor::from_vec(
+        random_ids(batch, seq, config.vocab_size, 7),
+        (batch, seq),
+        &Device::Cpu,
+    )?;
+    let positions = Tensor::from_vec(
+        (0..batch).flat_map(|_| 0..seq as u32).collect::<Vec<_>>(),
+        (batch, seq),
+        &Device::Cpu,
+    )?;
     let mask = Tensor::ones((batch, seq), DType::F32, &Device::Cpu)?;
     let mut step = || -> anyhow::Result<()> {
         let hidden = trainable.model.forward(&ids, &positions, None, None)?;

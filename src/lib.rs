@@ -6,9 +6,11 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod generate;
 pub mod model;
 pub mod ops;
 pub mod progress;
 pub mod runtime;
+pub mod teacher;
 pub mod train;
 pub mod verify;

@@ -53,19 +53,33 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&result)?);
         }
         None => {
-            println!("{:<10} {:<12} {:>5} {:>12} {:>10}", "workload", "shape", "batch", "tokens/s", "peak MiB");
+            println!(
+                "{:<10} {:<12} {:>5} {:>12} {:>10}",
+                "workload", "shape", "batch", "tokens/s", "peak MiB"
+            );
             let exe = std::env::current_exe()?;
             for case in CASES {
                 let out = Command::new(&exe)
-                    .args(["bench", "cpu", "--case", case, "--steps", &args.steps.to_string()])
+                    .args([
+                        "bench",
+                        "cpu",
+                        "--case",
+                        case,
+                        "--steps",
+                        &args.steps.to_string(),
+                    ])
                     .arg("--tokenizer")
                     .arg(&args.tokenizer)
                     .output()
                     .with_context(|| format!("running case {case}"))?;
                 if !out.status.success() {
-                    anyhow::bail!("case {case} failed: {}", String::from_utf8_lossy(&out.stderr));
+                    anyhow::bail!(
+                        "case {case} failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                 }
-                let r: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| format!("case {case}"))?;
+                let r: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).with_context(|| format!("case {case}"))?;
                 println!(
                     "{:<10} {:<12} {:>5} {:>12.0} {:>10.0}",
                     r["workload"].as_str().unwrap_or(""),
@@ -85,8 +99,11 @@ fn run_case(case: &str, args: &CpuArgs) -> anyhow::Result<BenchResult> {
     let [workload, shape, batch] = parts.as_slice() else {
         anyhow::bail!("--case {case:?}: expected WORKLOAD:SHAPE:BATCH");
     };
-    let shape = <BenchShape as clap::ValueEnum>::from_str(shape, true).map_err(|e| anyhow::anyhow!("--case {case:?}: {e}"))?;
-    let batch: usize = batch.parse().with_context(|| format!("--case {case:?}: batch"))?;
+    let shape = <BenchShape as clap::ValueEnum>::from_str(shape, true)
+        .map_err(|e| anyhow::anyhow!("--case {case:?}: {e}"))?;
+    let batch: usize = batch
+        .parse()
+        .with_context(|| format!("--case {case:?}: batch"))?;
     match *workload {
         "train" => bench_train(shape, batch, 256, args.steps),
         "generate" => {

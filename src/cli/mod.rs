@@ -1,6 +1,7 @@
 //! The command line: one clap args struct per verb, and the dispatch from verbs to library calls.
 
 mod bench_cmd;
+mod generate_cmd;
 mod model_cmd;
 mod train_cmd;
 
@@ -19,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Sample long chain-of-thought traces from a teacher into Parquet shards.
-    Generate(PlannedArgs),
+    Generate(Box<generate_cmd::GenerateArgs>),
     /// Keep traces whose answer is verified correct and that are readable (rejection sampling).
     Filter(PlannedArgs),
     /// Supervised fine-tuning of a student on accepted traces (`--student`).
@@ -54,7 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(command) => return model_cmd::run(command),
         Command::Bench(command) => return bench_cmd::run(&command),
         Command::Train(args) => return train_cmd::run(&args),
-        Command::Generate(_) => "generate",
+        Command::Generate(args) => return generate_cmd::run(&args),
         Command::Filter(_) => "filter",
         Command::Grpo(_) => "grpo",
         Command::Eval(_) => "eval",

@@ -14,6 +14,7 @@ pub mod cot;
 pub mod curriculum;
 pub mod errors;
 pub mod hashing;
+pub mod prompt_source;
 pub mod schema;
 pub mod shards;
 pub mod sources;

@@ -1,0 +1,185 @@
+//! `distill generate`: the flags, turned into a [`GenerateConfig`] for
+//! [`crate::generate::run_generate`], and the human summary on stdout.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::data::schema::DEFAULT_INSTRUCTION;
+use crate::data::shards::DEFAULT_ROWS_PER_SHARD;
+use crate::generate::{run_generate, GenerateConfig, TeacherConfig};
+use crate::teacher::openai::ApiKind;
+
+/// `distill generate`: sample long chain-of-thought traces from a teacher into Parquet shards.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("teacher_kind").required(true).args(["teacher", "endpoint"])))]
+pub struct GenerateArgs {
+    /// Prompt set: a .jsonl/.parquet file, or a synthetic spec such as
+    /// synth:arith:difficulty=3:count=200:seed=1 (kinds: arith, linear, countdown).
+    #[arg(long)]
+    pub prompts: String,
+    /// Built-in layout of the prompt file (gsm8k, math500, aime24, amc23); detected when omitted.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Column holding the problem text (a custom layout; needs --answer-column).
+    #[arg(long)]
+    pub problem_column: Option<String>,
+    /// Column holding the gold answer (custom layout).
+    #[arg(long)]
+    pub answer_column: Option<String>,
+    /// Column holding a stable problem id (custom layout; content-hash ids without it).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// Use only the first N problems of the set.
+    #[arg(long)]
+    pub limit: Option<usize>,
+
+    /// Local teacher: a model directory, hub id (org/name) or llama2.c .bin.
+    #[arg(long)]
+    pub teacher: Option<String>,
+    /// Local teacher's device: cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Local teacher's computation dtype: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Local teacher: prompts per generation call.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+
+    /// Endpoint teacher: base URL of an OpenAI-compatible server (http://host:8000/v1).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Endpoint teacher: the model name sent in every request.
+    #[arg(long, requires = "endpoint")]
+    pub api_model: Option<String>,
+    /// Endpoint teacher: chat (/v1/chat/completions) or completions (/v1/completions).
+    #[arg(long, value_enum, default_value = "chat")]
+    pub api: ApiKind,
+    /// Endpoint teacher: environment variable holding the API key (never logged or stored).
+    #[arg(long)]
+    pub api_key_env: Option<String>,
+    /// Endpoint teacher: tokenizer whose chat template renders prompts (needed for
+    /// --api completions; with chat, the prompt column then holds the rendered text).
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+    /// Endpoint teacher: requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Endpoint teacher: whole-request timeout, seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub timeout_secs: f64,
+    /// Endpoint teacher: retries of a request on 429, 5xx, connection errors and timeouts.
+    #[arg(long, default_value_t = 5)]
+    pub max_retries: u32,
+    /// Endpoint teacher: upper bound of the first retry's wait, seconds (doubles per retry).
+    #[arg(long, default_value_t = 0.5)]
+    pub backoff_secs: f64,
+
+    /// A system turn put before every problem.
+    #[arg(long)]
+    pub system_prompt: Option<String>,
+    /// Instruction appended to every problem after a blank line ("" to disable).
+    #[arg(long, default_value = DEFAULT_INSTRUCTION)]
+    pub instruction: String,
+
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.6)]
+    pub temperature: f64,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    /// Keep only the k most likely tokens (0 = off; local teacher only).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Samples per problem.
+    #[arg(short = 'n', long = "samples", default_value_t = 1)]
+    pub n: usize,
+    /// Longest completion, in tokens.
+    #[arg(long, default_value_t = 4096)]
+    pub max_new_tokens: usize,
+    /// Run seed; each problem's seed derives from it and the problem id.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Output directory of the shards, manifest.json and summary.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Rows per Parquet shard.
+    #[arg(long, default_value_t = DEFAULT_ROWS_PER_SHARD)]
+    pub rows_per_shard: usize,
+    /// Split the problems across this many workers (each writes OUT/worker-II-of-NN).
+    #[arg(long, default_value_t = 1)]
+    pub num_shards: u32,
+    /// This worker's index, 0-based.
+    #[arg(long, default_value_t = 0)]
+    pub shard_index: u32,
+    /// Resume into a directory written with different settings (its rows are kept).
+    #[arg(long)]
+    pub force: bool,
+    /// Write buffered rows as a short shard at least this often, seconds (0 = only full shards).
+    #[arg(long, default_value_t = 300)]
+    pub flush_every_secs: u64,
+    /// Do not show the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl GenerateArgs {
+    /// The library config these flags describe.
+    pub fn to_config(&self) -> anyhow::Result<GenerateConfig> {
+        let teacher = match (&self.teacher, &self.endpoint) {
+            (Some(model), None) => TeacherConfig::Local {
+                model: model.clone(),
+                device: self.device.clone(),
+                dtype: self.dtype.clone(),
+                batch_size: self.batch_size,
+            },
+            (None, Some(endpoint)) => TeacherConfig::Openai {
+                endpoint: endpoint.clone(),
+                model: self.api_model.clone().ok_or_else(|| {
+                    anyhow::anyhow!("--endpoint needs --api-model (the served model's name)")
+                })?,
+                api: self.api,
+                api_key_env: self.api_key_env.clone(),
+                tokenizer: self.tokenizer.clone(),
+                concurrency: self.concurrency,
+                timeout_secs: self.timeout_secs,
+                max_retries: self.max_retries,
+                backoff_secs: self.backoff_secs,
+            },
+            _ => anyhow::bail!("give exactly one teacher: --teacher MODEL or --endpoint URL"),
+        };
+        Ok(GenerateConfig {
+            prompts: self.prompts.clone(),
+            adapter: self.adapter.clone(),
+            problem_column: self.problem_column.clone(),
+            answer_column: self.answer_column.clone(),
+            id_column: self.id_column.clone(),
+            limit: self.limit,
+            teacher,
+            system_prompt: self.system_prompt.clone(),
+            instruction: self.instruction.clone(),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            n: self.n,
+            max_new_tokens: self.max_new_tokens,
+            seed: self.seed,
+            out: self.out.clone(),
+            rows_per_shard: self.rows_per_shard,
+            num_shards: self.num_shards,
+            shard_index: self.shard_index,
+            force: self.force,
+            flush_every_secs: self.flush_every_secs,
+            progress: !self.no_progress,
+        })
+    }
+}
+
+/// Runs `distill generate`.
+pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
+    let summary = run_generate(&args.to_config()?)?;
+    println!("{}", summary.human());
+    Ok(())
+}

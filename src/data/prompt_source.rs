@@ -1,0 +1,103 @@
+//! Prompt sources named by one string: a JSONL/Parquet file read by a built-in adapter (GSM8K,
+//! MATH-500, AIME24, AMC23 — detected from the file), or a synthetic spec
+//! `synth:KIND[:key=value]...` with KIND `arith` (or `arithmetic`), `linear` or `countdown` and keys
+//! `difficulty` (1–8, default 3), `count` (default 100) and `seed` (default 0), e.g.
+//! `synth:arith:difficulty=3:count=200:seed=1`.
+
+use std::path::Path;
+
+use super::errors::{DataError, Result};
+use super::sources::{load_builtin, Problem};
+use super::synth::{generate_tasks, SynthTask, TaskKind};
+
+/// A parsed `synth:` prompt source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SynthSpec {
+    /// The task family.
+    pub kind: TaskKind,
+    /// Difficulty level.
+    pub difficulty: u32,
+    /// Number of tasks.
+    pub count: u64,
+    /// Seed of the task set.
+    pub seed: u64,
+}
+
+impl SynthSpec {
+    /// Parses `synth:KIND[:key=value]...`; `None` when `text` does not start with `synth:`.
+    pub fn parse(text: &str) -> Option<Result<Self>> {
+        let rest = text.strip_prefix("synth:")?;
+        Some(Self::parse_body(text, rest))
+    }
+
+    fn parse_body(text: &str, rest: &str) -> Result<Self> {
+        let bad = |message: String| {
+            DataError::InvalidConfig(format!(
+                "prompt source {text:?}: {message} (expected synth:KIND[:difficulty=D][:count=N][:seed=S], KIND one of arith, linear, countdown)"
+            ))
+        };
+        let mut parts = rest.split(':');
+        let kind_name = parts.next().unwrap_or_default();
+        let kind_name = if kind_name == "arithmetic" {
+            "arith"
+        } else {
+            kind_name
+        };
+        let kind = TaskKind::from_name(kind_name)
+            .map_err(|_| bad(format!("unknown task kind `{kind_name}`")))?;
+        let mut spec = SynthSpec {
+            kind,
+            difficulty: 3,
+            count: 100,
+            seed: 0,
+        };
+        for part in parts {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("`{part}` is not key=value")))?;
+            let number = |what: &str| {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| bad(format!("{what} `{value}` is not a non-negative integer")))
+            };
+            match key {
+                "difficulty" => {
+                    spec.difficulty = u32::try_from(number("difficulty")?)
+                        .map_err(|_| bad(format!("difficulty `{value}` is too large")))?
+                }
+                "count" => spec.count = number("count")?,
+                "seed" => spec.seed = number("seed")?,
+                other => return Err(bad(format!("unknown key `{other}`"))),
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The spec's problems.
+    pub fn problems(&self) -> Result<Vec<Problem>> {
+        Ok(self.tasks()?.iter().map(SynthTask::to_problem).collect())
+    }
+
+    /// The spec's tasks (with the structure behind each problem).
+    pub fn tasks(&self) -> Result<Vec<SynthTask>> {
+        generate_tasks(self.kind, self.difficulty, self.seed, self.count)
+    }
+}
+
+/// The problems of a prompt source string (a `synth:` spec or a file with a built-in adapter).
+pub fn load_prompts(source: &str) -> Result<Vec<Problem>> {
+    match SynthSpec::parse(source) {
+        Some(spec) => spec?.problems(),
+        None => load_builtin(Path::new(source), None),
+    }
+}
+
+/// The tasks of a `synth:` spec (an error for anything else).
+pub fn synth_tasks(source: &str) -> Result<Vec<SynthTask>> {
+    match SynthSpec::parse(source) {
+        Some(spec) => spec?.tasks(),
+        None => Err(DataError::InvalidConfig(format!(
+            "{source:?} is not a synth: spec (a bootstrap corpus must be synthetic)"
+        ))),
+    }
+}

@@ -1,0 +1,261 @@
+//! The `distill generate` stage (the data factory): prompts in, a teacher's long
+//! chain-of-thought samples out, as resumable Parquet shards with full provenance.
+//!
+//! [`run_generate`] loads and validates everything that can be wrong with the input (prompt
+//! file, column mapping, teacher, chat template) before it creates anything in the output
+//! directory, then samples problems in batches through the [`Teacher`] trait and writes one
+//! [`TraceRow`] per (problem, sample) through [`ShardWriter`]. Rerunning the same config
+//! skips the (problem id, sample index) keys already written; every sample's seed derives from
+//! the run seed and the problem id ([`prompts::problem_seed`]), so a resumed, batched
+//! differently or split run writes the same rows as one uninterrupted run.
+//!
+//! Submodules: [`config`] (the serde config and its recipe hash), [`prompts`] (prompt sources
+//! and rendering), [`summary`] (the summary and the progress bar), `teacher_setup` (building
+//! the teacher) and `sink` (samples to rows as they arrive).
+
+pub mod config;
+pub mod prompts;
+mod sink;
+pub mod summary;
+mod teacher_setup;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use config::{GenerateConfig, TeacherConfig};
+pub use summary::GenerateSummary;
+
+use crate::data::schema::{RowKey, TraceRow};
+use crate::data::shards::{ShardOptions, ShardWriter};
+use crate::data::sources::Problem;
+use crate::data::split::WorkerSplit;
+use crate::data::DataError;
+use crate::model::ModelError;
+use crate::teacher::{PromptJob, SamplingParams, TeacherError};
+use prompts::{problem_seed, RenderedPrompt, Renderer};
+use sink::{RowSink, Totals};
+use summary::Progress;
+use teacher_setup::build_teacher;
+
+/// Why a generate run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// The settings are inconsistent or out of range.
+    #[error("{0}")]
+    Config(String),
+    /// Reading prompts or writing shards failed (the message names file, line and field).
+    #[error("{0}")]
+    Data(DataError),
+    /// The teacher failed.
+    #[error("{0}")]
+    Teacher(TeacherError),
+    /// Loading a tokenizer or rendering a chat template failed.
+    #[error("{0}")]
+    Model(ModelError),
+    /// Writing the summary failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+// The wrapped errors are not `source`s: their messages already include their causes, and a
+// source chain would print them twice.
+impl From<DataError> for GenerateError {
+    fn from(error: DataError) -> Self {
+        GenerateError::Data(error)
+    }
+}
+
+impl From<TeacherError> for GenerateError {
+    fn from(error: TeacherError) -> Self {
+        GenerateError::Teacher(error)
+    }
+}
+
+impl From<ModelError> for GenerateError {
+    fn from(error: ModelError) -> Self {
+        GenerateError::Model(error)
+    }
+}
+
+/// Checks the sampling and layout settings.
+fn validate(config: &GenerateConfig) -> Result<(), GenerateError> {
+    let bad = |message: &str| Err(GenerateError::Config(message.to_string()));
+    if config.n == 0 {
+        return bad("-n (samples per problem) must be at least 1");
+    }
+    if config.max_new_tokens == 0 {
+        return bad("--max-new-tokens must be at least 1");
+    }
+    if config.rows_per_shard == 0 {
+        return bad("--rows-per-shard must be at least 1");
+    }
+    if !(config.temperature >= 0.0 && config.temperature.is_finite()) {
+        return bad("--temperature must be a finite number >= 0");
+    }
+    if !(config.top_p > 0.0 && config.top_p <= 1.0) {
+        return bad("--top-p must be in (0, 1]");
+    }
+    Ok(())
+}
+
+/// A problem with at least one sample still to write: the problem, its prompt and its seed.
+struct Pending<'a> {
+    problem: &'a Problem,
+    rendered: RenderedPrompt,
+    seed: u64,
+}
+
+/// The problems with samples still to write, and the number of rows already written.
+fn plan<'a>(
+    problems: &'a [Problem],
+    rendered: Vec<RenderedPrompt>,
+    writer: &ShardWriter<TraceRow>,
+    run_seed: u64,
+    n: u32,
+) -> (Vec<Pending<'a>>, usize) {
+    let mut pending = Vec::new();
+    let mut rows_skipped = 0;
+    for (problem, rendered) in problems.iter().zip(rendered) {
+        let done = (0..n)
+            .filter(|&sample_index| {
+                writer.contains(&RowKey {
+                    problem_id: problem.id.clone(),
+                    sample_index,
+                })
+            })
+            .count();
+        rows_skipped += done;
+        if done < n as usize {
+            pending.push(Pending {
+                problem,
+                seed: problem_seed(run_seed, &problem.id),
+                rendered,
+            });
+        }
+    }
+    (pending, rows_skipped)
+}
+
+/// Runs the generate stage for `config` (this worker's share when split) and writes
+/// `summary.json` beside the shards.
+pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, GenerateError> {
+    let started = Instant::now();
+    validate(config)?;
+    let n = u32::try_from(config.n).map_err(|_| GenerateError::Config("-n is too large".into()))?;
+    let split = WorkerSplit::new(config.num_shards, config.shard_index)?;
+    let problems = split.select(prompts::load_prompt_set(config)?, |p| p.id.as_str());
+    let built = build_teacher(&config.teacher)?;
+    let renderer = Renderer {
+        tokenizer: built.tokenizer(),
+        system_prompt: config.system_prompt.as_deref(),
+        instruction: &config.instruction,
+    };
+    let rendered = problems
+        .iter()
+        .map(|problem| renderer.render(problem))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut teacher = built.into_teacher();
+    let info = teacher.describe();
+
+    let out_dir = if split.num_shards() == 1 {
+        config.out.clone()
+    } else {
+        config.out.join(split.dir_name())
+    };
+    let recipe_hash = config.recipe_hash();
+    let writer = ShardWriter::<TraceRow>::open(
+        &out_dir,
+        ShardOptions {
+            rows_per_shard: config.rows_per_shard,
+            recipe_hash: recipe_hash.clone(),
+            force: config.force,
+        },
+    )?;
+
+    let (pending, rows_skipped) = plan(&problems, rendered, &writer, config.seed, n);
+    let problems_already_done = problems.len() - pending.len();
+
+    let params = SamplingParams {
+        temperature: config.temperature,
+        top_p: config.top_p,
+        top_k: config.top_k,
+        n: config.n,
+        max_new_tokens: config.max_new_tokens,
+    };
+    let mut sink = RowSink {
+        writer,
+        totals: Totals::default(),
+        progress: Progress::new(pending.len(), config.progress),
+        flush_every: Duration::from_secs(config.flush_every_secs),
+        last_flush: Instant::now(),
+        started,
+        teacher: info.name.clone(),
+        params: params.clone(),
+        n,
+    };
+    for chunk in pending.chunks(info.batch_size.max(1)) {
+        let jobs: Vec<PromptJob> = chunk
+            .iter()
+            .map(|p| PromptJob {
+                messages: p.rendered.messages.clone(),
+                prompt: p.rendered.prompt.clone(),
+                seed: p.seed,
+            })
+            .collect();
+        let mut write_error = None;
+        let sampled = teacher.sample_streaming(&jobs, &params, &mut |samples| {
+            if write_error.is_some() {
+                return false;
+            }
+            match sink.accept(chunk, samples) {
+                Ok(()) => true,
+                Err(error) => {
+                    write_error = Some(error);
+                    false
+                }
+            }
+        });
+        if let Some(error) = write_error {
+            sink.progress.finish();
+            return Err(error.into());
+        }
+        if let Err(error) = sampled {
+            // Keep every finished row: a rerun then resumes after them.
+            sink.progress.finish();
+            sink.writer.finish()?;
+            return Err(error.into());
+        }
+    }
+    sink.progress.finish();
+    let manifest = sink.writer.finish()?;
+    let totals = sink.totals;
+
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let summary = GenerateSummary {
+        out_dir: out_dir.clone(),
+        teacher: info.name,
+        recipe_hash,
+        problems: problems.len(),
+        problems_already_done,
+        samples_generated: totals.samples,
+        rows_written: totals.rows_written,
+        rows_skipped,
+        total_rows: manifest.total_rows,
+        shards: manifest.shards.len(),
+        prompt_tokens: totals.prompt_tokens,
+        completion_tokens: totals.completion_tokens,
+        wall_seconds,
+        tokens_per_second: totals.completion_tokens as f64 / wall_seconds.max(1e-9),
+        finish_reasons: totals.finish_reasons,
+    };
+    summary.write().map_err(|source| GenerateError::Io {
+        path: out_dir.join(summary::SUMMARY_FILE),
+        source,
+    })?;
+    Ok(summary)
+}

@@ -1,0 +1,199 @@
+//! Where the generate stage's problems come from and how each becomes a prompt: the prompt
+//! source (a file with an adapter or a column mapping, or a synthetic spec), `limit`, and the
+//! rendering of a problem into the conversation and the exact prompt text the teacher sees.
+//!
+//! Synthetic specs (`synth:KIND[:key=value]...`) are parsed by [`crate::data::prompt_source`].
+
+use std::path::Path;
+
+use super::config::GenerateConfig;
+use super::GenerateError;
+use crate::data::hashing::sha256_u64;
+use crate::data::prompt_source::SynthSpec;
+use crate::data::sources::{load_builtin, load_problems, Adapter, ColumnMapping, Problem};
+use crate::model::{ChatOptions, Message, Tokenizer};
+
+/// Loads the configured prompt set and keeps the first `limit` problems.
+pub fn load_prompt_set(config: &GenerateConfig) -> Result<Vec<Problem>, GenerateError> {
+    let mut problems = match SynthSpec::parse(&config.prompts) {
+        Some(spec) => spec?.problems()?,
+        None => load_file(config)?,
+    };
+    if let Some(limit) = config.limit {
+        problems.truncate(limit);
+    }
+    Ok(problems)
+}
+
+/// Loads a prompt file with a custom column mapping, a named adapter or a detected one.
+fn load_file(config: &GenerateConfig) -> Result<Vec<Problem>, GenerateError> {
+    let path = Path::new(&config.prompts);
+    match (&config.problem_column, &config.adapter) {
+        (Some(_), Some(_)) => Err(GenerateError::Config(
+            "give either --adapter or --problem-column/--answer-column, not both".into(),
+        )),
+        (Some(problem), None) => {
+            let answer = config.answer_column.as_deref().ok_or_else(|| {
+                GenerateError::Config("--problem-column needs --answer-column too".into())
+            })?;
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "prompts".into());
+            let mapping = ColumnMapping {
+                id: config.id_column.clone(),
+                ..ColumnMapping::new(&stem, problem, answer)
+            };
+            Ok(load_problems(path, &mapping)?)
+        }
+        (None, adapter) => {
+            if config.answer_column.is_some() || config.id_column.is_some() {
+                return Err(GenerateError::Config(
+                    "--answer-column/--id-column need --problem-column".into(),
+                ));
+            }
+            let adapter = adapter.as_deref().map(Adapter::from_name).transpose()?;
+            Ok(load_builtin(path, adapter)?)
+        }
+    }
+}
+
+/// The seed of a problem: a hash of the run seed and the problem id, so it does not depend on
+/// the problem's position, the batch or the worker split.
+pub fn problem_seed(run_seed: u64, problem_id: &str) -> u64 {
+    sha256_u64(format!("{run_seed}\n{problem_id}").as_bytes())
+}
+
+/// A problem made ready for the teacher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedPrompt {
+    /// System turn (when configured) and user turn.
+    pub messages: Vec<Message>,
+    /// The exact prompt text: the chat template's rendering, or for an endpoint that applies
+    /// its own template, the JSON of `messages`.
+    pub prompt: String,
+    /// What the template opened the assistant turn with (`<think>\n` for R1-Distill
+    /// templates), to prepend to the generation; empty otherwise.
+    pub prefill: String,
+}
+
+/// Renders problems into prompts with an optional system turn and instruction suffix.
+pub struct Renderer<'a> {
+    /// The teacher's tokenizer, whose chat template renders the prompt; `None` for an
+    /// endpoint's chat API without a local tokenizer.
+    pub tokenizer: Option<&'a Tokenizer>,
+    /// System turn, if any.
+    pub system_prompt: Option<&'a str>,
+    /// Instruction appended after a blank line (empty: none).
+    pub instruction: &'a str,
+}
+
+impl Renderer<'_> {
+    /// The user turn: the problem, then a blank line and the instruction when there is one.
+    pub fn user_turn(&self, problem: &str) -> String {
+        if self.instruction.is_empty() {
+            problem.to_string()
+        } else {
+            format!("{problem}\n\n{}", self.instruction)
+        }
+    }
+
+    /// Renders one problem.
+    pub fn render(&self, problem: &Problem) -> Result<RenderedPrompt, GenerateError> {
+        let mut messages = Vec::new();
+        if let Some(system) = self.system_prompt {
+            messages.push(Message::new("system", system));
+        }
+        messages.push(Message::user(self.user_turn(&problem.problem)));
+        let (prompt, prefill) = match self.tokenizer {
+            Some(tokenizer) => {
+                let options = ChatOptions {
+                    add_generation_prompt: true,
+                    enable_thinking: None,
+                };
+                let prompt = tokenizer.render_chat(&messages, &options)?;
+                let prefill = think_prefill(&prompt).to_string();
+                (prompt, prefill)
+            }
+            None => (
+                serde_json::to_string(&messages).unwrap_or_default(),
+                String::new(),
+            ),
+        };
+        Ok(RenderedPrompt {
+            messages,
+            prompt,
+            prefill,
+        })
+    }
+}
+
+/// `<think>\n` or `<think>` when a rendered prompt ends with it (the template opened the
+/// thought), else empty.
+pub fn think_prefill(prompt: &str) -> &'static str {
+    if prompt.ends_with("<think>\n") {
+        "<think>\n"
+    } else if prompt.ends_with("<think>") {
+        "<think>"
+    } else {
+        ""
+    }
+}
+
+/// The full generation of a sample: the prefill, then the text, unless the text already
+/// opens the thought itself.
+pub fn full_generation(prefill: &str, text: &str) -> String {
+    if prefill.is_empty() || text.trim_start().starts_with("<think>") {
+        text.to_string()
+    } else {
+        format!("{prefill}{text}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synth_specs_parse_with_defaults_and_reject_nonsense() {
+        let spec = SynthSpec::parse("synth:arithmetic:difficulty=2:count=5:seed=9")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            spec,
+            SynthSpec {
+                kind: TaskKind::Arithmetic,
+                difficulty: 2,
+                count: 5,
+                seed: 9
+            }
+        );
+        let spec = SynthSpec::parse("synth:countdown").unwrap().unwrap();
+        assert_eq!((spec.difficulty, spec.count, spec.seed), (3, 100, 0));
+        assert!(SynthSpec::parse("data/x.jsonl").is_none());
+        for bad in [
+            "synth:nope",
+            "synth:arith:count=x",
+            "synth:arith:depth=2",
+            "synth:arith:3",
+        ] {
+            assert!(SynthSpec::parse(bad).unwrap().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_r1_prefill_is_detected_and_prepended_once() {
+        assert_eq!(think_prefill("<｜Assistant｜><think>\n"), "<think>\n");
+        assert_eq!(think_prefill("x<think>"), "<think>");
+        assert_eq!(think_prefill("<|im_start|>assistant\n"), "");
+        assert_eq!(
+            full_generation("<think>\n", "a</think>b"),
+            "<think>\na</think>b"
+        );
+        assert_eq!(
+            full_generation("<think>\n", "<think>a</think>b"),
+            "<think>a</think>b"
+        );
+        assert_eq!(full_generation("", "a"), "a");
+    }
+}

@@ -1,0 +1,122 @@
+//! Turning teacher samples into rows as they arrive: the [`TraceRow`] of a sample, the shard
+//! writer, the run's totals, the progress bar and the time-based flush.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::prompts::full_generation;
+use super::summary::Progress;
+use super::Pending;
+use crate::data::schema::{rfc3339_utc, split_generation, TraceRow};
+use crate::data::shards::ShardWriter;
+use crate::data::DataError;
+use crate::model::Message;
+use crate::teacher::{SamplingParams, TeacherSample};
+
+/// Running totals of a run.
+#[derive(Default)]
+pub(super) struct Totals {
+    pub(super) samples: usize,
+    pub(super) rows_written: usize,
+    pub(super) prompt_tokens: u64,
+    pub(super) completion_tokens: u64,
+    pub(super) finish_reasons: BTreeMap<String, usize>,
+}
+
+/// Where samples go as the teacher delivers them: rows into the shard writer, counts into
+/// the totals, the progress bar forward, and a time-based flush.
+pub(super) struct RowSink {
+    pub(super) writer: ShardWriter<TraceRow>,
+    pub(super) totals: Totals,
+    pub(super) progress: Progress,
+    pub(super) flush_every: Duration,
+    pub(super) last_flush: Instant,
+    pub(super) started: Instant,
+    pub(super) teacher: String,
+    pub(super) params: SamplingParams,
+    pub(super) n: u32,
+}
+
+impl RowSink {
+    /// Writes the samples of jobs of `chunk` (in key order, so shard contents do not depend on
+    /// thread timing within a delivery).
+    pub(super) fn accept(
+        &mut self,
+        chunk: &[Pending<'_>],
+        mut samples: Vec<TeacherSample>,
+    ) -> Result<(), DataError> {
+        samples.sort_by_key(|s| (s.job_index, s.sample_index));
+        let mut jobs_done = 0;
+        let mut last_job = None;
+        for sample in samples {
+            let Some(job) = chunk.get(sample.job_index) else {
+                continue;
+            };
+            if sample.sample_index >= self.n {
+                continue;
+            }
+            if last_job != Some(sample.job_index) {
+                jobs_done += 1;
+                last_job = Some(sample.job_index);
+            }
+            let totals = &mut self.totals;
+            totals.samples += 1;
+            totals.prompt_tokens += u64::from(sample.prompt_tokens);
+            totals.completion_tokens += u64::from(sample.completion_tokens);
+            *totals
+                .finish_reasons
+                .entry(sample.finish_reason.as_str().to_string())
+                .or_default() += 1;
+            let row = trace_row(job, sample, &self.teacher, &self.params);
+            if self.writer.write(row)? {
+                totals.rows_written += 1;
+            }
+        }
+        if !self.flush_every.is_zero() && self.last_flush.elapsed() >= self.flush_every {
+            self.writer.flush()?;
+            self.last_flush = Instant::now();
+        }
+        self.progress.advance(
+            jobs_done,
+            self.totals.samples,
+            self.totals.completion_tokens,
+            self.started.elapsed(),
+        );
+        Ok(())
+    }
+}
+
+/// The row of one sample.
+fn trace_row(
+    job: &Pending<'_>,
+    sample: TeacherSample,
+    teacher: &str,
+    params: &SamplingParams,
+) -> TraceRow {
+    let problem = job.problem;
+    let generation = full_generation(&job.rendered.prefill, &sample.text);
+    let (reasoning, final_text) = split_generation(&generation);
+    let mut messages = job.rendered.messages.clone();
+    messages.push(Message::assistant(generation.clone()));
+    TraceRow {
+        id: problem.id.clone(),
+        source: problem.source.clone(),
+        problem: problem.problem.clone(),
+        answer: problem.answer.clone(),
+        prompt: job.rendered.prompt.clone(),
+        messages,
+        generation,
+        reasoning,
+        final_text,
+        teacher: teacher.to_string(),
+        temperature: params.temperature,
+        top_p: params.top_p,
+        seed: sample.seed,
+        sample_index: sample.sample_index,
+        finish_reason: sample.finish_reason,
+        prompt_tokens: sample.prompt_tokens,
+        completion_tokens: sample.completion_tokens,
+        created_at: rfc3339_utc(SystemTime::now()),
+        metadata: problem.metadata.clone(),
+    }
+}

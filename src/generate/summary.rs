@@ -1,0 +1,171 @@
+//! What a generate run reports: the [`GenerateSummary`] (written as `summary.json` beside the
+//! shards, temp + rename, and returned to the caller), its one-paragraph human form, and the
+//! progress bar shown while it runs.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+/// File name of the summary inside the output directory.
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// The outcome of one generate run (one worker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateSummary {
+    /// Where the shards are.
+    pub out_dir: PathBuf,
+    /// The teacher's name as recorded in the rows.
+    pub teacher: String,
+    /// The manifest's recipe hash.
+    pub recipe_hash: String,
+    /// Problems this worker owns.
+    pub problems: usize,
+    /// Of those, problems whose samples were all already written (skipped entirely).
+    pub problems_already_done: usize,
+    /// Samples the teacher generated in this run.
+    pub samples_generated: usize,
+    /// Rows written in this run.
+    pub rows_written: usize,
+    /// Rows not written because the directory already held their key.
+    pub rows_skipped: usize,
+    /// Rows in the directory now.
+    pub total_rows: usize,
+    /// Shard files in the directory now.
+    pub shards: usize,
+    /// Prompt tokens of the generated samples.
+    pub prompt_tokens: u64,
+    /// Completion tokens generated.
+    pub completion_tokens: u64,
+    /// Wall time of the run, in seconds.
+    pub wall_seconds: f64,
+    /// Completion tokens per second of wall time.
+    pub tokens_per_second: f64,
+    /// Generated samples per finish reason (`stop`, `length`).
+    pub finish_reasons: BTreeMap<String, usize>,
+}
+
+impl GenerateSummary {
+    /// Writes `summary.json` into the output directory (temp file, then rename).
+    pub fn write(&self) -> std::io::Result<PathBuf> {
+        let path = self.out_dir.join(SUMMARY_FILE);
+        let temp = self.out_dir.join(format!(".{SUMMARY_FILE}.tmp"));
+        let mut text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        text.push('\n');
+        let mut file = File::create(&temp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temp, &path)?;
+        Ok(path)
+    }
+
+    /// One paragraph for people.
+    pub fn human(&self) -> String {
+        let reasons: Vec<String> = self
+            .finish_reasons
+            .iter()
+            .map(|(reason, count)| format!("{count} {reason}"))
+            .collect();
+        let reasons = if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" (finish reasons: {})", reasons.join(", "))
+        };
+        format!(
+            "Generated {} samples for {} problems with {} in {:.1} s ({} completion tokens, {:.1} tokens/s){reasons}. \
+             Wrote {} rows, skipped {} already present; {} holds {} rows in {} shards.",
+            self.samples_generated,
+            self.problems - self.problems_already_done,
+            self.teacher,
+            self.wall_seconds,
+            self.completion_tokens,
+            self.tokens_per_second,
+            self.rows_written,
+            self.rows_skipped,
+            self.out_dir.display(),
+            self.total_rows,
+            self.shards,
+        )
+    }
+}
+
+/// A progress bar over problems with samples and generated tokens/s in its message; hidden
+/// when disabled or when stderr is not a terminal.
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    /// A bar over `problems` problems.
+    pub fn new(problems: usize, enabled: bool) -> Self {
+        if !(enabled && std::io::stderr().is_terminal()) {
+            return Progress {
+                bar: ProgressBar::hidden(),
+            };
+        }
+        let bar = ProgressBar::new(problems as u64);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{bar:30.cyan/blue} {pos}/{len} problems · {msg} · {elapsed_precise} (ETA {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_message("0 samples");
+        bar.enable_steady_tick(Duration::from_millis(500));
+        Progress { bar }
+    }
+
+    /// Records `problems` more problems done; `samples` and `tokens` are the run's totals.
+    pub fn advance(&self, problems: usize, samples: usize, tokens: u64, elapsed: Duration) {
+        let rate = tokens as f64 / elapsed.as_secs_f64().max(1e-9);
+        self.bar
+            .set_message(format!("{samples} samples · {rate:.1} tok/s"));
+        self.bar.inc(problems as u64);
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_is_written_atomically_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = GenerateSummary {
+            out_dir: dir.path().to_path_buf(),
+            teacher: "t".into(),
+            recipe_hash: "h".into(),
+            problems: 3,
+            problems_already_done: 1,
+            samples_generated: 4,
+            rows_written: 4,
+            rows_skipped: 2,
+            total_rows: 6,
+            shards: 2,
+            prompt_tokens: 10,
+            completion_tokens: 40,
+            wall_seconds: 2.0,
+            tokens_per_second: 20.0,
+            finish_reasons: BTreeMap::from([("stop".to_string(), 4)]),
+        };
+        let path = summary.write().unwrap();
+        let back: GenerateSummary =
+            serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(back, summary);
+        assert!(summary.human().contains("4 samples for 2 problems"));
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![SUMMARY_FILE.to_string()]);
+    }
+}
