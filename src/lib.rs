@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod filter;
 pub mod model;
 pub mod runtime;
 pub mod train;

@@ -1,5 +1,6 @@
 //! The command line: one clap args struct per verb, and the dispatch from verbs to library calls.
 
+mod filter_cmd;
 mod model_cmd;
 
 use clap::{Parser, Subcommand};
@@ -19,7 +20,7 @@ pub enum Command {
     /// Sample long chain-of-thought traces from a teacher into Parquet shards.
     Generate(PlannedArgs),
     /// Keep traces whose answer is verified correct and that are readable (rejection sampling).
-    Filter(PlannedArgs),
+    Filter(filter_cmd::FilterArgs),
     /// Supervised fine-tuning of a student on accepted traces (`--student`).
     Train(PlannedArgs),
     /// Reinforcement learning (GRPO) on a student.
@@ -47,8 +48,8 @@ pub struct PlannedArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let verb = match cli.command {
         Command::Model(command) => return model_cmd::run(command),
+        Command::Filter(args) => return filter_cmd::run(args),
         Command::Generate(_) => "generate",
-        Command::Filter(_) => "filter",
         Command::Train(_) => "train",
         Command::Grpo(_) => "grpo",
         Command::Eval(_) => "eval",
