@@ -281,6 +281,23 @@ fn command_line_filters_and_summarises() {
     assert!(stdout.contains(" 0 accepted"), "{stdout}");
     assert!(stdout.contains("too_long 60"), "{stdout}");
 
+    std::fs::write(&config, "max_completion_token = 50\n").unwrap();
+    let typo = distill(&[
+        "filter",
+        "--input",
+        input,
+        "--out",
+        out,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(!typo.status.success());
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        stderr.contains("readability.toml") && stderr.contains("`max_completion_token`"),
+        "{stderr}"
+    );
+
     let bad = distill(&[
         "filter", "--input", input, "--out", out, "--policy", "best:3",
     ]);

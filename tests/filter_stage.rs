@@ -120,6 +120,10 @@ fn labelled_traces_land_where_they_belong() {
     assert_eq!(summary.rejected, cases.len() - 2);
     assert_eq!(summary.contaminated_problems, 1);
     assert_eq!(summary.eval_problems, 500);
+    assert_eq!(
+        summary.contamination.get("polar/3").map(String::as_str),
+        Some("math500-test/precalculus/807.json")
+    );
     for (reason, count) in [
         ("wrong_answer", 1),
         ("no_answer", 2),

@@ -1,6 +1,6 @@
 //! `distill filter`: the command-line face of [`crate::filter::run_filter`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -70,12 +70,7 @@ impl FilterArgs {
     /// The readability thresholds: the `--config` file, then the flags.
     fn readability(&self) -> anyhow::Result<ReadabilityConfig> {
         let mut config = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("{}: cannot read", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("{}: bad readability config", path.display()))?
-            }
+            Some(path) => read_readability(path)?,
             None => ReadabilityConfig::default(),
         };
         if let Some(value) = self.min_script_share {
@@ -119,6 +114,27 @@ impl FilterArgs {
     }
 }
 
+/// Reads a readability TOML file: a flat table of [`ReadabilityConfig`] fields; an unknown
+/// key (a typo) is an error naming it.
+fn read_readability(path: &Path) -> anyhow::Result<ReadabilityConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    let known = toml::Table::try_from(ReadabilityConfig::default())?;
+    if let Some(key) = table.keys().find(|key| !known.contains_key(*key)) {
+        let names: Vec<&str> = known.keys().map(String::as_str).collect();
+        anyhow::bail!(
+            "{}: unknown readability setting `{key}` (known: {})",
+            path.display(),
+            names.join(", ")
+        );
+    }
+    table
+        .try_into()
+        .with_context(|| format!("{}: bad readability setting", path.display()))
+}
+
 /// Runs the filter and prints a short summary on stdout.
 pub fn run(args: FilterArgs) -> anyhow::Result<()> {
     let config = args.to_config()?;
@@ -128,7 +144,7 @@ pub fn run(args: FilterArgs) -> anyhow::Result<()> {
 }
 
 /// A few lines for people: totals, the non-zero reasons, where the outputs are.
-fn human_summary(summary: &FilterSummary, out: &std::path::Path) -> String {
+fn human_summary(summary: &FilterSummary, out: &Path) -> String {
     let mut text = format!(
         "filtered {} traces of {} problems: {} accepted ({:.1}%), {} rejected\n",
         summary.traces,

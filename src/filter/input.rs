@@ -32,12 +32,17 @@ pub struct Input {
 impl Input {
     /// An "invalid value" error at `row`'s origin.
     pub fn invalid(&self, row: &SourcedRow, field: &str, message: String) -> DataError {
-        DataError::InvalidValue {
-            path: self.files[row.file].clone(),
-            location: Location::Row(row.file_row),
-            field: field.to_string(),
-            message,
-        }
+        invalid_at(&self.files, row, field, message)
+    }
+}
+
+/// An "invalid value" error at `row`'s origin among `files`.
+pub fn invalid_at(files: &[PathBuf], row: &SourcedRow, field: &str, message: String) -> DataError {
+    DataError::InvalidValue {
+        path: files[row.file].clone(),
+        location: Location::Row(row.file_row),
+        field: field.to_string(),
+        message,
     }
 }
 

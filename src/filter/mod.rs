@@ -27,7 +27,7 @@ pub mod policy;
 pub mod reasons;
 pub mod report;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -102,20 +102,19 @@ pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
     let recipe_hash = config.recipe_hash()?;
     output::prepare(&config.out, &recipe_hash, config.force)?;
     let index = NgramIndex::from_files(&config.decontaminate, config.ngram)?;
-    let input = input::read_input(&config.input)?;
+    let input::Input { files, rows } = input::read_input(&config.input)?;
 
-    let bar = progress_bar(config.progress, input.rows.len(), "verify");
+    let bar = progress_bar(config.progress, rows.len(), "verify");
     let (readability, options) = (&config.readability, config.verify_options());
-    let mut candidates: Vec<Candidate> = input
-        .rows
-        .par_iter()
+    let mut candidates: Vec<Candidate> = rows
+        .into_par_iter()
         .map(|sourced| {
             let checker = Checker::for_row(&sourced.row)
-                .map_err(|message| input.invalid(sourced, "metadata", message))?;
+                .map_err(|message| input::invalid_at(&files, &sourced, "metadata", message))?;
             let judgement = judge(&sourced.row, &checker, readability, &options);
             bar.inc(1);
             Ok(Candidate {
-                row: sourced.row.clone(),
+                row: sourced.row,
                 verified: judgement.verified,
                 extracted_answer: judgement.extracted_answer,
                 reasons: judgement.reasons,
@@ -123,12 +122,11 @@ pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
         })
         .collect::<Result<_, DataError>>()?;
     bar.finish_and_clear();
-    drop(input);
 
     dedup::mark_duplicates(&mut candidates);
     let contaminated = contaminated_problems(&candidates, &index);
     for candidate in &mut candidates {
-        if contaminated.contains(&candidate.row.id) {
+        if contaminated.contains_key(&candidate.row.id) {
             candidate.reasons.push(CONTAMINATED.to_string());
         }
     }
@@ -142,7 +140,7 @@ pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
         eval_problems: index.problems(),
         band,
     };
-    let summary = report::summarise(&candidates, &rates, facts);
+    let summary = report::summarise(&candidates, &rates, facts, contaminated);
 
     let bar = progress_bar(config.progress, candidates.len(), "write");
     let shard_options = ShardOptions {
@@ -167,15 +165,15 @@ pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
     Ok(summary)
 }
 
-/// The ids of the problems whose text shares an n-gram with an evaluation problem.
-fn contaminated_problems(candidates: &[Candidate], index: &NgramIndex) -> HashSet<String> {
+/// The problems whose text shares an n-gram with an evaluation problem: id → the id of
+/// the first evaluation problem found sharing one.
+fn contaminated_problems(candidates: &[Candidate], index: &NgramIndex) -> BTreeMap<String, String> {
     let problems: BTreeMap<&str, &str> = candidates
         .iter()
         .map(|c| (c.row.id.as_str(), c.row.problem.as_str()))
         .collect();
     problems
         .into_par_iter()
-        .filter(|(_, text)| index.find(text).is_some())
-        .map(|(id, _)| id.to_string())
+        .filter_map(|(id, text)| Some((id.to_string(), index.find(text)?.to_string())))
         .collect()
 }

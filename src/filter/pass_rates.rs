@@ -3,7 +3,7 @@
 //! the configured band (default 0.2–0.8, as open-r1 picks GRPO prompts: neither always solved
 //! nor never) and it is not contaminated.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -43,7 +43,7 @@ pub struct PassRate {
 /// The pass rates of every problem of `candidates`, sorted by id.
 pub(super) fn pass_rates(
     candidates: &[Candidate],
-    contaminated: &HashSet<String>,
+    contaminated: &BTreeMap<String, String>,
     band: (f64, f64),
 ) -> Vec<PassRate> {
     let mut counts: BTreeMap<&str, (&str, u32, u32)> = BTreeMap::new();
@@ -60,7 +60,7 @@ pub(super) fn pass_rates(
         .into_iter()
         .map(|(id, (source, samples, correct))| {
             let pass_rate = f64::from(correct) / f64::from(samples.max(1));
-            let contaminated = contaminated.contains(id);
+            let contaminated = contaminated.contains_key(id);
             PassRate {
                 id: id.to_string(),
                 source: source.to_string(),

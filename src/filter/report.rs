@@ -100,6 +100,9 @@ pub struct FilterSummary {
     pub rl_candidates: usize,
     /// The band, `[min_pass_rate, max_pass_rate]`.
     pub pass_rate_band: [f64; 2],
+    /// Contaminated problem id → the evaluation problem it shares an n-gram with (for
+    /// auditing matches on boilerplate phrasing).
+    pub contamination: BTreeMap<String, String>,
 }
 
 /// Fraction `part / whole`, 0 when `whole` is 0.
@@ -128,6 +131,7 @@ pub(super) fn summarise(
     candidates: &[Candidate],
     rates: &[PassRate],
     facts: RunFacts<'_>,
+    contamination: BTreeMap<String, String>,
 ) -> FilterSummary {
     let mut reasons: BTreeMap<String, usize> = all_reasons()
         .into_iter()
@@ -171,6 +175,7 @@ pub(super) fn summarise(
         eval_problems: facts.eval_problems,
         rl_candidates: rates.iter().filter(|r| r.rl_candidate).count(),
         pass_rate_band: [facts.band.0, facts.band.1],
+        contamination,
     }
 }
 

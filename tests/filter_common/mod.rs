@@ -168,3 +168,4 @@ pub fn labelled() -> Vec<(&'static str, TraceRow)> {
         ),
     ]
 }
+pub mod math500;
