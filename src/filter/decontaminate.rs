@@ -45,8 +45,11 @@ fn window_hashes(text: &str, n: usize) -> Vec<u64> {
 /// came from.
 #[derive(Debug)]
 pub struct NgramIndex {
+    /// Tokens per window.
     n: usize,
+    /// Window hash → the first evaluation problem id it came from.
     windows: HashMap<u64, String>,
+    /// Evaluation problems added.
     problems: usize,
 }
 
