@@ -394,3 +394,45 @@ fn config_deserialises_from_a_partial_toml_table() {
         .to_string()
         .contains("pass-rate band"));
 }
+
+#[test]
+fn ngram_size_and_think_prefill_are_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let eval = dir.path().join("gsm8k.jsonl");
+    std::fs::write(
+        &eval,
+        "{\"question\": \"A farmer has seven red apples and eats two of them before lunch.\", \"answer\": \"#### 5\"}\n",
+    )
+    .unwrap();
+    // Shares the 6 words "seven red apples and eats two" with the evaluation problem.
+    let problem = "Maria owns seven red apples and eats two; how many are left?";
+    let rows = vec![row(
+        "apples/1",
+        problem,
+        "5",
+        0,
+        &r1(&reasoning("the apples"), "5"),
+    )];
+    let contaminated = |ngram: usize| {
+        let (_dir, summary, _, _) = filter(&rows, |config| {
+            config.decontaminate = vec![eval.clone()];
+            config.ngram = ngram;
+        });
+        summary.contaminated_problems
+    };
+    assert_eq!(contaminated(8), 0);
+    assert_eq!(contaminated(6), 1);
+    assert_eq!(contaminated(7), 0);
+
+    // The template opened `<think>`: the generation has only the closing tag.
+    let prefilled = format!(
+        "{}\n</think>\n\nThe answer is $\\boxed{{5}}$.",
+        reasoning("the apples")
+    );
+    let rows = vec![row("apples/1", problem, "5", 0, &prefilled)];
+    let (_dir, _, accepted, rejected) = filter(&rows, |_| {});
+    assert!(accepted.is_empty());
+    assert_eq!(rejected[0].reject_reasons, ["bad_format"]);
+    let (_dir, _, accepted, _) = filter(&rows, |config| config.readability.think_prefilled = true);
+    assert_eq!(accepted.len(), 1);
+}
