@@ -3,7 +3,7 @@
 //! answer and it is readable.
 //!
 //! [`run_filter`] reads the input shards in parallel ([`input`]), judges each trace on its own
-//! ([`judge`]: answer extraction and verification — the countdown checker for countdown
+//! ([`mod@judge`]: answer extraction and verification — the countdown checker for countdown
 //! problems — plus the readability checks), then applies the cross-trace rules: exact
 //! deduplication ([`dedup`]), n-gram decontamination of the problem text against evaluation
 //! sets ([`decontaminate`]) and the acceptance policy ([`policy`]). It writes accepted and
