@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod filter;
 pub mod generate;
 pub mod model;
 pub mod ops;

@@ -113,12 +113,12 @@ fn rewards_score_accuracy_format_and_overlong_separately() {
         overlong_buffer: 4,
         ..Default::default()
     };
-    let meta = serde_json::Map::new();
+    let gold_checker = distill::verify::Checker::Gold;
     let item = |completion: &'static str, tokens: usize| Scored {
         prompt: "What is 2+2?",
         completion,
         gold: "4",
-        metadata: &meta,
+        checker: &gold_checker,
         completion_tokens: tokens,
         max_new_tokens: 10,
     };
@@ -137,8 +137,9 @@ fn rewards_score_accuracy_format_and_overlong_separately() {
     let countdown: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(r#"{"verifier": "countdown", "numbers": [4, 8], "target": 2}"#)
             .unwrap();
+    let countdown = distill::verify::Checker::for_metadata(&countdown).unwrap();
     let c = RewardConfig::default().score(&Scored {
-        metadata: &countdown,
+        checker: &countdown,
         gold: "8 / 4",
         ..item("\\boxed{8/4}", 3)
     });

@@ -1,6 +1,7 @@
 //! The command line: one clap args struct per verb, and the dispatch from verbs to library calls.
 
 mod bench_cmd;
+mod filter_cmd;
 mod generate_cmd;
 mod model_cmd;
 mod train_cmd;
@@ -22,7 +23,7 @@ pub enum Command {
     /// Sample long chain-of-thought traces from a teacher into Parquet shards.
     Generate(Box<generate_cmd::GenerateArgs>),
     /// Keep traces whose answer is verified correct and that are readable (rejection sampling).
-    Filter(PlannedArgs),
+    Filter(filter_cmd::FilterArgs),
     /// Supervised fine-tuning of a student on accepted traces (`--student`).
     Train(train_cmd::TrainArgs),
     /// Reinforcement learning (GRPO) on a student.
@@ -56,7 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(command) => return bench_cmd::run(&command),
         Command::Train(args) => return train_cmd::run(&args),
         Command::Generate(args) => return generate_cmd::run(&args),
-        Command::Filter(_) => "filter",
+        Command::Filter(args) => return filter_cmd::run(args),
         Command::Grpo(_) => "grpo",
         Command::Eval(_) => "eval",
         Command::Compare(_) => "compare",

@@ -273,8 +273,9 @@ fn encode_parquet<R: ArrowRow>(rows: &[R], path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Writes `bytes` to `.<name>.tmp` beside `path`, fsyncs it, renames it to `path` and fsyncs
-/// the directory.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// the directory, so `path` never holds a partial file (also used for the filter's report and
+/// pass-rate files).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()

@@ -29,6 +29,7 @@ use crate::model::generate::{
 };
 use crate::model::{self, ChatOptions, Decoder, Message, SamplerConfig, Tokenizer, Weights};
 use crate::ops::{grpo_loss, GrpoAggregation, GrpoInputs, GrpoLoss};
+use crate::verify::Checker;
 
 /// How per-token losses are reduced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -347,13 +348,8 @@ fn config_hash(config: &GrpoConfig) -> String {
     sha256_hex(canonical.to_string().as_bytes())[..16].to_string()
 }
 
-/// The prompts of step `step`: a seeded shuffle per pass over the problems.
-fn step_prompts<'a>(
-    problems: &'a [Problem],
-    step: u64,
-    per_step: usize,
-    seed: u64,
-) -> Vec<&'a Problem> {
+/// Indices of the prompts of step `step`: a seeded shuffle per pass over the problems.
+fn step_prompts(problems: &[Problem], step: u64, per_step: usize, seed: u64) -> Vec<usize> {
     let per_pass = (problems.len() / per_step.max(1)).max(1) as u64;
     let pass = step / per_pass;
     let mut order: Vec<usize> = (0..problems.len()).collect();
@@ -362,7 +358,7 @@ fn step_prompts<'a>(
     ));
     let start = ((step % per_pass) as usize) * per_step;
     (0..per_step)
-        .map(|i| &problems[order[(start + i) % order.len()]])
+        .map(|i| order[(start + i) % order.len()])
         .collect()
 }
 
@@ -381,6 +377,13 @@ pub fn run_grpo(
     if problems.is_empty() {
         bail!("GRPO needs at least one prompt");
     }
+    let checkers = problems
+        .iter()
+        .map(|p| {
+            Checker::for_metadata(&p.metadata)
+                .map_err(|e| anyhow::anyhow!("prompt {}: field metadata: {e}", p.id))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let device = crate::runtime::parse_device(&config.device)?;
     let loaded = model::load(&config.policy, &device, DType::F32)
         .with_context(|| format!("loading policy {}", config.policy))?;
@@ -453,7 +456,9 @@ pub fn run_grpo(
 
     while state.step < config.steps && budget_left(rollout_tokens, update_tokens) {
         let rollout_started = Instant::now();
-        let chosen = step_prompts(problems, state.step, config.prompts_per_step, config.seed);
+        let chosen_indices =
+            step_prompts(problems, state.step, config.prompts_per_step, config.seed);
+        let chosen: Vec<&Problem> = chosen_indices.iter().map(|&i| &problems[i]).collect();
         let prompts: Vec<Vec<u32>> = chosen
             .iter()
             .map(|p| {
@@ -484,7 +489,7 @@ pub fn run_grpo(
                     prompt: &prompt_texts[c.prompt_index],
                     completion: &c.text,
                     gold: &problem.answer,
-                    metadata: &problem.metadata,
+                    checker: &checkers[chosen_indices[c.prompt_index]],
                     completion_tokens: c.completion_tokens,
                     max_new_tokens: config.max_new_tokens,
                 })

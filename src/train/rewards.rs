@@ -3,9 +3,10 @@
 //! a length penalty and DAPO's soft over-long punishment. Each term is reported separately.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
-use crate::verify::{format_reward, grade, language_consistency_reward};
+use crate::verify::{
+    format_reward, grade_with, language_consistency_reward, Checker, VerifyOptions,
+};
 
 /// Weights of the reward terms (0 turns a term off).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,8 +69,8 @@ pub struct Scored<'a> {
     pub completion: &'a str,
     /// The gold answer.
     pub gold: &'a str,
-    /// The problem's metadata (selects the countdown checker).
-    pub metadata: &'a Map<String, Value>,
+    /// How the problem's answers are checked (from its metadata).
+    pub checker: &'a Checker,
     /// Tokens generated.
     pub completion_tokens: usize,
     /// The generation limit.
@@ -80,7 +81,13 @@ impl RewardConfig {
     /// Scores one completion.
     pub fn score(&self, item: &Scored<'_>) -> RewardBreakdown {
         let accuracy = f64::from(u8::from(
-            grade(item.gold, item.metadata, item.completion).correct,
+            grade_with(
+                item.checker,
+                item.gold,
+                item.completion,
+                &VerifyOptions::default(),
+            )
+            .correct,
         ));
         let format = if self.format != 0.0 {
             format_reward(item.completion, self.think_prefilled)

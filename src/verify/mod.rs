@@ -26,7 +26,7 @@ mod expr;
 mod normalize;
 
 pub use extract::{extract_answer, AnswerMarker, Extracted};
-pub use grade::{grade, Grade};
+pub use grade::{grade, grade_with, Checker, Grade};
 pub use math::{check, verify, verify_with, Match, Verdict, VerifyOptions};
 pub use readability::{
     check_readability, format_reward, language_consistency_reward, ReadabilityConfig,

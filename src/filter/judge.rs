@@ -1,0 +1,57 @@
+//! Judging one trace on its own: is its final answer verified correct (text equivalence with
+//! the gold answer, or the countdown checker for problems whose metadata says
+//! `"verifier": "countdown"`), and is it readable?
+
+use crate::data::schema::TraceRow;
+pub use crate::verify::grade::Checker;
+use crate::verify::grade::{grade_with, Grade};
+use crate::verify::{check_readability, ReadabilityConfig, TraceInput, VerifyOptions};
+
+use super::reasons::{NO_ANSWER, WRONG_ANSWER};
+
+/// The verdict on one trace, before the cross-trace rules (dedup, contamination, policy).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    /// Whether the extracted answer is correct.
+    pub verified: bool,
+    /// The extracted final answer, if any.
+    pub extracted_answer: Option<String>,
+    /// `wrong_answer` / `no_answer`, then every readability issue.
+    pub reasons: Vec<String>,
+}
+
+/// Judges `row`: extracts its final answer, checks it with `checker`, and lists the
+/// readability issues under `readability` (the problem text is the language reference).
+pub fn judge(
+    row: &TraceRow,
+    checker: &Checker,
+    readability: &ReadabilityConfig,
+    options: &VerifyOptions,
+) -> Judgement {
+    let Grade {
+        answer: extracted,
+        correct: verified,
+    } = grade_with(checker, &row.answer, &row.generation, options);
+    let mut reasons = Vec::new();
+    match (&extracted, verified) {
+        (None, _) => reasons.push(NO_ANSWER.to_string()),
+        (Some(_), false) => reasons.push(WRONG_ANSWER.to_string()),
+        (Some(_), true) => {}
+    }
+    let input = TraceInput {
+        prompt: &row.problem,
+        generation: &row.generation,
+        finish_reason: row.finish_reason.as_str(),
+        completion_tokens: row.completion_tokens as usize,
+    };
+    reasons.extend(
+        check_readability(&input, readability)
+            .into_iter()
+            .map(|issue| issue.name().to_string()),
+    );
+    Judgement {
+        verified,
+        extracted_answer: extracted,
+        reasons,
+    }
+}

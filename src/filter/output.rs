@@ -1,0 +1,87 @@
+//! The output directory: its layout, refusing (or with `force`, clearing) outputs of another
+//! configuration, and writing the accepted and rejected shards resumably.
+//!
+//! Layout: `accepted/` and `rejected/` (shard directories of [`FilteredRow`]s with their
+//! manifests), `pass_rates.parquet`, `report.json`, `report.md`. The report and pass-rate files
+//! are removed when a run starts and written last, so their presence means the run completed.
+
+use std::fs;
+use std::path::Path;
+
+use indicatif::ProgressBar;
+
+use crate::data::schema::FilteredRow;
+use crate::data::shards::{read_manifest, ShardOptions, ShardWriter, MANIFEST_FILE};
+use crate::data::{DataError, Result};
+
+use super::report::{REPORT_JSON, REPORT_MD};
+
+/// Directory of accepted shards inside the output directory.
+pub const ACCEPTED_DIR: &str = "accepted";
+/// Directory of rejected shards inside the output directory.
+pub const REJECTED_DIR: &str = "rejected";
+/// File name of the per-problem pass rates.
+pub const PASS_RATES_FILE: &str = "pass_rates.parquet";
+
+/// Makes `out` ready for a run with `recipe_hash`: shard directories written with another hash
+/// are refused, or cleared when `force`; the completion files of any earlier run are removed.
+pub fn prepare(out: &Path, recipe_hash: &str, force: bool) -> Result<()> {
+    fs::create_dir_all(out).map_err(|e| DataError::io(out, e))?;
+    for name in [ACCEPTED_DIR, REJECTED_DIR] {
+        let dir = out.join(name);
+        if !dir.join(MANIFEST_FILE).exists() {
+            continue;
+        }
+        let manifest = read_manifest(&dir)?;
+        if manifest.recipe_hash == recipe_hash {
+            continue;
+        }
+        if !force {
+            return Err(DataError::RecipeMismatch {
+                path: dir.join(MANIFEST_FILE),
+                existing: manifest.recipe_hash,
+                requested: recipe_hash.to_string(),
+            });
+        }
+        clear_shard_dir(&dir)?;
+    }
+    for name in [REPORT_JSON, REPORT_MD, PASS_RATES_FILE] {
+        let path = out.join(name);
+        if path.exists() {
+            fs::remove_file(&path).map_err(|e| DataError::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the shard files, manifest and temporary files of a shard directory (nothing else).
+fn clear_shard_dir(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name == MANIFEST_FILE
+            || (name.starts_with("part-") && name.ends_with(".parquet"))
+            || (name.starts_with('.') && name.ends_with(".tmp"));
+        if ours {
+            fs::remove_file(entry.path()).map_err(|e| DataError::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `rows` (in order) to the shard directory `dir`; keys a previous run of the same
+/// configuration already wrote are skipped (the shard writer's resume).
+pub fn write_shards(
+    dir: &Path,
+    rows: impl IntoIterator<Item = FilteredRow>,
+    options: ShardOptions,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let mut writer = ShardWriter::<FilteredRow>::open(dir, options)?;
+    for row in rows {
+        writer.write(row)?;
+        bar.inc(1);
+    }
+    writer.finish()?;
+    Ok(())
+}
