@@ -1,8 +1,10 @@
 //! The command line: one clap args struct per verb, and the dispatch from verbs to library calls.
 
 mod bench_cmd;
+mod config_table;
 mod filter_cmd;
 mod generate_cmd;
+mod grpo_cmd;
 mod model_cmd;
 mod train_cmd;
 
@@ -27,7 +29,7 @@ pub enum Command {
     /// Supervised fine-tuning of a student on accepted traces (`--student`).
     Train(train_cmd::TrainArgs),
     /// Reinforcement learning (GRPO) on a student.
-    Grpo(PlannedArgs),
+    Grpo(grpo_cmd::GrpoArgs),
     /// pass@1 and cons@k of a model on a prompt set.
     Eval(PlannedArgs),
     /// The distillation-vs-RL report from several runs.
@@ -56,9 +58,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(command) => return model_cmd::run(command),
         Command::Bench(command) => return bench_cmd::run(&command),
         Command::Train(args) => return train_cmd::run(&args),
+        Command::Grpo(args) => return grpo_cmd::run(&args),
         Command::Generate(args) => return generate_cmd::run(&args),
         Command::Filter(args) => return filter_cmd::run(args),
-        Command::Grpo(_) => "grpo",
         Command::Eval(_) => "eval",
         Command::Compare(_) => "compare",
         Command::Run(_) => "run",

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
+use super::config_table::{int, int64, ConfigTable};
 use crate::train::schedule::Decay;
 use crate::train::sft::{run_sft, SftConfig};
 use crate::train::sft_data::OverLength;
@@ -83,73 +83,28 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// The run's configuration: defaults, then the TOML file, then the flags.
     pub fn config(&self) -> anyhow::Result<SftConfig> {
-        let mut table = match &self.config {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-                toml::from_str::<toml::Table>(&text)
-                    .with_context(|| format!("{}: not valid TOML", path.display()))?
-            }
-            None => toml::Table::new(),
-        };
-        let mut set = |key: &str, value: Option<toml::Value>| {
-            if let Some(value) = value {
-                table.insert(key.to_string(), value);
-            }
-        };
-        let text = |s: &Option<String>| s.clone().map(toml::Value::String);
-        let path = |p: &Option<PathBuf>| {
-            p.as_ref()
-                .map(|p| toml::Value::String(p.display().to_string()))
-        };
-        let int = |n: Option<u64>| n.map(|n| toml::Value::Integer(n as i64));
-        let float = |x: Option<f64>| x.map(toml::Value::Float);
-        set("student", text(&self.student));
-        set("data", path(&self.data));
-        set("out", path(&self.out));
-        set("learning_rate", float(self.lr));
-        set("batch_size", int(self.batch_size.map(|n| n as u64)));
-        set("grad_accum", int(self.grad_accum.map(|n| n as u64)));
-        set("max_length", int(self.max_length.map(|n| n as u64)));
-        set(
-            "over_length",
-            self.over_length
-                .map(|o| toml::Value::String(format!("{o:?}").to_lowercase())),
-        );
-        set("pack", self.pack.then_some(toml::Value::Boolean(true)));
-        set("epochs", int(self.epochs.map(|n| n as u64)));
-        set("max_steps", int(self.max_steps));
-        set("warmup_steps", int(self.warmup_steps));
-        set(
-            "decay",
-            self.decay
-                .map(|d| toml::Value::String(format!("{d:?}").to_lowercase())),
-        );
-        set("save_every", int(self.save_every));
-        set("eval_every", int(self.eval_every));
-        set("eval_fraction", float(self.eval_fraction));
-        set("seed", int(self.seed));
-        set("device", text(&self.device));
-        if self.weight_decay.is_some() || self.max_grad_norm.is_some() {
-            let optimizer = table
-                .entry("optimizer")
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(optimizer) = optimizer {
-                if let Some(wd) = self.weight_decay {
-                    optimizer.insert("weight_decay".into(), toml::Value::Float(wd));
-                }
-                if let Some(clip) = self.max_grad_norm {
-                    optimizer.insert("max_grad_norm".into(), toml::Value::Float(clip));
-                }
-            }
-        }
-        let origin = self.config.as_ref().map_or_else(
-            || "command-line flags".to_string(),
-            |p| p.display().to_string(),
-        );
-        toml::Value::Table(table)
-            .try_into()
-            .with_context(|| format!("{origin}: invalid training configuration (--student, --data and --out are required)"))
+        let mut table = ConfigTable::load(self.config.as_deref())?;
+        table.set("student", self.student.clone());
+        table.set_path("data", self.data.as_ref());
+        table.set_path("out", self.out.as_ref());
+        table.set("learning_rate", self.lr);
+        table.set("batch_size", int(self.batch_size));
+        table.set("grad_accum", int(self.grad_accum));
+        table.set("max_length", int(self.max_length));
+        table.set_enum("over_length", self.over_length);
+        table.set("pack", self.pack.then_some(true));
+        table.set("epochs", int(self.epochs));
+        table.set("max_steps", int64(self.max_steps));
+        table.set("warmup_steps", int64(self.warmup_steps));
+        table.set_enum("decay", self.decay);
+        table.set("save_every", int64(self.save_every));
+        table.set("eval_every", int64(self.eval_every));
+        table.set("eval_fraction", self.eval_fraction);
+        table.set("seed", int64(self.seed));
+        table.set("device", self.device.clone());
+        table.set("optimizer.weight_decay", self.weight_decay);
+        table.set("optimizer.max_grad_norm", self.max_grad_norm);
+        table.finish("--student, --data and --out")
     }
 }
 
