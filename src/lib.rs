@@ -4,7 +4,9 @@
 //! The binary `distill` only parses arguments ([`cli`]) and calls the stages in this library.
 
 pub mod cli;
+pub mod compare;
 pub mod data;
+pub mod eval;
 pub mod model;
 pub mod ops;
 pub mod progress;

@@ -1,5 +1,7 @@
 //! The command line: one clap args struct per verb, and the dispatch from verbs to library calls.
 
+mod compare_cmd;
+mod eval_cmd;
 mod model_cmd;
 mod train_cmd;
 
@@ -26,9 +28,9 @@ pub enum Command {
     /// Reinforcement learning (GRPO) on a student.
     Grpo(PlannedArgs),
     /// pass@1 and cons@k of a model on a prompt set.
-    Eval(PlannedArgs),
+    Eval(eval_cmd::EvalArgs),
     /// The distillation-vs-RL report from several runs.
-    Compare(PlannedArgs),
+    Compare(compare_cmd::CompareArgs),
     /// Run a whole recipe stage by stage.
     Run(PlannedArgs),
     /// Create, inspect and sample models.
@@ -49,11 +51,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let verb = match cli.command {
         Command::Model(command) => return model_cmd::run(command),
         Command::Train(args) => return train_cmd::run(&args),
+        Command::Eval(args) => return eval_cmd::run(&args),
+        Command::Compare(args) => return compare_cmd::run(&args),
         Command::Generate(_) => "generate",
         Command::Filter(_) => "filter",
         Command::Grpo(_) => "grpo",
-        Command::Eval(_) => "eval",
-        Command::Compare(_) => "compare",
         Command::Run(_) => "run",
     };
     anyhow::bail!("`distill {verb}` is not built yet in this version; nothing was run")
