@@ -57,9 +57,12 @@ fn default_bootstrap() -> usize {
     1000
 }
 
+/// Per-problem values `[seed][problem]` of pass@1 and of cons@k.
+type SeedTables = (Vec<Vec<f64>>, Vec<Vec<f64>>);
+
 /// `(pass@1, cons@k)` per-problem tables of a label's eval runs, aligned on the first run's
 /// problem order; every run must cover the same problems.
-fn seed_tables(label: &str, evals: &[EvalRun]) -> anyhow::Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+fn seed_tables(label: &str, evals: &[EvalRun]) -> anyhow::Result<SeedTables> {
     let Some(first) = evals.first() else {
         bail!("run `{label}` has no evaluation directory");
     };
@@ -141,7 +144,11 @@ pub fn run_compare(config: &CompareConfig) -> anyhow::Result<CompareReport> {
             .map(data_generation_flops)
             .transpose()?;
         for train in &trains {
-            curves.push((label.clone(), train.kind, train.curve.clone()));
+            curves.push(plots::Curve {
+                label: label.clone(),
+                kind: train.kind,
+                points: train.curve.clone(),
+            });
         }
         runs.push(RunReport::new(
             label,

@@ -8,6 +8,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::bootstrap::Interval;
 use super::report::RunReport;
 use super::runs::TrainKind;
 
@@ -15,6 +16,22 @@ const SIZE: (u32, u32) = (800, 480);
 const COLORS: [RGBColor; 5] = [BLUE, RED, GREEN, MAGENTA, BLACK];
 
 type Drawn = Result<(), String>;
+
+/// One training curve: the run's label, its trainer and `(step, value)` points (SFT loss or GRPO
+/// reward).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    /// The run's label.
+    pub label: String,
+    /// SFT (loss) or GRPO (reward).
+    pub kind: TrainKind,
+    /// `(step, value)` points.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A plotted accuracy: its name, how to read it from a row, and a horizontal offset (fraction of
+/// the x range) so the two metrics' bars do not hide each other.
+type Metric = (&'static str, fn(&RunReport) -> Interval, f64);
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -61,7 +78,7 @@ fn draw_accuracy<DB: DrawingBackend>(
         mesh.x_desc("training FLOPs").y_desc("accuracy");
     }
     mesh.draw().map_err(err)?;
-    let metrics: [(&str, fn(&RunReport) -> super::bootstrap::Interval, f64); 2] = [
+    let metrics: [Metric; 2] = [
         ("pass@1", |r| r.pass_at_1, 0.0),
         ("cons@k", |r| r.cons_at_k, 0.01),
     ];
@@ -118,10 +135,7 @@ fn draw_accuracy<DB: DrawingBackend>(
 }
 
 /// The training curves: SFT loss (left) and GRPO reward (right) against the step, one line per run.
-pub fn training_curves(
-    dir: &Path,
-    curves: &[(String, TrainKind, Vec<(f64, f64)>)],
-) -> anyhow::Result<()> {
+pub fn training_curves(dir: &Path, curves: &[Curve]) -> anyhow::Result<()> {
     let svg = dir.join("training_curves.svg");
     finish(&svg, {
         let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
@@ -136,7 +150,7 @@ pub fn training_curves(
 
 fn draw_curves<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    curves: &[(String, TrainKind, Vec<(f64, f64)>)],
+    curves: &[Curve],
     text: bool,
 ) -> Drawn {
     root.fill(&WHITE).map_err(err)?;
@@ -147,8 +161,8 @@ fn draw_curves<DB: DrawingBackend>(
     ]) {
         let series: Vec<(&str, &[(f64, f64)])> = curves
             .iter()
-            .filter(|(_, k, points)| *k == kind && !points.is_empty())
-            .map(|(label, _, points)| (label.as_str(), points.as_slice()))
+            .filter(|c| c.kind == kind && !c.points.is_empty())
+            .map(|c| (c.label.as_str(), c.points.as_slice()))
             .collect();
         let points = series.iter().flat_map(|(_, p)| p.iter());
         let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::MAX, f64::MIN);
