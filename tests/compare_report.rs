@@ -13,6 +13,17 @@ const K: usize = 2;
 
 /// An eval directory where problem `p` has `correct(p)` of its K samples correct.
 fn eval_dir(root: &Path, name: &str, model: &str, correct: impl Fn(usize) -> usize) -> PathBuf {
+    eval_dir_of(root, name, model, "q", correct)
+}
+
+/// Like [`eval_dir`], with problem ids `<prefix><p>`.
+fn eval_dir_of(
+    root: &Path,
+    name: &str,
+    model: &str,
+    prefix: &str,
+    correct: impl Fn(usize) -> usize,
+) -> PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let problems = 30;
@@ -21,7 +32,7 @@ fn eval_dir(root: &Path, name: &str, model: &str, correct: impl Fn(usize) -> usi
         for s in 0..K {
             let ok = s < correct(p);
             rows.push(SampleRow {
-                id: format!("q{p}"),
+                id: format!("{prefix}{p}"),
                 source: "hand".into(),
                 sample_index: s as u32,
                 completion: String::new(),
@@ -299,5 +310,42 @@ fn a_missing_training_field_names_the_file_and_field() {
     assert!(
         message.contains("t/summary.json") && message.contains("`parameters`"),
         "{message}"
+    );
+}
+
+#[test]
+fn runs_on_different_problems_are_compared_by_interval_overlap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let sft_train = sft_run(root, 10_000);
+    let grpo_train = grpo_run(root);
+    let config = |sft: PathBuf, grpo: PathBuf| CompareConfig {
+        runs: vec![
+            spec("sft", vec![sft], vec![sft_train.clone()]),
+            spec("grpo", vec![grpo], vec![grpo_train.clone()]),
+        ],
+        out: root.join("out"),
+        seed: 3,
+        bootstrap: 400,
+    };
+    // Disjoint intervals: 1.0 vs ~0.17 on different problem sets.
+    let sft = eval_dir_of(root, "sft", "m", "a", |_| 2);
+    let grpo = eval_dir_of(root, "grpo", "m", "b", |p| usize::from(p % 3 == 0));
+    let report = run_compare(&config(sft, grpo)).unwrap();
+    assert!(report.finding.difference.is_none());
+    assert!(report.finding.supported, "{}", report.finding.sentence);
+    assert!(report.finding.sentence.contains("pass@1 95% CIs"));
+    // Overlapping intervals: 0.5 vs ~0.47.
+    let sft = eval_dir_of(root, "sft2", "m", "a", |p| 2 * (p % 2));
+    let grpo = eval_dir_of(root, "grpo2", "m", "b", |p| {
+        usize::from(p % 3 != 0) * 2 * (p % 2)
+    });
+    let report = run_compare(&config(sft, grpo)).unwrap();
+    assert!(report.finding.difference.is_none());
+    assert!(!report.finding.supported);
+    assert!(
+        report.finding.sentence.ends_with("overlap."),
+        "{}",
+        report.finding.sentence
     );
 }

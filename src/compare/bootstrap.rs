@@ -32,6 +32,16 @@ impl Interval {
 /// same order.
 pub type SeedTable = [Vec<f64>];
 
+/// The number of problems of a table whose seeds all cover the same number of problems; `None`
+/// for a table without seeds or with seeds of different lengths.
+fn problem_count(table: &SeedTable) -> Option<usize> {
+    let problems = table.first()?.len();
+    table
+        .iter()
+        .all(|row| row.len() == problems)
+        .then_some(problems)
+}
+
 fn grand_mean(table: &SeedTable) -> f64 {
     let (sum, n) = table
         .iter()
@@ -75,9 +85,10 @@ fn percentile_interval(mean: f64, mut replicates: Vec<f64>) -> Interval {
     }
 }
 
-/// The mean of `table` with a 95% interval from `resamples` bootstrap replicates seeded by `seed`.
-pub fn bootstrap_mean(table: &SeedTable, resamples: usize, seed: u64) -> Interval {
-    let problems = table.first().map_or(0, Vec::len);
+/// The mean of `table` with a 95% interval from `resamples` bootstrap replicates seeded by `seed`;
+/// `None` when the table has no seeds or its seeds have different numbers of problems.
+pub fn bootstrap_mean(table: &SeedTable, resamples: usize, seed: u64) -> Option<Interval> {
+    let problems = problem_count(table)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let replicates = if problems == 0 {
         Vec::new()
@@ -89,20 +100,21 @@ pub fn bootstrap_mean(table: &SeedTable, resamples: usize, seed: u64) -> Interva
             })
             .collect()
     };
-    percentile_interval(grand_mean(table), replicates)
+    Some(percentile_interval(grand_mean(table), replicates))
 }
 
 /// The difference of means `a − b` with a 95% paired-bootstrap interval: each replicate draws one
 /// set of problem indices used for both runs (their problems must be the same, in the same order),
-/// and each run's seeds independently. `None` when the runs have different problem counts.
+/// and each run's seeds independently. `None` when the runs have no problems, different problem
+/// counts, or seeds of different lengths.
 pub fn paired_difference(
     a: &SeedTable,
     b: &SeedTable,
     resamples: usize,
     seed: u64,
 ) -> Option<Interval> {
-    let problems = a.first().map_or(0, Vec::len);
-    if problems == 0 || b.first().map_or(0, Vec::len) != problems {
+    let problems = problem_count(a)?;
+    if problems == 0 || problem_count(b)? != problems {
         return None;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -122,6 +122,11 @@ pub fn run_compare(config: &CompareConfig) -> anyhow::Result<CompareReport> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let (pass, cons) = seed_tables(label, &evals)?;
         let seed = config.seed.wrapping_add(index as u64);
+        let interval = |table: &[Vec<f64>]| {
+            bootstrap_mean(table, config.bootstrap, seed).with_context(|| {
+                format!("run `{label}`: its eval directories cover different numbers of problems")
+            })
+        };
         let train_dirs: Vec<PathBuf> = if spec.train.is_empty() {
             {
                 let mut found: Vec<PathBuf> = evals
@@ -153,8 +158,8 @@ pub fn run_compare(config: &CompareConfig) -> anyhow::Result<CompareReport> {
         runs.push(RunReport::new(
             label,
             &evals,
-            bootstrap_mean(&pass, config.bootstrap, seed),
-            bootstrap_mean(&cons, config.bootstrap, seed ^ 0xC0C5),
+            interval(&pass)?,
+            interval(&cons)?,
             &trains,
             data_generation_flops,
         ));
