@@ -164,3 +164,35 @@ fn a_malformed_prompts_file_is_refused_with_file_line_and_field() {
         assert!(error.contains(needle), "{spec}: {error}");
     }
 }
+
+#[test]
+fn the_real_prompt_sets_are_accepted_as_they_are() {
+    for (path, count, source) in [
+        (MATH500, 500, "math500-test"),
+        ("../shared/data/gsm8k/test.jsonl", 1319, "gsm8k-test"),
+        (
+            "../shared/data/qwen25_math_eval/aime24/test.jsonl",
+            30,
+            "aime24-test",
+        ),
+        (
+            "../shared/data/qwen25_math_eval/amc23/test.jsonl",
+            40,
+            "amc23-test",
+        ),
+    ] {
+        let problems = load_prompts(path).unwrap();
+        assert_eq!(problems.len(), count, "{path}");
+        assert!(problems.iter().all(|p| p.source == source), "{path}");
+        assert!(problems.iter().all(|p| !p.answer.is_empty()), "{path}");
+    }
+    // A file in none of the built-in layouts is read by its `problem` and `answer` columns.
+    let tmp = tempfile::tempdir().unwrap();
+    let own = tmp.path().join("mine.jsonl");
+    std::fs::write(&own, "{\"problem\": \"1+1?\", \"answer\": \"2\"}\n").unwrap();
+    let problems = load_prompts(&own.display().to_string()).unwrap();
+    assert_eq!(
+        (problems[0].source.as_str(), problems[0].answer.as_str()),
+        ("mine", "2")
+    );
+}
