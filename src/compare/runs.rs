@@ -163,6 +163,7 @@ pub fn train_dir_of_model(model: &str) -> Option<PathBuf> {
     [path.parent(), Some(path)]
         .into_iter()
         .flatten()
+        .filter(|dir| !dir.as_os_str().is_empty())
         .find(|dir| {
             read_json(&dir.join("summary.json"))
                 .is_ok_and(|s| s.get("tokens_seen").is_some() || s.get("rollout_tokens").is_some())
