@@ -5,11 +5,14 @@
 
 pub mod bench;
 pub mod cli;
+pub mod compare;
 pub mod data;
+pub mod eval;
 pub mod filter;
 pub mod generate;
 pub mod model;
 pub mod ops;
+pub mod pipeline;
 pub mod progress;
 pub mod runtime;
 pub mod teacher;

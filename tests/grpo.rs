@@ -153,7 +153,13 @@ fn accuracy(model_dir: &str, problems: &[distill::data::sources::Problem]) -> f6
     let requests: Vec<GenerationRequest> = problems
         .iter()
         .map(|p| GenerationRequest {
-            prompt: distill::train::grpo::render_prompt(&loaded.tokenizer, p, None, distill::data::schema::DEFAULT_INSTRUCTION).unwrap(),
+            prompt: distill::train::grpo::render_prompt(
+                &loaded.tokenizer,
+                p,
+                None,
+                distill::data::schema::DEFAULT_INSTRUCTION,
+            )
+            .unwrap(),
             seed: 0,
         })
         .collect();
@@ -167,7 +173,15 @@ fn accuracy(model_dir: &str, problems: &[distill::data::sources::Problem]) -> f6
     let out = generate(&loaded.model, &loaded.tokenizer, &requests, &config).unwrap();
     let correct = out
         .iter()
-        .filter(|c| distill::verify::grade(&problems[c.prompt_index].answer, &problems[c.prompt_index].metadata, &c.text).unwrap().correct)
+        .filter(|c| {
+            distill::verify::grade(
+                &problems[c.prompt_index].answer,
+                &problems[c.prompt_index].metadata,
+                &c.text,
+            )
+            .unwrap()
+            .correct
+        })
         .count();
     correct as f64 / problems.len() as f64
 }
@@ -180,18 +194,34 @@ fn a_short_grpo_run_raises_reward_and_held_out_accuracy() {
     // A student base that answers linear equations directly (no reasoning): a low but non-zero pass rate.
     let student = common::synthetic_student(tmp.path(), 21);
     let corpus = generate_tasks(TaskKind::LinearEquation, 1, 31, 1500).unwrap();
-    write_corpus(&tmp.path().join("short"), &corpus, ReplyStyle::ShortAnswer, "base").unwrap();
+    write_corpus(
+        &tmp.path().join("short"),
+        &corpus,
+        ReplyStyle::ShortAnswer,
+        "base",
+    )
+    .unwrap();
     let base: distill::train::sft::SftConfig = toml::from_str(&format!(
         "student = {student:?}\ndata = {:?}\nout = {:?}\nlearning_rate = 3e-3\nepochs = 1\nbatch_size = 32\neval_fraction = 0.0\n",
         tmp.path().join("short").display().to_string(),
         tmp.path().join("base").display().to_string()
     ))
     .unwrap();
-    let base_dir = distill::train::sft::run_sft(&base, false).unwrap().model_dir;
+    let base_dir = distill::train::sft::run_sft(&base, false)
+        .unwrap()
+        .model_dir;
     let base_dir = base_dir.to_str().unwrap();
 
-    let train: Vec<_> = generate_tasks(TaskKind::LinearEquation, 1, 41, 256).unwrap().iter().map(|t| t.to_problem()).collect();
-    let held_out: Vec<_> = generate_tasks(TaskKind::LinearEquation, 1, 42, 100).unwrap().iter().map(|t| t.to_problem()).collect();
+    let train: Vec<_> = generate_tasks(TaskKind::LinearEquation, 1, 41, 256)
+        .unwrap()
+        .iter()
+        .map(|t| t.to_problem())
+        .collect();
+    let held_out: Vec<_> = generate_tasks(TaskKind::LinearEquation, 1, 42, 100)
+        .unwrap()
+        .iter()
+        .map(|t| t.to_problem())
+        .collect();
     let before = accuracy(base_dir, &held_out);
     let mut cfg = grpo_config("steps = 40\ngroup_size = 8\nprompts_per_step = 8\nlearning_rate = 1e-3\nbeta = 0.02\ntemperature = 1.0");
     cfg.policy = base_dir.to_string();
@@ -199,12 +229,26 @@ fn a_short_grpo_run_raises_reward_and_held_out_accuracy() {
     cfg.max_new_tokens = 24;
     let summary = distill::train::grpo::run_grpo(&cfg, &train, false).unwrap();
     let after = accuracy(summary.model_dir.to_str().unwrap(), &held_out);
-    let records = distill::train::metrics::MetricsLog::read(&cfg.out.join("metrics.jsonl")).unwrap();
-    let window = |r: &[serde_json::Value]| r.iter().map(|v| v["reward"].as_f64().unwrap()).sum::<f64>() / r.len() as f64;
-    let (early, late) = (window(&records[..10]), window(&records[records.len() - 10..]));
+    let records =
+        distill::train::metrics::MetricsLog::read(&cfg.out.join("metrics.jsonl")).unwrap();
+    let window = |r: &[serde_json::Value]| {
+        r.iter().map(|v| v["reward"].as_f64().unwrap()).sum::<f64>() / r.len() as f64
+    };
+    let (early, late) = (
+        window(&records[..10]),
+        window(&records[records.len() - 10..]),
+    );
     println!("GRPO: training reward {early:.3} (first 10 steps) → {late:.3} (last 10); held-out accuracy {before:.2} → {after:.2}");
-    assert!(before > 0.0, "the base must have a non-zero pass rate for RL to have a signal");
+    assert!(
+        before > 0.0,
+        "the base must have a non-zero pass rate for RL to have a signal"
+    );
     assert!(late > early, "training reward rises");
     assert!(after > before, "held-out accuracy rises");
-    assert!(records.iter().all(|r| r["kl"].as_f64().unwrap().is_finite()), "KL stays finite");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["kl"].as_f64().unwrap().is_finite()),
+        "KL stays finite"
+    );
 }

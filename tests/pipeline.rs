@@ -13,7 +13,10 @@ use distill::data::shards::read_rows;
 /// The built-in recipe with every size shrunk so the whole pipeline runs in well under a minute.
 fn shrunken_recipe(out: &Path) -> String {
     let recipe = distill::pipeline::recipe::TINY_R1
-        .replace("out = \"runs/tiny-r1\"", &format!("out = {:?}", out.display().to_string()))
+        .replace(
+            "out = \"runs/tiny-r1\"",
+            &format!("out = {:?}", out.display().to_string()),
+        )
         .replace("count=384:seed=11", "count=24:seed=11")
         .replace("count=128:seed=12", "count=16:seed=12")
         .replace("count=4000:seed=1\"", "count=300:seed=1\"")
@@ -30,7 +33,10 @@ fn shrunken_recipe(out: &Path) -> String {
         .replace("steps = 400", "steps = 6")
         .replace("k = 4", "k = 2")
         .replace("bootstrap = 1000", "bootstrap = 200");
-    assert!(recipe.contains("hidden_size = 32") && recipe.contains("steps = 6"), "the shrinking applied");
+    assert!(
+        recipe.contains("hidden_size = 32") && recipe.contains("steps = 6"),
+        "the shrinking applied"
+    );
     recipe
 }
 
@@ -48,7 +54,10 @@ fn run(recipe: &Path) -> std::process::Child {
 fn report_numbers(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("report/report.json")).unwrap();
     let mut report: serde_json::Value = serde_json::from_str(&text).unwrap();
-    strip_keys(&mut report, &["wall_seconds", "wall_time_s", "generated_at", "wall_s"]);
+    strip_keys(
+        &mut report,
+        &["wall_seconds", "wall_time_s", "generated_at", "wall_s"],
+    );
     report
 }
 
@@ -70,21 +79,39 @@ fn the_shrunken_tiny_recipe_runs_end_to_end_and_resumes_to_the_same_report() {
     let recipe_path = tmp.path().join("straight.toml");
     std::fs::write(&recipe_path, shrunken_recipe(&straight)).unwrap();
     let out = run(&recipe_path).wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("report/report.md"), "{stdout}");
 
     let report = std::fs::read_to_string(straight.join("report/report.md")).unwrap();
     for label in ["base", "sft", "grpo"] {
-        assert!(report.contains(label), "the report has a row for {label}:\n{report}");
+        assert!(
+            report.contains(label),
+            "the report has a row for {label}:\n{report}"
+        );
     }
-    assert!(report.contains("95%"), "accuracy comes with confidence intervals:\n{report}");
-    assert!(report.contains("FLOP"), "training compute is reported:\n{report}");
+    assert!(
+        report.contains("95%"),
+        "accuracy comes with confidence intervals:\n{report}"
+    );
+    assert!(
+        report.contains("FLOP"),
+        "training compute is reported:\n{report}"
+    );
 
-    let accepted: Vec<distill::data::schema::TraceRow> = read_rows::<TraceRow>(&straight.join("filtered/accepted")).unwrap_or_default();
+    let accepted: Vec<distill::data::schema::TraceRow> =
+        read_rows::<TraceRow>(&straight.join("filtered/accepted")).unwrap_or_default();
     for row in &accepted {
         let grade = distill::verify::grade(&row.answer, &row.metadata, &row.generation).unwrap();
-        assert!(grade.correct, "accepted trace {} #{} is not verified correct", row.id, row.sample_index);
+        assert!(
+            grade.correct,
+            "accepted trace {} #{} is not verified correct",
+            row.id, row.sample_index
+        );
     }
     println!("accepted traces: {} (all verified correct)", accepted.len());
 
@@ -100,8 +127,19 @@ fn the_shrunken_tiny_recipe_runs_end_to_end_and_resumes_to_the_same_report() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!killed.join("report").join("report.md").exists(), "killed before the end");
+    assert!(
+        !killed.join("report").join("report.md").exists(),
+        "killed before the end"
+    );
     let out = run(&killed_recipe).wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(report_numbers(&straight), report_numbers(&killed), "the resumed run reports the same numbers");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        report_numbers(&straight),
+        report_numbers(&killed),
+        "the resumed run reports the same numbers"
+    );
 }

@@ -17,12 +17,17 @@ impl ConfigTable {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
-                toml::from_str::<toml::Table>(&text).with_context(|| format!("{}: not valid TOML", path.display()))?
+                let text =
+                    std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+                toml::from_str::<toml::Table>(&text)
+                    .with_context(|| format!("{}: not valid TOML", path.display()))?
             }
             None => toml::Table::new(),
         };
-        let origin = file.map_or_else(|| "command-line flags".to_string(), |p| p.display().to_string());
+        let origin = file.map_or_else(
+            || "command-line flags".to_string(),
+            |p| p.display().to_string(),
+        );
         Ok(ConfigTable { table, origin })
     }
 
@@ -39,7 +44,9 @@ impl ConfigTable {
             if !entry.is_table() {
                 *entry = toml::Value::Table(toml::Table::new());
             }
-            let toml::Value::Table(inner) = entry else { return };
+            let toml::Value::Table(inner) = entry else {
+                return;
+            };
             table = inner;
         }
         table.insert(last.to_string(), value.into());
@@ -58,9 +65,12 @@ impl ConfigTable {
 
     /// The config struct; errors name the file (or the flags) and the field serde rejected.
     pub fn finish<T: DeserializeOwned>(self, required: &str) -> anyhow::Result<T> {
-        toml::Value::Table(self.table)
-            .try_into()
-            .with_context(|| format!("{}: invalid configuration ({required} are required)", self.origin))
+        toml::Value::Table(self.table).try_into().with_context(|| {
+            format!(
+                "{}: invalid configuration ({required} are required)",
+                self.origin
+            )
+        })
     }
 }
 

@@ -1,11 +1,14 @@
 //! The command line: one clap args struct per verb, and the dispatch from verbs to library calls.
 
 mod bench_cmd;
+mod compare_cmd;
 mod config_table;
+mod eval_cmd;
 mod filter_cmd;
 mod generate_cmd;
 mod grpo_cmd;
 mod model_cmd;
+mod run_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -31,11 +34,11 @@ pub enum Command {
     /// Reinforcement learning (GRPO) on a student.
     Grpo(grpo_cmd::GrpoArgs),
     /// pass@1 and cons@k of a model on a prompt set.
-    Eval(PlannedArgs),
+    Eval(eval_cmd::EvalArgs),
     /// The distillation-vs-RL report from several runs.
-    Compare(PlannedArgs),
+    Compare(compare_cmd::CompareArgs),
     /// Run a whole recipe stage by stage.
-    Run(PlannedArgs),
+    Run(run_cmd::RunArgs),
     /// Throughput benchmarks (`distill bench cpu`).
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
@@ -44,26 +47,17 @@ pub enum Command {
     Model(model_cmd::ModelCommand),
 }
 
-/// Arguments of a verb that is not built yet (accepted so `--help` works, then refused).
-#[derive(Debug, clap::Args)]
-pub struct PlannedArgs {
-    /// Arguments the finished verb will take.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
-}
-
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let verb = match cli.command {
-        Command::Model(command) => return model_cmd::run(command),
-        Command::Bench(command) => return bench_cmd::run(&command),
-        Command::Train(args) => return train_cmd::run(&args),
-        Command::Grpo(args) => return grpo_cmd::run(&args),
-        Command::Generate(args) => return generate_cmd::run(&args),
-        Command::Filter(args) => return filter_cmd::run(args),
-        Command::Eval(_) => "eval",
-        Command::Compare(_) => "compare",
-        Command::Run(_) => "run",
-    };
-    anyhow::bail!("`distill {verb}` is not built yet in this version; nothing was run")
+    match cli.command {
+        Command::Generate(args) => generate_cmd::run(&args),
+        Command::Filter(args) => filter_cmd::run(args),
+        Command::Train(args) => train_cmd::run(&args),
+        Command::Grpo(args) => grpo_cmd::run(&args),
+        Command::Eval(args) => eval_cmd::run(&args),
+        Command::Compare(args) => compare_cmd::run(&args),
+        Command::Run(args) => run_cmd::run(&args),
+        Command::Model(command) => model_cmd::run(command),
+        Command::Bench(command) => bench_cmd::run(&command),
+    }
 }

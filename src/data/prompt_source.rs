@@ -1,5 +1,6 @@
 //! Prompt sources named by one string: a JSONL/Parquet file read by a built-in adapter (GSM8K,
-//! MATH-500, AIME24, AMC23 — detected from the file), or a synthetic spec
+//! MATH-500, AIME24, AMC23 — detected from the file; other files by their `problem` and `answer`
+//! columns), or a synthetic spec
 //! `synth:KIND[:key=value]...` with KIND `arith` (or `arithmetic`), `linear` or `countdown` and keys
 //! `difficulty` (1–8, default 3), `count` (default 100) and `seed` (default 0), e.g.
 //! `synth:arith:difficulty=3:count=200:seed=1`.
@@ -7,7 +8,7 @@
 use std::path::Path;
 
 use super::errors::{DataError, Result};
-use super::sources::{load_builtin, Problem};
+use super::sources::{load_builtin, load_problems, ColumnMapping, Problem};
 use super::synth::{generate_tasks, SynthTask, TaskKind};
 
 /// A parsed `synth:` prompt source.
@@ -84,11 +85,22 @@ impl SynthSpec {
     }
 }
 
-/// The problems of a prompt source string (a `synth:` spec or a file with a built-in adapter).
+/// The problems of a prompt source string: a `synth:` spec, or a file read by its built-in adapter
+/// (detected), or else by its `problem` and `answer` columns.
 pub fn load_prompts(source: &str) -> Result<Vec<Problem>> {
-    match SynthSpec::parse(source) {
-        Some(spec) => spec?.problems(),
-        None => load_builtin(Path::new(source), None),
+    if let Some(spec) = SynthSpec::parse(source) {
+        return spec?.problems();
+    }
+    let path = Path::new(source);
+    match load_builtin(path, None) {
+        Err(DataError::UndetectedFormat { .. }) => {
+            let name = path.file_stem().map_or_else(
+                || "prompts".to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            );
+            load_problems(path, &ColumnMapping::new(&name, "problem", "answer"))
+        }
+        other => other,
     }
 }
 

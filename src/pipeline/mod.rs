@@ -59,15 +59,21 @@ fn stage<T: Serialize>(
     eprintln!("[{index}/{total}] {name} → {}", dir.display());
     std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
     body().with_context(|| format!("stage {name}"))?;
-    write_atomic(&marker, json!({"stage": name, "hash": hash}).to_string().as_bytes())?;
+    write_atomic(
+        &marker,
+        json!({"stage": name, "hash": hash}).to_string().as_bytes(),
+    )?;
     Ok(())
 }
 
 /// Runs every stage of `recipe`; returns the path of the report.
 pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
-    let layout = Layout { root: recipe.out.clone() };
+    let layout = Layout {
+        root: recipe.out.clone(),
+    };
     std::fs::create_dir_all(&layout.root).with_context(|| layout.root.display().to_string())?;
-    let bootstraps = usize::from(recipe.teacher.bootstrap.is_some()) + usize::from(recipe.student.bootstrap.is_some());
+    let bootstraps = usize::from(recipe.teacher.bootstrap.is_some())
+        + usize::from(recipe.student.bootstrap.is_some());
     let total = 6 + bootstraps + usize::from(bootstraps > 0);
     let mut index = 0;
     let mut next = || {
@@ -81,23 +87,46 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
             .iter()
             .filter_map(|m| m.bootstrap.as_ref().map(|b| b.corpus.as_str()))
             .collect();
-        stage(next(), total, "tokenizer", &tokenizer_dir, &(spec, &corpora), || {
-            let mut texts = Vec::new();
-            for corpus in &corpora {
-                for task in synth_tasks(corpus)? {
-                    for style in [ReplyStyle::LongCot, ReplyStyle::ShortAnswer] {
-                        let row = programmatic_row(&task, style);
-                        texts.extend(row.messages.into_iter().map(|m| m.content));
+        stage(
+            next(),
+            total,
+            "tokenizer",
+            &tokenizer_dir,
+            &(spec, &corpora),
+            || {
+                let mut texts = Vec::new();
+                for corpus in &corpora {
+                    for task in synth_tasks(corpus)? {
+                        for style in [ReplyStyle::LongCot, ReplyStyle::ShortAnswer] {
+                            let row = programmatic_row(&task, style);
+                            texts.extend(row.messages.into_iter().map(|m| m.content));
+                        }
                     }
                 }
-            }
-            crate::model::bpe::train_bpe(&texts, spec.vocab_size, &tokenizer_dir)?;
-            Ok(())
-        })?;
+                crate::model::bpe::train_bpe(&texts, spec.vocab_size, &tokenizer_dir)?;
+                Ok(())
+            },
+        )?;
     }
 
-    let teacher = resolve_model(recipe, &layout, "teacher", &recipe.teacher, ReplyStyle::LongCot, &mut next, total)?;
-    let student = resolve_model(recipe, &layout, "student", &recipe.student, ReplyStyle::ShortAnswer, &mut next, total)?;
+    let teacher = resolve_model(
+        recipe,
+        &layout,
+        "teacher",
+        &recipe.teacher,
+        ReplyStyle::LongCot,
+        &mut next,
+        total,
+    )?;
+    let student = resolve_model(
+        recipe,
+        &layout,
+        "student",
+        &recipe.student,
+        ReplyStyle::ShortAnswer,
+        &mut next,
+        total,
+    )?;
 
     let traces = layout.stage("traces");
     let mut generate_settings = recipe.generate.clone();
@@ -127,7 +156,10 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     let filter: crate::filter::FilterConfig = stage_config(
         "filter",
         &recipe.filter,
-        &[("input", path_value(&traces)), ("out", path_value(&filtered))],
+        &[
+            ("input", path_value(&traces)),
+            ("out", path_value(&filtered)),
+        ],
     )?;
     stage(next(), total, "filter", &filtered, &filter, || {
         crate::filter::run_filter(&filter)?;
@@ -160,10 +192,13 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     ];
     if recipe.grpo.match_sft_compute {
         let summary = read_json(&sft_dir.join("summary.json"))?;
-        let flops = summary["flops"].as_f64().context("sft/summary.json has no `flops`")?;
+        let flops = summary["flops"]
+            .as_f64()
+            .context("sft/summary.json has no `flops`")?;
         grpo_fixed.push(("max_flops", flops.into()));
     }
-    let grpo: crate::train::grpo::GrpoConfig = stage_config("grpo", &recipe.grpo.settings, &grpo_fixed)?;
+    let grpo: crate::train::grpo::GrpoConfig =
+        stage_config("grpo", &recipe.grpo.settings, &grpo_fixed)?;
     stage(next(), total, "grpo", &grpo_dir, &grpo, || {
         let problems = load_prompts(&recipe.prompts.train)?;
         crate::train::grpo::run_grpo(&grpo, &problems, true)?;
@@ -195,7 +230,14 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
         let problems = load_prompts(&recipe.prompts.eval)?;
         for config in &eval_configs {
             let summary = crate::eval::run_eval(config, &problems)?;
-            eprintln!("  {}: {}", config.out.display(), summary.one_line());
+            eprintln!(
+                "  {}: pass@1 {:.3}, cons@{} {:.3} over {} problems",
+                config.out.display(),
+                summary.pass_at_1,
+                summary.k,
+                summary.cons_at_k,
+                summary.problems
+            );
         }
         Ok(())
     })?;
@@ -203,13 +245,22 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     let report_dir = layout.stage("report");
     let runs = toml::Value::try_from(vec![
         json_run("base", &eval_root.join("base"), &[], None),
-        json_run("sft", &eval_root.join("sft"), &[sft_dir.clone()], Some(traces.join("summary.json"))),
+        json_run(
+            "sft",
+            &eval_root.join("sft"),
+            &[sft_dir.clone()],
+            Some(traces.join("summary.json")),
+        ),
         json_run("grpo", &eval_root.join("grpo"), &[grpo_dir.clone()], None),
     ])?;
     let compare: crate::compare::CompareConfig = stage_config(
         "compare",
         &recipe.compare,
-        &[("runs", runs), ("out", path_value(&report_dir)), ("seed", (recipe.seed as i64).into())],
+        &[
+            ("runs", runs),
+            ("out", path_value(&report_dir)),
+            ("seed", (recipe.seed as i64).into()),
+        ],
     )?;
     stage(next(), total, "compare", &report_dir, &compare, || {
         crate::compare::run_compare(&compare)?;
@@ -218,7 +269,12 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     Ok(report_dir.join("report.md"))
 }
 
-fn json_run(label: &str, eval: &Path, train: &[PathBuf], data_generation: Option<PathBuf>) -> crate::compare::RunSpec {
+fn json_run(
+    label: &str,
+    eval: &Path,
+    train: &[PathBuf],
+    data_generation: Option<PathBuf>,
+) -> crate::compare::RunSpec {
     crate::compare::RunSpec {
         label: label.to_string(),
         eval: vec![eval.to_path_buf()],
@@ -260,7 +316,12 @@ fn resolve_model(
     let tokenizer_dir = layout.stage("tokenizer");
     stage(next(), total, role, &dir, &(bootstrap, &train), || {
         let tasks = synth_tasks(&bootstrap.corpus)?;
-        write_corpus(&dir.join("corpus"), &tasks, style, &sha256_hex(bootstrap.corpus.as_bytes()))?;
+        write_corpus(
+            &dir.join("corpus"),
+            &tasks,
+            style,
+            &sha256_hex(bootstrap.corpus.as_bytes()),
+        )?;
         init_model(bootstrap, &tokenizer_dir, &dir.join("init"), recipe.seed)?;
         crate::train::sft::run_sft(&train, true)?;
         Ok(())
@@ -269,7 +330,12 @@ fn resolve_model(
 }
 
 /// A random-initialised Qwen2-shaped model of the bootstrap's shape with the trained tokenizer.
-fn init_model(shape: &Bootstrap, tokenizer_dir: &Path, out: &Path, seed: u64) -> anyhow::Result<()> {
+fn init_model(
+    shape: &Bootstrap,
+    tokenizer_dir: &Path,
+    out: &Path,
+    seed: u64,
+) -> anyhow::Result<()> {
     if out.join("config.json").is_file() {
         return Ok(());
     }

@@ -124,20 +124,26 @@ pub struct GrpoStage {
 impl Recipe {
     /// Reads a recipe file.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read the recipe", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the recipe", path.display()))?;
         Self::from_toml(&text, &path.display().to_string())
     }
 
     /// Parses recipe text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> anyhow::Result<Self> {
-        let recipe: Recipe = toml::from_str(text).with_context(|| format!("{origin}: invalid recipe"))?;
+        let recipe: Recipe =
+            toml::from_str(text).with_context(|| format!("{origin}: invalid recipe"))?;
         for (role, spec) in [("teacher", &recipe.teacher), ("student", &recipe.student)] {
             match (&spec.model, &spec.bootstrap) {
                 (Some(_), None) | (None, Some(_)) => {}
-                _ => anyhow::bail!("{origin}: [{role}] needs exactly one of `model` or `bootstrap`"),
+                _ => {
+                    anyhow::bail!("{origin}: [{role}] needs exactly one of `model` or `bootstrap`")
+                }
             }
             if spec.bootstrap.is_some() && recipe.tokenizer.is_none() {
-                anyhow::bail!("{origin}: [{role}] is bootstrapped, so the recipe needs a [tokenizer] section");
+                anyhow::bail!(
+                    "{origin}: [{role}] is bootstrapped, so the recipe needs a [tokenizer] section"
+                );
             }
         }
         Ok(recipe)
@@ -146,7 +152,11 @@ impl Recipe {
 
 /// Builds a stage config from its recipe section plus the fields the pipeline fixes (paths, models);
 /// errors name the section and the field serde rejected.
-pub fn stage_config<T: DeserializeOwned>(section: &str, settings: &toml::Table, fixed: &[(&str, toml::Value)]) -> anyhow::Result<T> {
+pub fn stage_config<T: DeserializeOwned>(
+    section: &str,
+    settings: &toml::Table,
+    fixed: &[(&str, toml::Value)],
+) -> anyhow::Result<T> {
     let mut table = settings.clone();
     for (key, value) in fixed {
         table.insert((*key).to_string(), value.clone());
