@@ -10,34 +10,88 @@ use std::process::Command;
 use distill::data::schema::TraceRow;
 use distill::data::shards::read_rows;
 
-/// The built-in recipe with every size shrunk so the whole pipeline runs in well under a minute.
+/// The built-in recipe's structure with every size shrunk so the whole pipeline runs in about a
+/// minute. The teacher memorises programmatic traces of the very prompts it will answer (so the
+/// filter has correct traces to accept); the full recipe keeps those sets apart.
 fn shrunken_recipe(out: &Path) -> String {
-    let recipe = distill::pipeline::recipe::TINY_R1
-        .replace(
-            "out = \"runs/tiny-r1\"",
-            &format!("out = {:?}", out.display().to_string()),
-        )
-        .replace("count=384:seed=11", "count=24:seed=11")
-        .replace("count=128:seed=12", "count=16:seed=12")
-        .replace("count=4000:seed=1\"", "count=300:seed=1\"")
-        .replace("count=4000:seed=2\"", "count=300:seed=2\"")
-        .replace("hidden_size = 128", "hidden_size = 32")
-        .replace("hidden_size = 96", "hidden_size = 32")
-        .replace("intermediate_size = 384", "intermediate_size = 64")
-        .replace("intermediate_size = 256", "intermediate_size = 64")
-        .replace("layers = 4", "layers = 1")
-        .replace("layers = 3", "layers = 1")
-        .replace("epochs = 2", "epochs = 1")
-        .replace("epochs = 3", "epochs = 1")
-        .replace("max_new_tokens = 160", "max_new_tokens = 48")
-        .replace("steps = 400", "steps = 6")
-        .replace("k = 4", "k = 2")
-        .replace("bootstrap = 1000", "bootstrap = 200");
-    assert!(
-        recipe.contains("hidden_size = 32") && recipe.contains("steps = 6"),
-        "the shrinking applied"
-    );
-    recipe
+    let built_in: toml::Table = toml::from_str(distill::pipeline::recipe::TINY_R1).unwrap();
+    let mut recipe: toml::Table = toml::from_str(&format!(
+        r#"
+
+name = "tiny-r1-shrunken"
+out = {out:?}
+seed = 3
+
+[prompts]
+train = "synth:arith:difficulty=1:count=16:seed=11"
+eval = "synth:arith:difficulty=1:count=12:seed=12"
+
+[tokenizer]
+vocab_size = 320
+
+[teacher.bootstrap]
+hidden_size = 64
+intermediate_size = 128
+layers = 2
+heads = 4
+kv_heads = 2
+corpus = "synth:arith:difficulty=1:count=16:seed=11"
+[teacher.bootstrap.train]
+learning_rate = 5e-3
+min_lr_ratio = 0.1
+warmup_steps = 10
+epochs = 300
+batch_size = 8
+eval_fraction = 0.0
+
+[student.bootstrap]
+hidden_size = 32
+intermediate_size = 64
+layers = 1
+heads = 4
+kv_heads = 2
+corpus = "synth:arith:difficulty=1:count=200:seed=2"
+[student.bootstrap.train]
+learning_rate = 3e-3
+epochs = 1
+batch_size = 32
+eval_fraction = 0.0
+
+[generate]
+n = 2
+temperature = 0.3
+max_new_tokens = 160
+
+[sft]
+epochs = 1
+batch_size = 8
+eval_fraction = 0.0
+
+[grpo]
+match_sft_compute = true
+steps = 4
+group_size = 4
+prompts_per_step = 2
+max_new_tokens = 24
+
+[eval]
+k = 2
+max_new_tokens = 160
+batch_size = 16
+
+[compare]
+bootstrap = 200
+"#,
+        out = out.display().to_string()
+    ))
+    .unwrap();
+    // Every section of the built-in recipe exists in the shrunken one (same structure, smaller sizes).
+    for key in built_in.keys() {
+        recipe
+            .entry(key.clone())
+            .or_insert_with(|| built_in[key].clone());
+    }
+    toml::to_string(&recipe).unwrap()
 }
 
 fn run(recipe: &Path) -> std::process::Child {
@@ -115,7 +169,7 @@ fn the_shrunken_tiny_recipe_runs_end_to_end_and_resumes_to_the_same_report() {
     }
     println!("accepted traces: {} (all verified correct)", accepted.len());
 
-    // Kill a second run in the middle of its SFT stage, rerun it, and compare the reports.
+    // Kill a second run once its SFT stage has started, rerun it, and compare the reports.
     let killed = tmp.path().join("killed");
     let killed_recipe = tmp.path().join("killed.toml");
     std::fs::write(&killed_recipe, shrunken_recipe(&killed)).unwrap();
@@ -123,7 +177,11 @@ fn the_shrunken_tiny_recipe_runs_end_to_end_and_resumes_to_the_same_report() {
     let marker = killed.join("sft").join("metrics.jsonl");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
     while !marker.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the second run stopped before its SFT stage"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     child.kill().unwrap();
     child.wait().unwrap();

@@ -239,6 +239,7 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
     let summary = GenerateSummary {
         out_dir: out_dir.clone(),
         teacher: info.name,
+        teacher_parameters: info.parameters,
         recipe_hash,
         problems: problems.len(),
         problems_already_done,

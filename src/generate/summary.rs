@@ -21,6 +21,8 @@ pub struct GenerateSummary {
     pub out_dir: PathBuf,
     /// The teacher's name as recorded in the rows.
     pub teacher: String,
+    /// Parameters of the teacher model, when known (local teachers), for compute accounting.
+    pub teacher_parameters: Option<usize>,
     /// The manifest's recipe hash.
     pub recipe_hash: String,
     /// Problems this worker owns.

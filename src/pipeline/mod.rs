@@ -243,15 +243,20 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     })?;
 
     let report_dir = layout.stage("report");
+    // Teacher data-generation compute is known when the teacher was a local model.
+    let generation_summary = traces.join("summary.json");
+    let teacher_compute = read_json(&generation_summary)?["teacher_parameters"]
+        .is_u64()
+        .then_some(generation_summary);
     let runs = toml::Value::try_from(vec![
-        json_run("base", &eval_root.join("base"), &[], None),
-        json_run(
+        run_spec("base", &eval_root.join("base"), &[], None),
+        run_spec(
             "sft",
             &eval_root.join("sft"),
             &[sft_dir.clone()],
-            Some(traces.join("summary.json")),
+            teacher_compute,
         ),
-        json_run("grpo", &eval_root.join("grpo"), &[grpo_dir.clone()], None),
+        run_spec("grpo", &eval_root.join("grpo"), &[grpo_dir.clone()], None),
     ])?;
     let compare: crate::compare::CompareConfig = stage_config(
         "compare",
@@ -269,7 +274,7 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     Ok(report_dir.join("report.md"))
 }
 
-fn json_run(
+fn run_spec(
     label: &str,
     eval: &Path,
     train: &[PathBuf],

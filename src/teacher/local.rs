@@ -44,6 +44,7 @@ impl Teacher for LocalTeacher {
         TeacherInfo {
             name: self.name.clone(),
             batch_size: self.batch_size,
+            parameters: Some(self.loaded.model.config().parameter_count()),
         }
     }
 

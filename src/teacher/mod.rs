@@ -49,6 +49,8 @@ pub struct TeacherInfo {
     pub name: String,
     /// How many prompts one [`Teacher::sample`] call handles well at once.
     pub batch_size: usize,
+    /// Parameters of the teacher model, when known (a local model), for compute accounting.
+    pub parameters: Option<usize>,
 }
 
 /// One completion of one prompt.

@@ -244,6 +244,7 @@ impl Teacher for OpenAiTeacher {
             name: format!("{}@{}", self.model, self.url),
             // Large waves: with streaming, a slow request only gates the end of its wave.
             batch_size: self.concurrency.saturating_mul(64),
+            parameters: None,
         }
     }
 
