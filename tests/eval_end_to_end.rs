@@ -69,7 +69,7 @@ fn math500_problems_give_k_graded_samples_each_and_repeat_for_a_seed() {
     for (i, row) in rows.iter().enumerate() {
         let problem = &problems[i / 2];
         assert_eq!(row.id, problem.id);
-        let verdict = grade(&problem.answer, &problem.metadata, &row.completion);
+        let verdict = grade(&problem.answer, &problem.metadata, &row.completion).unwrap();
         assert_eq!(
             (&row.answer, row.correct),
             (&verdict.answer, verdict.correct)

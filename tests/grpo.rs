@@ -19,7 +19,7 @@ fn grpo_config(extra: &str) -> GrpoConfig {
 fn rollouts(vocab: u32) -> (Vec<Vec<u32>>, Vec<Completion>) {
     let prompts = vec![vec![1, 5, 9, 3], vec![2, 7]];
     let mut completions = Vec::new();
-    for p in 0..2 {
+    for (p, prompt) in prompts.iter().enumerate() {
         for s in 0..4 {
             let len = 3 + (p + 2 * s) % 5;
             let tokens: Vec<u32> = (0..len)
@@ -32,7 +32,7 @@ fn rollouts(vocab: u32) -> (Vec<Vec<u32>>, Vec<Completion>) {
                 tokens,
                 text: String::new(),
                 finish_reason: FinishReason::Length,
-                prompt_tokens: prompts[p].len(),
+                prompt_tokens: prompt.len(),
             });
         }
     }
@@ -191,9 +191,10 @@ fn a_short_grpo_run_raises_reward_and_held_out_accuracy() {
     use distill::data::corpus::{write_corpus, ReplyStyle};
     use distill::data::synth::{generate_tasks, TaskKind};
     let tmp = tempfile::tempdir().unwrap();
-    // A student base that answers linear equations directly (no reasoning): a low but non-zero pass rate.
+    // A student base that answers two-number countdown puzzles directly (no reasoning): it has learnt
+    // the answer format, so some of its guesses are right — a low but non-zero pass rate.
     let student = common::synthetic_student(tmp.path(), 21);
-    let corpus = generate_tasks(TaskKind::LinearEquation, 1, 31, 1500).unwrap();
+    let corpus = generate_tasks(TaskKind::Countdown, 1, 31, 1500).unwrap();
     write_corpus(
         &tmp.path().join("short"),
         &corpus,
@@ -212,12 +213,12 @@ fn a_short_grpo_run_raises_reward_and_held_out_accuracy() {
         .model_dir;
     let base_dir = base_dir.to_str().unwrap();
 
-    let train: Vec<_> = generate_tasks(TaskKind::LinearEquation, 1, 41, 256)
+    let train: Vec<_> = generate_tasks(TaskKind::Countdown, 1, 41, 256)
         .unwrap()
         .iter()
         .map(|t| t.to_problem())
         .collect();
-    let held_out: Vec<_> = generate_tasks(TaskKind::LinearEquation, 1, 42, 100)
+    let held_out: Vec<_> = generate_tasks(TaskKind::Countdown, 1, 42, 100)
         .unwrap()
         .iter()
         .map(|t| t.to_problem())

@@ -13,7 +13,7 @@ const ARCHS: [Architecture; 3] = [
     Architecture::Llama,
 ];
 
-fn loss_of(t: &TrainableDecoder, ids: &Tensor, dtype: DType) -> Tensor {
+fn loss_of(t: &TrainableDecoder, ids: &Tensor) -> Tensor {
     let (b, len) = ids.dims2().unwrap();
     let hidden = t
         .model
@@ -40,7 +40,7 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
             "{arch:?}: every parameter is trainable"
         );
         let ids = common::token_ids(2, 9, 97, 3);
-        let grads = loss_of(&t, &ids, DType::F32).backward().unwrap();
+        let grads = loss_of(&t, &ids).backward().unwrap();
         for (name, var) in &t.params {
             let grad = grads
                 .get(var)
@@ -62,7 +62,7 @@ fn backprop_agrees_with_finite_differences_in_f64() {
         let config = common::tiny(arch, 53);
         let t = common::trainable(&config, 5, DType::F64);
         let ids = common::token_ids(2, 7, 53, 9);
-        let grads = loss_of(&t, &ids, DType::F64).backward().unwrap();
+        let grads = loss_of(&t, &ids).backward().unwrap();
         let h = 1e-5;
         for (name, var) in &t.params {
             let grad: Vec<f64> = grads
@@ -90,7 +90,7 @@ fn backprop_agrees_with_finite_differences_in_f64() {
                 values[index] += delta;
                 var.set(&Tensor::from_vec(values, shape.clone(), &Device::Cpu).unwrap())
                     .unwrap();
-                loss_of(&t, &ids, DType::F64).to_scalar::<f64>().unwrap()
+                loss_of(&t, &ids).to_scalar::<f64>().unwrap()
             };
             let numeric = (eval(h) - eval(-h)) / (2.0 * h);
             eval(0.0);

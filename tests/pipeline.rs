@@ -199,3 +199,67 @@ fn the_shrunken_tiny_recipe_runs_end_to_end_and_resumes_to_the_same_report() {
         "the resumed run reports the same numbers"
     );
 }
+
+#[test]
+fn every_shipped_recipe_parses_and_its_sections_are_valid_stage_configs() {
+    use distill::pipeline::recipe::{path_value, stage_config, Recipe};
+    let mut seen = 0;
+    for entry in std::fs::read_dir("recipes").unwrap() {
+        let path = entry.unwrap().path();
+        let recipe =
+            Recipe::from_file(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        let dir = path_value(Path::new("x"));
+        let mut generate = recipe.generate.clone();
+        generate.entry("teacher").or_insert_with(|| {
+            toml::Value::Table(toml::from_str("kind = \"local\"\nmodel = \"x\"").unwrap())
+        });
+        let _: distill::generate::GenerateConfig = stage_config(
+            "generate",
+            &generate,
+            &[("prompts", "x".into()), ("out", dir.clone())],
+        )
+        .unwrap();
+        let _: distill::filter::FilterConfig = stage_config(
+            "filter",
+            &recipe.filter,
+            &[("input", dir.clone()), ("out", dir.clone())],
+        )
+        .unwrap();
+        let sft_fixed = [
+            ("student", "x".into()),
+            ("data", dir.clone()),
+            ("out", dir.clone()),
+        ];
+        let _: distill::train::sft::SftConfig =
+            stage_config("sft", &recipe.sft, &sft_fixed).unwrap();
+        for spec in [&recipe.teacher, &recipe.student] {
+            if let Some(bootstrap) = &spec.bootstrap {
+                let _: distill::train::sft::SftConfig =
+                    stage_config("bootstrap", &bootstrap.train, &sft_fixed).unwrap();
+            }
+        }
+        let _: distill::train::grpo::GrpoConfig = stage_config(
+            "grpo",
+            &recipe.grpo.settings,
+            &[("policy", "x".into()), ("out", dir.clone())],
+        )
+        .unwrap();
+        let _: distill::eval::EvalConfig = stage_config(
+            "eval",
+            &recipe.eval,
+            &[("model", "x".into()), ("out", dir.clone())],
+        )
+        .unwrap();
+        let _: distill::compare::CompareConfig = stage_config(
+            "compare",
+            &recipe.compare,
+            &[
+                ("runs", toml::Value::Array(Vec::new())),
+                ("out", dir.clone()),
+            ],
+        )
+        .unwrap();
+        seen += 1;
+    }
+    assert!(seen >= 3, "the tiny recipe and the real-scale recipes");
+}

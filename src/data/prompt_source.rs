@@ -113,3 +113,35 @@ pub fn synth_tasks(source: &str) -> Result<Vec<SynthTask>> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synth_specs_parse_with_defaults_and_reject_nonsense() {
+        let spec = SynthSpec::parse("synth:arithmetic:difficulty=2:count=5:seed=9")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            spec,
+            SynthSpec {
+                kind: TaskKind::Arithmetic,
+                difficulty: 2,
+                count: 5,
+                seed: 9
+            }
+        );
+        let spec = SynthSpec::parse("synth:countdown").unwrap().unwrap();
+        assert_eq!((spec.difficulty, spec.count, spec.seed), (3, 100, 0));
+        assert!(SynthSpec::parse("data/x.jsonl").is_none());
+        for bad in [
+            "synth:nope",
+            "synth:arith:count=x",
+            "synth:arith:depth=2",
+            "synth:arith:3",
+        ] {
+            assert!(SynthSpec::parse(bad).unwrap().is_err(), "{bad}");
+        }
+    }
+}

@@ -155,33 +155,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn synth_specs_parse_with_defaults_and_reject_nonsense() {
-        let spec = SynthSpec::parse("synth:arithmetic:difficulty=2:count=5:seed=9")
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            spec,
-            SynthSpec {
-                kind: TaskKind::Arithmetic,
-                difficulty: 2,
-                count: 5,
-                seed: 9
-            }
-        );
-        let spec = SynthSpec::parse("synth:countdown").unwrap().unwrap();
-        assert_eq!((spec.difficulty, spec.count, spec.seed), (3, 100, 0));
-        assert!(SynthSpec::parse("data/x.jsonl").is_none());
-        for bad in [
-            "synth:nope",
-            "synth:arith:count=x",
-            "synth:arith:depth=2",
-            "synth:arith:3",
-        ] {
-            assert!(SynthSpec::parse(bad).unwrap().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn the_r1_prefill_is_detected_and_prepended_once() {
         assert_eq!(think_prefill("<｜Assistant｜><think>\n"), "<think>\n");
         assert_eq!(think_prefill("x<think>"), "<think>");

@@ -145,6 +145,7 @@ mod tests {
         let summary = GenerateSummary {
             out_dir: dir.path().to_path_buf(),
             teacher: "t".into(),
+            teacher_parameters: Some(1000),
             recipe_hash: "h".into(),
             problems: 3,
             problems_already_done: 1,

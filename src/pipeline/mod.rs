@@ -253,10 +253,15 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
         run_spec(
             "sft",
             &eval_root.join("sft"),
-            &[sft_dir.clone()],
+            std::slice::from_ref(&sft_dir),
             teacher_compute,
         ),
-        run_spec("grpo", &eval_root.join("grpo"), &[grpo_dir.clone()], None),
+        run_spec(
+            "grpo",
+            &eval_root.join("grpo"),
+            std::slice::from_ref(&grpo_dir),
+            None,
+        ),
     ])?;
     let compare: crate::compare::CompareConfig = stage_config(
         "compare",

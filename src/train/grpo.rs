@@ -573,7 +573,7 @@ pub fn run_grpo(
         }))?;
         progress.set_message(format!("reward {reward_mean:.3}"));
         progress.set_position(state.step);
-        let save_due = config.save_every > 0 && state.step % config.save_every == 0;
+        let save_due = config.save_every > 0 && state.step.is_multiple_of(config.save_every);
         let last_step = state.step == config.steps || !budget_left(rollout_tokens, update_tokens);
         if save_due || last_step {
             save_checkpoint(

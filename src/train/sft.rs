@@ -336,7 +336,7 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
             "step": state.step, "loss": step_loss, "lr": lr, "grad_norm": report.grad_norm,
             "tokens": step_tokens, "tokens_per_s": step_tokens as f64 / seconds.max(1e-9), "epoch": state.epoch,
         });
-        let eval_due = config.eval_every > 0 && state.step % config.eval_every == 0;
+        let eval_due = config.eval_every > 0 && state.step.is_multiple_of(config.eval_every);
         if !dataset.eval.is_empty() && (eval_due || state.step == total_steps) {
             let eval_loss = mean_loss(&trainable, &dataset.eval, &batching, &device)?;
             record["eval_loss"] = json!(eval_loss);
@@ -345,7 +345,7 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
         metrics.log(&record)?;
         progress.set_message(format!("loss {step_loss:.4}"));
         progress.set_position(state.step);
-        let save_due = config.save_every > 0 && state.step % config.save_every == 0;
+        let save_due = config.save_every > 0 && state.step.is_multiple_of(config.save_every);
         if save_due || state.step == total_steps {
             save_checkpoint(
                 &config.out,
