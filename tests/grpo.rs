@@ -203,7 +203,7 @@ fn a_short_grpo_run_raises_reward_and_held_out_accuracy() {
     )
     .unwrap();
     let base: distill::train::sft::SftConfig = toml::from_str(&format!(
-        "student = {student:?}\ndata = {:?}\nout = {:?}\nlearning_rate = 3e-3\nepochs = 1\nbatch_size = 32\neval_fraction = 0.0\n",
+        "student = {student:?}\ndata = {:?}\nout = {:?}\nlearning_rate = 3e-3\nepochs = 4\nbatch_size = 32\neval_fraction = 0.0\n",
         tmp.path().join("short").display().to_string(),
         tmp.path().join("base").display().to_string()
     ))
@@ -224,7 +224,7 @@ fn a_short_grpo_run_raises_reward_and_held_out_accuracy() {
         .map(|t| t.to_problem())
         .collect();
     let before = accuracy(base_dir, &held_out);
-    let mut cfg = grpo_config("steps = 40\ngroup_size = 8\nprompts_per_step = 8\nlearning_rate = 1e-3\nbeta = 0.02\ntemperature = 1.0");
+    let mut cfg = grpo_config("steps = 40\ngroup_size = 8\nprompts_per_step = 8\nlearning_rate = 3e-4\nbeta = 0.02\ntemperature = 1.0");
     cfg.policy = base_dir.to_string();
     cfg.out = tmp.path().join("grpo");
     cfg.max_new_tokens = 24;
