@@ -138,18 +138,7 @@ impl ModelConfig {
 
     /// Parses the text of a `config.json`; `origin` names the file in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Config {
-            file: origin.to_string(),
-            field: "(document)".into(),
-            message: format!(
-                "malformed JSON at line {} column {}: {e}",
-                e.line(),
-                e.column()
-            ),
-        })?;
-        let Value::Object(map) = value else {
-            return Err(config_error(origin, "(document)", "expected a JSON object"));
-        };
+        let map = json_object(text, origin)?;
         Self::from_map(map, origin)
     }
 
@@ -311,18 +300,7 @@ impl ModelConfig {
 
     /// The `eos_token_id` of a `generation_config.json` text (a single id or a list; empty when absent).
     pub fn eos_ids_from_generation_config(text: &str, origin: &str) -> Result<Vec<u32>> {
-        let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Config {
-            file: origin.to_string(),
-            field: "(document)".into(),
-            message: format!(
-                "malformed JSON at line {} column {}: {e}",
-                e.line(),
-                e.column()
-            ),
-        })?;
-        let Value::Object(map) = value else {
-            return Err(config_error(origin, "(document)", "expected a JSON object"));
-        };
+        let map = json_object(text, origin)?;
         Fields { map: &map, origin }.token_ids("eos_token_id")
     }
 
@@ -368,6 +346,27 @@ fn parse_rope_scaling(fields: &Fields) -> Result<Option<Llama3RopeScaling>> {
         high_freq_factor: sub.f64("high_freq_factor")?,
         original_max_position_embeddings: sub.usize("original_max_position_embeddings")?,
     }))
+}
+
+/// Parses a JSON document, naming `origin` and the line and column of a syntax error.
+pub(crate) fn parse_json(text: &str, origin: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| ModelError::Config {
+        file: origin.to_string(),
+        field: "(document)".into(),
+        message: format!(
+            "malformed JSON at line {} column {}: {e}",
+            e.line(),
+            e.column()
+        ),
+    })
+}
+
+/// A JSON document that must be an object.
+fn json_object(text: &str, origin: &str) -> Result<Map<String, Value>> {
+    match parse_json(text, origin)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(config_error(origin, "(document)", "expected a JSON object")),
+    }
 }
 
 fn config_error(file: &str, field: &str, message: &str) -> ModelError {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use serde_json::Value;
 
-use super::config::ModelConfig;
+use super::config::{parse_json, ModelConfig};
 use super::decoder::Decoder;
 use super::error::{ModelError, Result};
 use super::llama2c;
@@ -117,15 +117,7 @@ pub fn read_dir_weights(dir: &Path, device: &Device) -> Result<Weights> {
             path: index_path.clone(),
             source,
         })?;
-        let index: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            file: index_name.clone(),
-            field: "(document)".into(),
-            message: format!(
-                "malformed JSON at line {} column {}: {e}",
-                e.line(),
-                e.column()
-            ),
-        })?;
+        let index = parse_json(&text, &index_name)?;
         let map = index
             .get("weight_map")
             .and_then(Value::as_object)

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::chat_template::{ChatOptions, ChatTemplate, Message};
+use super::config::parse_json;
 use super::error::{ModelError, Result};
 use super::llama2c::Llama2cTokenizer;
 
@@ -223,15 +224,7 @@ fn read_json(path: &Path) -> Result<Value> {
         path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::Config {
-        file: path.display().to_string(),
-        field: "(document)".into(),
-        message: format!(
-            "malformed JSON at line {} column {}: {e}",
-            e.line(),
-            e.column()
-        ),
-    })
+    parse_json(&text, &path.display().to_string())
 }
 
 /// A special token of `tokenizer_config.json`, written either as a string or as an AddedToken object.

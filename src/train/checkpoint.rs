@@ -90,6 +90,38 @@ pub fn latest_checkpoint(root: &Path) -> Option<PathBuf> {
         .max()
 }
 
+/// The state a run starts from: fresh (creating `out`), or with `resume` the newest complete
+/// checkpoint under `out`, whose configuration hash must equal `config_hash`.
+pub fn start_or_resume(
+    out: &Path,
+    config_hash: &str,
+    resume: bool,
+    trainable: &TrainableDecoder,
+    optimizer: &mut AdamW,
+) -> Result<TrainerState> {
+    std::fs::create_dir_all(out).map_err(|e| io_error(out, e))?;
+    let fresh = TrainerState {
+        step: 0,
+        epoch: 0,
+        batch_in_epoch: 0,
+        tokens_seen: 0,
+        config_hash: config_hash.to_string(),
+    };
+    let Some(dir) = latest_checkpoint(out).filter(|_| resume) else {
+        return Ok(fresh);
+    };
+    let state = load_checkpoint(&dir, trainable, optimizer)?;
+    if state.config_hash != config_hash {
+        return Err(ModelError::Invalid(format!(
+            "{}: checkpoint was made with a different configuration (hash {} vs {config_hash}); start a new output directory",
+            dir.display(),
+            state.config_hash
+        )));
+    }
+    eprintln!("resuming from {} (step {})", dir.display(), state.step);
+    Ok(state)
+}
+
 /// Restores weights and optimiser state from checkpoint `dir`; returns its trainer state.
 pub fn load_checkpoint(
     dir: &Path,

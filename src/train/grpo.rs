@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::checkpoint::{latest_checkpoint, load_checkpoint, save_checkpoint, TrainerState};
+use super::checkpoint::{save_checkpoint, start_or_resume};
 use super::compute::estimated_flops;
 use super::loss::next_token_log_probs_and_entropy;
 use super::metrics::{plot_curves, MetricsLog};
@@ -27,7 +27,7 @@ use crate::data::sources::Problem;
 use crate::model::generate::{
     generate, Completion, FinishReason, GenerationConfig, GenerationRequest,
 };
-use crate::model::{self, ChatOptions, Decoder, Message, SamplerConfig, Tokenizer, Weights};
+use crate::model::{self, ChatOptions, Decoder, Message, SamplerConfig, Tokenizer};
 use crate::ops::{grpo_loss, GrpoAggregation, GrpoInputs, GrpoLoss};
 use crate::verify::Checker;
 
@@ -388,11 +388,7 @@ pub fn run_grpo(
     let loaded = model::load(&config.policy, &device, DType::F32)
         .with_context(|| format!("loading policy {}", config.policy))?;
     let tokenizer = &loaded.tokenizer;
-    let mut weights = Weights::new(config.policy.clone());
-    for (name, tensor) in loaded.model.named_parameters() {
-        weights.insert(name, tensor, config.policy.clone());
-    }
-    let trainable = TrainableDecoder::new(loaded.model.config(), &weights, DType::F32, &device)?;
+    let trainable = TrainableDecoder::from_model(&loaded.model)?;
     let reference = (config.beta > 0.0).then(|| loaded.model.clone());
     let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
     let schedule = Schedule {
@@ -402,24 +398,13 @@ pub fn run_grpo(
         decay: config.decay,
         min_lr_ratio: config.min_lr_ratio,
     };
-    let hash = config_hash(config);
-    let mut state = TrainerState {
-        step: 0,
-        epoch: 0,
-        batch_in_epoch: 0,
-        tokens_seen: 0,
-        config_hash: hash.clone(),
-    };
-    std::fs::create_dir_all(&config.out).with_context(|| config.out.display().to_string())?;
-    if resume {
-        if let Some(dir) = latest_checkpoint(&config.out) {
-            state = load_checkpoint(&dir, &trainable, &mut optimizer)?;
-            if state.config_hash != hash {
-                bail!("{}: checkpoint was made with a different configuration; start a new output directory", dir.display());
-            }
-            eprintln!("resuming from {} (step {})", dir.display(), state.step);
-        }
-    }
+    let mut state = start_or_resume(
+        &config.out,
+        &config_hash(config),
+        resume,
+        &trainable,
+        &mut optimizer,
+    )?;
     let mut metrics = MetricsLog::open(&config.out.join("metrics.jsonl"), state.step)?;
     let progress = crate::progress::bar(config.steps, "grpo");
     progress.set_position(state.step);

@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::checkpoint::{latest_checkpoint, load_checkpoint, save_checkpoint, TrainerState};
+use super::checkpoint::{latest_checkpoint, save_checkpoint, start_or_resume};
 use super::compute::estimated_flops;
 use super::loss::next_token_loss;
 use super::metrics::{plot_curves, MetricsLog};
@@ -22,7 +22,7 @@ use super::sft_data::{
 use super::trainable::TrainableDecoder;
 use crate::data::hashing::{sha256_hex, sha256_u64};
 use crate::data::shards::read_trace_rows;
-use crate::model::{self, Weights};
+use crate::model;
 
 /// Every knob of an SFT run (a `[train]` recipe section; CLI flags override it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,11 +232,7 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let loaded = model::load(&config.student, &device, DType::F32)
         .with_context(|| format!("loading student {}", config.student))?;
     let dataset = load_dataset(config, &loaded.tokenizer)?;
-    let mut weights = Weights::new(config.student.clone());
-    for (name, tensor) in loaded.model.named_parameters() {
-        weights.insert(name, tensor, config.student.clone());
-    }
-    let trainable = TrainableDecoder::new(loaded.model.config(), &weights, DType::F32, &device)?;
+    let trainable = TrainableDecoder::from_model(&loaded.model)?;
     let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
     let batching = Batching {
         batch_size: config.batch_size.max(1),
@@ -257,28 +253,13 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
         decay: config.decay,
         min_lr_ratio: config.min_lr_ratio,
     };
-    let hash = config_hash(config);
-    let mut state = TrainerState {
-        step: 0,
-        epoch: 0,
-        batch_in_epoch: 0,
-        tokens_seen: 0,
-        config_hash: hash.clone(),
-    };
-    std::fs::create_dir_all(&config.out).with_context(|| config.out.display().to_string())?;
-    if resume {
-        if let Some(dir) = latest_checkpoint(&config.out) {
-            state = load_checkpoint(&dir, &trainable, &mut optimizer)?;
-            if state.config_hash != hash {
-                bail!(
-                    "{}: checkpoint was made with a different configuration (hash {} vs {hash}); start a new output directory",
-                    dir.display(),
-                    state.config_hash
-                );
-            }
-            eprintln!("resuming from {} (step {})", dir.display(), state.step);
-        }
-    }
+    let mut state = start_or_resume(
+        &config.out,
+        &config_hash(config),
+        resume,
+        &trainable,
+        &mut optimizer,
+    )?;
     let mut metrics = MetricsLog::open(&config.out.join("metrics.jsonl"), state.step)?;
     let progress = crate::progress::bar(total_steps, "sft");
     progress.set_position(state.step);

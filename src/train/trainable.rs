@@ -37,4 +37,13 @@ impl TrainableDecoder {
             .collect();
         Ok(TrainableDecoder { model, params })
     }
+
+    /// Trainable copies of `model`'s weights, in its dtype and on its device.
+    pub fn from_model(model: &Decoder) -> Result<Self> {
+        let mut weights = Weights::new("(model)");
+        for (name, tensor) in model.named_parameters() {
+            weights.insert(name, tensor, "(model)");
+        }
+        Self::new(model.config(), &weights, model.dtype(), model.device())
+    }
 }
