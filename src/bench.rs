@@ -160,3 +160,58 @@ pub fn bench_generate(
         peak_rss_mib: peak_rss_mib(),
     })
 }
+
+/// Mean seconds per GRPO step spent in rollouts and in updates.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrpoStepTimes {
+    /// Steps measured.
+    pub steps: u64,
+    /// Mean rollout (sampling + scoring) seconds per step.
+    pub rollout_seconds: f64,
+    /// Mean update (log-probs, loss, backward, AdamW) seconds per step.
+    pub update_seconds: f64,
+}
+
+/// GRPO steps of the tiny preset (random weights, `tokenizer`'s vocabulary) on synthetic arithmetic
+/// prompts: `group_size` completions of up to `max_new_tokens` for 4 prompts per step.
+pub fn bench_grpo(
+    tokenizer_dir: &std::path::Path,
+    steps: u64,
+    group_size: usize,
+    max_new_tokens: usize,
+) -> anyhow::Result<GrpoStepTimes> {
+    let work = tempfile_dir()?;
+    let tokenizer = Tokenizer::from_dir(tokenizer_dir)?;
+    let config = crate::model::init::Preset::Tiny.config(tokenizer.vocab_size())?;
+    let weights = random_weights(&config, 0, &Device::Cpu)?;
+    let model = crate::model::Decoder::from_weights(&config, &weights, DType::F32, &Device::Cpu)?;
+    let eos: Vec<u32> = tokenizer.eos_token_id().into_iter().collect();
+    let policy = work.join("policy");
+    crate::model::save::save_hf_dir(&model, &tokenizer, &eos, &policy)?;
+    let grpo: crate::train::grpo::GrpoConfig = toml::from_str(&format!(
+        "policy = {:?}\nout = {:?}\nsteps = {steps}\ngroup_size = {group_size}\nprompts_per_step = 4\nmax_new_tokens = {max_new_tokens}\n",
+        policy.display().to_string(),
+        work.join("run").display().to_string()
+    ))?;
+    let problems =
+        crate::data::prompt_source::load_prompts("synth:arith:difficulty=1:count=64:seed=0")?;
+    crate::train::grpo::run_grpo(&grpo, &problems, false)?;
+    let records = crate::train::metrics::MetricsLog::read(&work.join("run").join("metrics.jsonl"))?;
+    let mean = |key: &str| {
+        records.iter().filter_map(|r| r[key].as_f64()).sum::<f64>() / records.len().max(1) as f64
+    };
+    let times = GrpoStepTimes {
+        steps: records.len() as u64,
+        rollout_seconds: mean("rollout_seconds"),
+        update_seconds: mean("update_seconds"),
+    };
+    std::fs::remove_dir_all(&work)?;
+    Ok(times)
+}
+
+/// A fresh scratch directory under the system temporary directory.
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("distill-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -17,6 +17,8 @@ pub enum BenchCommand {
     /// Training tokens/s (batch 8 × 256) and greedy generation new tokens/s (batch 1, 8, 32;
     /// prompt 32, 64 new tokens) for the small-vocabulary and Qwen-vocabulary shapes.
     Cpu(CpuArgs),
+    /// Seconds per GRPO step of the tiny preset, split into rollout and update.
+    Grpo(GrpoBenchArgs),
 }
 
 /// `distill bench cpu`.
@@ -33,6 +35,23 @@ pub struct CpuArgs {
     pub steps: usize,
 }
 
+/// `distill bench grpo`.
+#[derive(Debug, Args)]
+pub struct GrpoBenchArgs {
+    /// tokenizer.json directory of the tiny policy.
+    #[arg(long, default_value = "../shared/data/tokenizer_qwen2_5")]
+    pub tokenizer: PathBuf,
+    /// GRPO steps to time.
+    #[arg(long, default_value_t = 5)]
+    pub steps: u64,
+    /// Completions per prompt.
+    #[arg(long, default_value_t = 8)]
+    pub group_size: usize,
+    /// Completion length limit (random weights rarely stop early).
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+}
+
 const CASES: &[&str] = &[
     "train:small-vocab:8",
     "train:qwen-vocab:8",
@@ -46,7 +65,22 @@ const CASES: &[&str] = &[
 
 /// Runs `distill bench`.
 pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Cpu(args) = command;
+    let args = match command {
+        BenchCommand::Cpu(args) => args,
+        BenchCommand::Grpo(args) => {
+            let times = crate::bench::bench_grpo(
+                &args.tokenizer,
+                args.steps,
+                args.group_size,
+                args.max_new_tokens,
+            )?;
+            println!(
+                "GRPO, tiny preset, 4 prompts × {} completions ≤ {} tokens: {} steps, rollout {:.3} s + update {:.3} s per step",
+                args.group_size, args.max_new_tokens, times.steps, times.rollout_seconds, times.update_seconds
+            );
+            return Ok(());
+        }
+    };
     match &args.case {
         Some(case) => {
             let result = run_case(case, args)?;
