@@ -29,12 +29,7 @@ fn math500_reference_traces_are_accepted_and_corruptions_rejected() {
         100.0 * summary.acceptance_rate,
         summary.rejected
     );
-    let reasons: Vec<String> = summary
-        .reasons
-        .iter()
-        .filter(|(_, count)| **count > 0)
-        .map(|(reason, count)| format!("{reason} {count}"))
-        .collect();
+    let reasons = summary.nonzero_reasons();
     println!("rejection reasons: {}", reasons.join(", "));
     println!(
         "completion tokens, accepted: mean {:.0}, median {}, p90 {}, max {}; rejected: mean {:.0}, median {}, p90 {}, max {}",

@@ -153,12 +153,7 @@ fn human_summary(summary: &FilterSummary, out: &Path) -> String {
         100.0 * summary.acceptance_rate,
         summary.rejected
     );
-    let reasons: Vec<String> = summary
-        .reasons
-        .iter()
-        .filter(|(_, count)| **count > 0)
-        .map(|(reason, count)| format!("{reason} {count}"))
-        .collect();
+    let reasons = summary.nonzero_reasons();
     if !reasons.is_empty() {
         text.push_str(&format!("rejections: {}\n", reasons.join(", ")));
     }

@@ -180,6 +180,15 @@ pub(super) fn summarise(
 }
 
 impl FilterSummary {
+    /// The reasons that rejected at least one trace, as `reason count` items.
+    pub fn nonzero_reasons(&self) -> Vec<String> {
+        self.reasons
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(reason, count)| format!("{reason} {count}"))
+            .collect()
+    }
+
     /// The report as Markdown.
     pub fn to_markdown(&self) -> String {
         let mut md = String::new();
