@@ -42,7 +42,7 @@ impl Linear {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, inp) = x.dims3()?;
-        let y = x.reshape((b * t, inp))?.matmul(&self.weight.t()?)?;
+        let y = crate::ops::linear(&x.reshape((b * t, inp))?, &self.weight)?;
         let y = match &self.bias {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,
@@ -417,7 +417,7 @@ impl Decoder {
         let dims = hidden.dims().to_vec();
         let d = self.config.hidden_size;
         let rows = hidden.elem_count() / d;
-        let logits = hidden.reshape((rows, d))?.matmul(&self.lm_head().t()?)?;
+        let logits = crate::ops::linear(&hidden.reshape((rows, d))?, self.lm_head())?;
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {
             *last = self.config.vocab_size;

@@ -14,6 +14,7 @@
 //! | [`attention`](fn@attention) (grads: q, k, v) | [`attention`](mod@attention) | f32, f64 (bf16/f16 via f32) | not yet |
 //! | [`selective_log_softmax`](fn@selective_log_softmax), [`sft_loss`] (grads: hidden, lm_head) | [`selective_log_softmax`](mod@selective_log_softmax) | f32, f64 (bf16/f16 via f32) | not yet |
 //! | [`grpo_loss`](fn@grpo_loss) (grad: logp) | [`grpo_loss`](mod@grpo_loss) | f32, f64 (bf16/f16 via f32) | not yet |
+//! | [`linear`](fn@linear) for few rows (grads: x, weight) | [`linear`](mod@linear) | f32 (others: candle matmul) | candle matmul |
 //!
 //! # Adding a CUDA path
 //!
@@ -32,6 +33,7 @@
 pub mod attention;
 mod cpu;
 pub mod grpo_loss;
+pub mod linear;
 pub mod rms_norm;
 pub mod rope;
 pub mod selective_log_softmax;
@@ -39,6 +41,7 @@ pub mod softmax;
 
 pub use attention::{attention, AttentionMask};
 pub use grpo_loss::{grpo_loss, GrpoAggregation, GrpoConfig, GrpoInputs, GrpoLoss};
+pub use linear::linear;
 pub use rms_norm::rms_norm;
 pub use rope::{rope, RopeLayout};
 pub use selective_log_softmax::{
