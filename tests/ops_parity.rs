@@ -11,7 +11,7 @@
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use distill::ops::{
     attention, grpo_loss, masked_softmax, rms_norm, rope, selective_log_softmax, sft_loss,
-    softmax_last_dim, AttentionMask, GrpoAggregation, GrpoConfig, GrpoInputs, RopeLayout,
+    softmax_last_dim, swiglu, AttentionMask, GrpoAggregation, GrpoConfig, GrpoInputs, RopeLayout,
     SoftmaxMask, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET,
 };
 use rand::{Rng, SeedableRng};
@@ -147,6 +147,25 @@ fn rms_norm_matches_reference() {
         &[x, w],
         &|v| Ok(vec![rms_norm(&v[0], &v[1], eps)?]),
         &|v| Ok(vec![rms_norm_reference(&v[0], &v[1], eps)?]),
+    );
+}
+
+// ---------------------------------------------------------------- swiglu
+
+#[test]
+fn swiglu_matches_silu_times_up() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    // More elements than one rayon task holds, so chunk boundaries are crossed.
+    let gate = uniform(&mut rng, &[3, 71, 97], -6.0, 6.0);
+    let up = uniform(&mut rng, &[3, 71, 97], -2.0, 2.0);
+    check(
+        "swiglu",
+        &[gate, up],
+        &|v| Ok(vec![swiglu(&v[0], &v[1])?]),
+        &|v| {
+            let sigmoid = v[0].neg()?.exp()?.affine(1.0, 1.0)?.recip()?;
+            Ok(vec![((&v[0] * sigmoid)? * &v[1])?])
+        },
     );
 }
 

@@ -42,7 +42,7 @@ impl Linear {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, inp) = x.dims3()?;
-        let y = crate::ops::linear(&x.reshape((b * t, inp))?, &self.weight)?;
+        let y = ops::linear(&x.reshape((b * t, inp))?, &self.weight)?;
         let y = match &self.bias {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,
@@ -216,8 +216,9 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let gate = self.gate_proj.forward(x)?;
+        let up = self.up_proj.forward(x)?;
+        self.down_proj.forward(&ops::swiglu(&gate, &up)?)
     }
 
     fn collect(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
@@ -417,7 +418,7 @@ impl Decoder {
         let dims = hidden.dims().to_vec();
         let d = self.config.hidden_size;
         let rows = hidden.elem_count() / d;
-        let logits = crate::ops::linear(&hidden.reshape((rows, d))?, self.lm_head())?;
+        let logits = ops::linear(&hidden.reshape((rows, d))?, self.lm_head())?;
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {
             *last = self.config.vocab_size;

@@ -1,9 +1,10 @@
 //! Batched generation: one left-padded prefill per prompt (shared by its `n` samples), then one token
 //! per row per step from a preallocated KV cache, with per-row positions, seeds and stop conditions.
 
-use candle_core::Tensor;
+use candle_core::{DType, Storage, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use super::attention_mask::AttentionMask;
 use super::decoder::Decoder;
@@ -164,10 +165,9 @@ pub fn generate(
     let padded = row_pads.iter().any(|&p| p > 0);
 
     for step in 0..config.max_new_tokens {
-        let table: Vec<Vec<f32>> = logits.to_dtype(candle_core::DType::F32)?.to_vec2()?;
-        for (row, row_logits) in rows.iter_mut().zip(&table) {
-            if row.finished.is_none() {
-                let token = config.sampler.sample(row_logits, &mut row.rng);
+        let tokens = sample_rows(&logits, &mut rows, &config.sampler)?;
+        for (row, token) in rows.iter_mut().zip(tokens) {
+            if let Some(token) = token {
                 advance_row(row, token, requests, tokenizer, config)?;
             }
         }
@@ -218,6 +218,48 @@ pub fn generate(
             })
         })
         .collect()
+}
+
+/// Logits per step (rows × vocabulary) from which rows are sampled in parallel.
+const PARALLEL_SAMPLING_MIN_LOGITS: usize = 1 << 17;
+
+/// The next token of every unfinished row (`None` for finished rows), drawn from its own generator;
+/// rows are sampled in parallel, reading the logits in place when they are f32 on the CPU.
+fn sample_rows(
+    logits: &Tensor,
+    rows: &mut [Row],
+    sampler: &SamplerConfig,
+) -> Result<Vec<Option<u32>>> {
+    let logits = logits.to_dtype(DType::F32)?.contiguous()?;
+    let vocab = logits.dim(1)?;
+    let sample = |(row, row_logits): (&mut Row, &[f32])| {
+        row.finished
+            .is_none()
+            .then(|| sampler.sample(row_logits, &mut row.rng))
+    };
+    let draw = |table: &[f32], rows: &mut [Row]| -> Vec<Option<u32>> {
+        if table.len() >= PARALLEL_SAMPLING_MIN_LOGITS {
+            rows.par_iter_mut()
+                .zip(table.par_chunks(vocab))
+                .map(sample)
+                .collect()
+        } else {
+            rows.iter_mut()
+                .zip(table.chunks(vocab))
+                .map(sample)
+                .collect()
+        }
+    };
+    let (storage, layout) = logits.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(cpu), Some((start, end))) => {
+            Ok(draw(&cpu.as_slice::<f32>()?[start..end], rows))
+        }
+        _ => {
+            drop(storage);
+            Ok(draw(&logits.flatten_all()?.to_vec1::<f32>()?, rows))
+        }
+    }
 }
 
 /// Appends `token` to `row` and decides whether the row has finished.

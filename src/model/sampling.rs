@@ -52,22 +52,12 @@ impl SamplerConfig {
             .collect();
         let filtering = (self.top_k > 0 && self.top_k < candidates.len()) || self.top_p < 1.0;
         if filtering {
-            candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            if self.top_k > 0 {
-                candidates.truncate(self.top_k);
+            if self.top_k > 0 && self.top_k < candidates.len() {
+                keep_most_likely(&mut candidates, self.top_k);
             }
             if self.top_p < 1.0 {
                 let total: f32 = candidates.iter().map(|c| c.1).sum();
-                let mut cumulative = 0.0;
-                let mut keep = candidates.len();
-                for (i, c) in candidates.iter().enumerate() {
-                    cumulative += c.1 / total;
-                    if cumulative >= self.top_p {
-                        keep = i + 1;
-                        break;
-                    }
-                }
-                candidates.truncate(keep);
+                keep_nucleus(&mut candidates, self.top_p * total);
             }
         }
         if self.min_p > 0.0 {
@@ -86,6 +76,49 @@ impl SamplerConfig {
     }
 }
 
+/// Most likely first; ties by lower id, so the order is total and results are reproducible.
+fn by_likelihood(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Keeps the `k` most likely candidates, sorted most likely first (a selection, then a sort of
+/// only those `k`).
+fn keep_most_likely(candidates: &mut Vec<(u32, f32)>, k: usize) {
+    if k < candidates.len() {
+        candidates.select_nth_unstable_by(k, by_likelihood);
+        candidates.truncate(k);
+    }
+    candidates.sort_unstable_by(by_likelihood);
+}
+
+/// Candidates sorted before a full sort is needed to find a nucleus: with a large vocabulary the
+/// nucleus almost always lies among the most likely few hundred tokens.
+const NUCLEUS_HEAD: usize = 512;
+
+/// Keeps the smallest most-likely-first prefix whose mass reaches `mass`, sorted. Sorts only the
+/// most likely [`NUCLEUS_HEAD`] candidates when they already hold that mass (the same prefix a
+/// full sort gives), and everything otherwise.
+fn keep_nucleus(candidates: &mut Vec<(u32, f32)>, mass: f32) {
+    if candidates.len() > NUCLEUS_HEAD {
+        candidates.select_nth_unstable_by(NUCLEUS_HEAD, by_likelihood);
+        let head_mass: f32 = candidates[..NUCLEUS_HEAD].iter().map(|c| c.1).sum();
+        if head_mass >= mass {
+            candidates.truncate(NUCLEUS_HEAD);
+        }
+    }
+    candidates.sort_unstable_by(by_likelihood);
+    let mut cumulative = 0.0;
+    let mut keep = candidates.len();
+    for (i, c) in candidates.iter().enumerate() {
+        cumulative += c.1;
+        if cumulative >= mass {
+            keep = i + 1;
+            break;
+        }
+    }
+    candidates.truncate(keep);
+}
+
 /// Index of the largest logit (the first one on ties, as torch.argmax).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -95,4 +128,104 @@ pub fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// The set of ids drawn in `draws` samples.
+    fn drawn(
+        config: &SamplerConfig,
+        logits: &[f32],
+        draws: usize,
+    ) -> std::collections::BTreeSet<u32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        (0..draws)
+            .map(|_| config.sample(logits, &mut rng))
+            .collect()
+    }
+
+    /// The nucleus by brute force: sort everything, keep the prefix reaching `top_p` of the mass.
+    fn nucleus(logits: &[f32], top_p: f32) -> std::collections::BTreeSet<u32> {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut p: Vec<(u32, f64)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, f64::from(l - max).exp()))
+            .collect();
+        let total: f64 = p.iter().map(|c| c.1).sum();
+        p.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut cumulative = 0.0;
+        let mut set = std::collections::BTreeSet::new();
+        for (id, q) in p {
+            set.insert(id);
+            cumulative += q / total;
+            if cumulative >= f64::from(top_p) {
+                break;
+            }
+        }
+        set
+    }
+
+    #[test]
+    fn top_k_draws_only_the_k_most_likely() {
+        let logits: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37) % 1000) as f32 / 100.0)
+            .collect();
+        let config = SamplerConfig {
+            top_k: 5,
+            ..Default::default()
+        };
+        let mut top: Vec<u32> = (0..1000).collect();
+        top.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        let expected: std::collections::BTreeSet<u32> = top[..5].iter().copied().collect();
+        assert_eq!(drawn(&config, &logits, 2000), expected);
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus_whether_it_is_small_or_spans_most_of_the_vocabulary() {
+        // Peaked: the nucleus is a handful of tokens among 50,000.
+        let peaked: Vec<f32> = (0..50_000)
+            .map(|i| {
+                if i % 9_973 == 0 {
+                    12.0 - (i / 9_973) as f32
+                } else {
+                    -30.0
+                }
+            })
+            .collect();
+        // Flat: the nucleus needs most of 2,000 nearly equal tokens (beyond the sorted head).
+        let flat: Vec<f32> = (0..2_000).map(|i| (i % 7) as f32 * 0.01).collect();
+        let config = SamplerConfig {
+            top_p: 0.9,
+            ..Default::default()
+        };
+        assert_eq!(drawn(&config, &peaked, 2_000), nucleus(&peaked, 0.9));
+        // Near-equal masses: f32 running sums may move the cut by a token or two.
+        let got = drawn(&config, &flat, 20_000);
+        let (inner, outer) = (nucleus(&flat, 0.899), nucleus(&flat, 0.901));
+        assert!(got.is_subset(&outer), "drew a token outside the nucleus");
+        assert!(
+            inner.len() > NUCLEUS_HEAD,
+            "the flat case needs the full sort"
+        );
+        assert!(
+            got.len() * 100 >= inner.len() * 99,
+            "{} of {} nucleus tokens drawn",
+            got.len(),
+            inner.len()
+        );
+    }
+
+    #[test]
+    fn min_p_drops_tokens_far_below_the_most_likely() {
+        let logits = [0.0, -0.1, -5.0, -6.0];
+        let config = SamplerConfig {
+            min_p: 0.1,
+            ..Default::default()
+        };
+        assert_eq!(drawn(&config, &logits, 500), [0, 1].into_iter().collect());
+    }
 }

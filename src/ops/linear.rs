@@ -235,14 +235,18 @@ mod avx2 {
         w: &[f32],
         j: usize,
     ) -> [[f32; MR]; NR] {
+        // No closures in the loop: a closure does not inherit `target_feature`, so an intrinsic
+        // inside one becomes a call.
         let mut acc = [[_mm256_setzero_ps(); MR]; NR];
         let x_rows: [&[f32]; MR] = std::array::from_fn(|c| &x[(i + c) * k..(i + c + 1) * k]);
         let w_rows: [&[f32]; NR] = std::array::from_fn(|r| &w[(j + r) * k..(j + r + 1) * k]);
         let full = k / 8 * 8;
         let mut p = 0;
         while p < full {
-            let wv: [__m256; NR] =
-                std::array::from_fn(|r| _mm256_loadu_ps(w_rows[r].as_ptr().add(p)));
+            let mut wv = [_mm256_setzero_ps(); NR];
+            for r in 0..NR {
+                wv[r] = _mm256_loadu_ps(w_rows[r].as_ptr().add(p));
+            }
             for c in 0..MR {
                 let xv = _mm256_loadu_ps(x_rows[c].as_ptr().add(p));
                 for r in 0..NR {
@@ -253,15 +257,35 @@ mod avx2 {
         }
         let mut result = [[0f32; MR]; NR];
         for r in 0..NR {
-            for c in 0..MR {
-                let mut s = horizontal_sum(acc[r][c]);
-                for q in full..k {
-                    s += x_rows[c][q] * w_rows[r][q];
+            if MR == 4 {
+                let sums = sum_lanes_of_four(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+                result[r][..4].copy_from_slice(&sums);
+            } else {
+                for c in 0..MR {
+                    result[r][c] = horizontal_sum(acc[r][c]);
                 }
-                result[r][c] = s;
+            }
+            for c in 0..MR {
+                for q in full..k {
+                    result[r][c] += x_rows[c][q] * w_rows[r][q];
+                }
             }
         }
         result
+    }
+
+    /// The lane sums of four vectors at once (three horizontal adds and one add instead of four
+    /// separate reductions).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn sum_lanes_of_four(a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] {
+        let pairs = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+        let sums = _mm_add_ps(
+            _mm256_castps256_ps128(pairs),
+            _mm256_extractf128_ps(pairs, 1),
+        );
+        let mut out = [0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), sums);
+        out
     }
 
     #[target_feature(enable = "avx2,fma")]

@@ -14,6 +14,7 @@
 //! | [`attention`](fn@attention) (grads: q, k, v) | [`attention`](mod@attention) | f32, f64 (bf16/f16 via f32) | not yet |
 //! | [`selective_log_softmax`](fn@selective_log_softmax), [`sft_loss`] (grads: hidden, lm_head) | [`selective_log_softmax`](mod@selective_log_softmax) | f32, f64 (bf16/f16 via f32) | not yet |
 //! | [`grpo_loss`](fn@grpo_loss) (grad: logp) | [`grpo_loss`](mod@grpo_loss) | f32, f64 (bf16/f16 via f32) | not yet |
+//! | [`swiglu`](fn@swiglu) (grads: gate, up) | [`swiglu`](mod@swiglu) | f32, f64 (bf16/f16 via f32) | not yet |
 //! | [`linear`](fn@linear) for few rows (grads: x, weight) | [`linear`](mod@linear) | f32 (others: candle matmul) | candle matmul |
 //!
 //! # Adding a CUDA path
@@ -38,6 +39,7 @@ pub mod rms_norm;
 pub mod rope;
 pub mod selective_log_softmax;
 pub mod softmax;
+pub mod swiglu;
 
 pub use attention::{attention, AttentionMask};
 pub use grpo_loss::{grpo_loss, GrpoAggregation, GrpoConfig, GrpoInputs, GrpoLoss};
@@ -48,3 +50,4 @@ pub use selective_log_softmax::{
     selective_log_softmax, sft_loss, SelectiveLogSoftmax, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET,
 };
 pub use softmax::{masked_softmax, softmax_last_dim, SoftmaxMask};
+pub use swiglu::swiglu;
