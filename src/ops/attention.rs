@@ -280,11 +280,11 @@ impl Geometry {
                 }
                 continue;
             }
-            let mut sum = T::of(0.0);
             for s in row.iter_mut() {
-                *s = (*s - shift).exp();
-                sum += *s;
+                *s -= shift;
             }
+            T::exp_in_place(row);
+            let sum = row.iter().fold(T::of(0.0), |a, &v| a + v);
             if saved_lse.is_none() {
                 let inv = T::of(1.0) / sum;
                 for s in row.iter_mut() {

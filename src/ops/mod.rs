@@ -33,6 +33,7 @@
 
 pub mod attention;
 mod cpu;
+mod fast_exp;
 pub mod grpo_loss;
 pub mod linear;
 pub mod rms_norm;

@@ -198,11 +198,19 @@ fn forward<T: Real>(p: &Problem<'_>) -> Result<Vec<T>> {
                     st.weighted = scale * (st.weighted + (st.max - new_max) * st.sum);
                     st.sum *= scale;
                 }
-                for &zj in z {
-                    let shifted = zj - new_max;
-                    let e = shifted.exp();
-                    st.sum += e;
-                    st.weighted += e * shifted;
+                let mut shifted = [T::of(0.0); EXP_BLOCK];
+                let mut e = [T::of(0.0); EXP_BLOCK];
+                for block in z.chunks(EXP_BLOCK) {
+                    let len = block.len();
+                    for (s, &zj) in shifted.iter_mut().zip(block) {
+                        *s = zj - new_max;
+                    }
+                    e[..len].copy_from_slice(&shifted[..len]);
+                    T::exp_in_place(&mut e[..len]);
+                    for (&e, &s) in e[..len].iter().zip(&shifted[..len]) {
+                        st.sum += e;
+                        st.weighted += e * s;
+                    }
                 }
                 st.max = new_max;
                 let t = target as usize;
@@ -223,6 +231,9 @@ fn forward<T: Real>(p: &Problem<'_>) -> Result<Vec<T>> {
     Ok(out)
 }
 
+/// Logits exponentiated at a time (stack buffers of the vectorised `exp`).
+const EXP_BLOCK: usize = 256;
+
 fn backward<T: Real>(p: &Problem<'_>, saved: &[T], grad: &[T]) -> Result<Vec<T>> {
     let (n, d) = (p.n, p.d);
     let entropy = &saved[n..2 * n];
@@ -239,11 +250,19 @@ fn backward<T: Real>(p: &Problem<'_>, saved: &[T], grad: &[T]) -> Result<Vec<T>>
                 return;
             }
             let (g_logp, g_ent, h, lse) = (grad_logp[r], grad_entropy[r], entropy[r], lse[r]);
-            for z in z_row.iter_mut() {
-                let log_prob = *z - lse;
-                let prob = log_prob.exp();
-                // d logp/dz = onehot - p ; d H/dz = -p (log p + H)
-                *z = -g_logp * prob - g_ent * prob * (log_prob + h);
+            let mut prob = [T::of(0.0); EXP_BLOCK];
+            for block in z_row.chunks_mut(EXP_BLOCK) {
+                let len = block.len();
+                for (z, p) in block.iter_mut().zip(prob.iter_mut()) {
+                    *z -= lse;
+                    *p = *z;
+                }
+                T::exp_in_place(&mut prob[..len]);
+                for (z, &prob) in block.iter_mut().zip(&prob[..len]) {
+                    let log_prob = *z;
+                    // d logp/dz = onehot - p ; d H/dz = -p (log p + H)
+                    *z = -g_logp * prob - g_ent * prob * (log_prob + h);
+                }
             }
             let t = target as usize;
             if (c0..c0 + c).contains(&t) {

@@ -137,11 +137,11 @@ fn forward<T: Real>(
                 y_row[..visible].fill(T::of(0.0));
                 return;
             }
-            let mut sum = T::of(0.0);
             for v in &mut y_row[..visible] {
-                *v = (*v - max).exp();
-                sum += *v;
+                *v -= max;
             }
+            T::exp_in_place(&mut y_row[..visible]);
+            let sum = y_row[..visible].iter().fold(T::of(0.0), |a, &v| a + v);
             let inv = T::of(1.0) / sum;
             for v in &mut y_row[..visible] {
                 *v *= inv;
