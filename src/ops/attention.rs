@@ -261,12 +261,20 @@ impl Geometry {
         for (r, row) in scores.chunks_mut(block.key_end).enumerate() {
             let i = block.i0 + r;
             let limit = self.key_limit(i).min(block.key_end);
-            for (j, s) in row.iter_mut().enumerate() {
-                *s = if j < limit && self.allowed(block.batch, i, j) {
-                    *s * scale
-                } else {
-                    T::NEG_INFINITY
-                };
+            let (visible, hidden) = row.split_at_mut(limit);
+            hidden.fill(T::NEG_INFINITY);
+            if self.key_padding.is_none() && self.segment_ids.is_none() {
+                for s in visible {
+                    *s *= scale;
+                }
+            } else {
+                for (j, s) in visible.iter_mut().enumerate() {
+                    *s = if self.allowed(block.batch, i, j) {
+                        *s * scale
+                    } else {
+                        T::NEG_INFINITY
+                    };
+                }
             }
             let shift = match saved_lse {
                 Some(saved) => saved[r],

@@ -44,8 +44,15 @@ struct Swiglu;
 /// one 1-D buffer.
 struct SwigluBackward;
 
-fn sigmoid<T: Real>(x: T) -> T {
-    T::of(1.0) / (T::of(1.0) + (-x).exp())
+/// `out[i] = σ(x[i]) = 1 / (1 + exp(-x[i]))`.
+fn sigmoid_into<T: Real>(x: &[T], out: &mut [T]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = -v;
+    }
+    T::exp_in_place(out);
+    for o in out.iter_mut() {
+        *o = T::of(1.0) / (T::of(1.0) + *o);
+    }
 }
 
 fn forward<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
@@ -53,8 +60,10 @@ fn forward<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
     y.par_chunks_mut(CHUNK)
         .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
         .for_each(|(y, (gate, up))| {
+            // y holds σ(g) first (through the vectorised exp), then the product.
+            sigmoid_into(gate, y);
             for ((y, &g), &u) in y.iter_mut().zip(gate).zip(up) {
-                *y = g * sigmoid(g) * u;
+                *y *= g * u;
             }
         });
     y
@@ -71,9 +80,11 @@ fn backward<T: Real>(gate: &[T], up: &[T], grad_y: &[T]) -> Vec<T> {
         .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
         .zip(grad_y.par_chunks(CHUNK))
         .for_each(|(((dg, du), (gate, up)), gy)| {
+            // du holds σ(g) first (through the vectorised exp).
+            sigmoid_into(gate, du);
             for i in 0..gate.len() {
                 let (g, u) = (gate[i], up[i]);
-                let s = sigmoid(g);
+                let s = du[i];
                 let silu = g * s;
                 dg[i] = gy[i] * u * s * (T::of(1.0) + g * (T::of(1.0) - s));
                 du[i] = gy[i] * silu;
