@@ -3,7 +3,9 @@
 //! one block at a time, computed with gemms), the forward saves only the per-row
 //! log-sum-exp, and the backward recomputes each block's probabilities from it.
 
-use super::cpu::{gemm, unsupported_dtype, widen_half, with_cpu_storage, MatView, Real};
+use super::cpu::{
+    gemm, min_rows_per_task, unsupported_dtype, widen_half, with_cpu_storage, MatView, Real,
+};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -318,6 +320,7 @@ fn forward<T: Real>(g: &Geometry, q: Input<'_>, k: Input<'_>, v: Input<'_>) -> R
     let group_rows = g.group() * t;
     o.par_chunks_mut(group_rows * d)
         .zip(lse.par_chunks_mut(group_rows))
+        .with_min_len(min_rows_per_task(group_rows * g.k_len * d))
         .enumerate()
         .try_for_each(|(task, (o_group, lse_group))| -> Result<()> {
             for block in g.blocks(task) {

@@ -58,6 +58,16 @@ fn exp_in_place_f64(values: &mut [f64]) {
     }
 }
 
+/// Elements below which splitting work across rayon tasks costs more (waking a sleeping worker
+/// takes microseconds) than it saves: decoding runs these ops on a handful of rows per step.
+const MIN_ELEMENTS_PER_TASK: usize = 16_384;
+
+/// Rows of `row_len` elements per rayon task, so no task gets less than
+/// [`MIN_ELEMENTS_PER_TASK`] elements of work.
+pub(crate) fn min_rows_per_task(row_len: usize) -> usize {
+    (MIN_ELEMENTS_PER_TASK / row_len.max(1)).max(1)
+}
+
 /// Error for a dtype that the CPU kernel of `op` does not handle.
 pub(crate) fn unsupported_dtype(op: &str, storage: &CpuStorage) -> candle_core::Error {
     let dtype = storage.dtype();

@@ -1,7 +1,7 @@
 //! RMS normalisation over the last dimension with a learned per-channel weight, with a
 //! hand-written backward giving gradients for both the input and the weight.
 
-use super::cpu::{contiguous_slice, unsupported_dtype, widen_half, Real};
+use super::cpu::{contiguous_slice, min_rows_per_task, unsupported_dtype, widen_half, Real};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -65,6 +65,7 @@ fn forward<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     let mut y = vec![T::of(0.0); x.len()];
     y.par_chunks_mut(d)
         .zip(x.par_chunks(d))
+        .with_min_len(min_rows_per_task(d))
         .for_each(|(y_row, x_row)| {
             let r = inverse_rms(x_row, eps);
             for ((y, &x), &w) in y_row.iter_mut().zip(x_row).zip(w) {

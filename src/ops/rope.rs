@@ -1,7 +1,7 @@
 //! Rotary position embedding with per-(batch row, position) angles, in both pairing
 //! layouts, with a backward w.r.t. the rotated input (the angles are constants).
 
-use super::cpu::{contiguous_slice, unsupported_dtype, widen_half, Real};
+use super::cpu::{contiguous_slice, min_rows_per_task, unsupported_dtype, widen_half, Real};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -88,6 +88,7 @@ fn rotate<T: Real>(
     let mut y = vec![T::of(0.0); x.len()];
     y.par_chunks_mut(d)
         .zip(x.par_chunks(d))
+        .with_min_len(min_rows_per_task(d))
         .enumerate()
         .for_each(|(row, (y_row, x_row))| {
             let pos = row % t;

@@ -1,7 +1,9 @@
 //! Softmax over the last dimension, plain and masked (additive mask and/or causal structure
 //! applied inside the kernel), with a hand-written backward `dx = y ⊙ (dy - Σ dy ⊙ y)`.
 
-use super::cpu::{contiguous_slice, strided_row_offsets, unsupported_dtype, widen_half, Real};
+use super::cpu::{
+    contiguous_slice, min_rows_per_task, strided_row_offsets, unsupported_dtype, widen_half, Real,
+};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -117,6 +119,7 @@ fn forward<T: Real>(
     }
     y.par_chunks_mut(tk)
         .zip(x.par_chunks(tk))
+        .with_min_len(min_rows_per_task(tk))
         .enumerate()
         .for_each(|(row, (y_row, x_row))| {
             let visible = match causal_offset {
@@ -157,6 +160,7 @@ fn backward<T: Real>(y: &[T], g: &[T], tk: usize) -> Vec<T> {
     }
     dx.par_chunks_mut(tk)
         .zip(y.par_chunks(tk).zip(g.par_chunks(tk)))
+        .with_min_len(min_rows_per_task(tk))
         .for_each(|(dx_row, (y_row, g_row))| {
             let mut dot = T::of(0.0);
             for (&y, &g) in y_row.iter().zip(g_row) {
