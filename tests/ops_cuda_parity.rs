@@ -3,7 +3,7 @@
 //! forward and backward on CUDA with the CPU. Needs `--features cuda`; every test prints a
 //! line and returns when no CUDA device can be opened.
 //!
-//! Each op runs on the GPU in f32 (tolerance 1e-4) and bf16 (1e-2). The reference is the CPU
+//! Each op runs on the GPU in f32 (tolerance 1e-4), bf16 and f16 (1e-2). The reference is the CPU
 //! op in f32 on the same inputs, rounded to the run's dtype first, so that only the kernels'
 //! arithmetic is compared. Error norm: `max |got - want| / max |want|` (absolute when the
 //! reference is all zeros). Gradients come from `.backward()` on `Σ_k (out_k · w_k).sum()`
@@ -116,11 +116,11 @@ impl Run {
 
 type Graph<'a> = &'a dyn Fn(&[Tensor], &Run) -> Result<Vec<Tensor>>;
 
-/// Runs `op` on the CPU in f32 (reference) and on `dev` in f32 and bf16, and compares the
+/// Runs `op` on the CPU in f32 (reference) and on `dev` in f32, bf16 and f16, and compares the
 /// outputs and the gradients of every input.
 fn check(dev: &Device, name: &str, inputs: &[Tensor], op: Graph<'_>) {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 1e-2)] {
+    for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 1e-2), (DType::F16, 1e-2)] {
         let reference = Run { device: CPU, dtype };
         let run = Run {
             device: dev.clone(),

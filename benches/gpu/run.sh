@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, in one go, what benches/gpu/build.sh put in .gpubin/ and prints a
-# summary: (1) the CUDA parity tests of every custom op, forward and backward in f32 and bf16,
+# summary: (1) the CUDA parity tests of every custom op, forward and backward in f32, bf16 and f16,
 # and of a tiny decoder's forward and backward, against the CPU; (2) greedy generation with
 # stories260K on cuda:0 against the CPU. Logs go to $OUT (the run tool brings them back) or
-# to ./gpu-logs. Exit status 1 if the parity tests fail.
+# to ./gpu-logs. Exit status 1 if a parity test fails or is skipped (no CUDA device).
 #
 #   run tool: carry [".gpubin"], command "bash benches/gpu/run.sh"
 set -uo pipefail
@@ -11,6 +11,7 @@ cd "$(dirname "$0")/../.."
 logs="${OUT:-gpu-logs}"
 mkdir -p "$logs"
 purelib=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null || true)
+export RUST_BACKTRACE=0  # candle errors would otherwise carry a backtrace each
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:$purelib/nvidia/cu13/lib:/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 bin=$(mktemp -d)
@@ -27,6 +28,7 @@ start=$(date +%s)
 "$bin/ops_cuda_parity" --test-threads=1 --nocapture >"$logs/ops_cuda_parity.log" 2>&1
 tests_status=$?
 tests_seconds=$(( $(date +%s) - start ))
+skipped=$(grep -c 'no CUDA device' "$logs/ops_cuda_parity.log")
 grep -E '^test |test result|panicked|relative error|NaN' "$logs/ops_cuda_parity.log" | head -80
 
 echo "== generation: stories260K, greedy, 48 new tokens"
@@ -38,13 +40,19 @@ sample cpu >"$logs/sample_cpu.txt" 2>"$logs/sample_cpu.err"
 cpu_status=$?
 sample cuda:0 >"$logs/sample_cuda.txt" 2>"$logs/sample_cuda.err"
 cuda_status=$?
-echo "cpu:  $(head -c 400 "$logs/sample_cpu.txt")"
-echo "cuda: $(head -c 400 "$logs/sample_cuda.txt")"
-tail -3 "$logs/sample_cuda.err"
+for device in cpu cuda; do
+  echo "$device: $(head -c 400 "$logs/sample_$device.txt")"
+  echo "      $(head -n 3 "$logs/sample_$device.err")"
+done
 
 echo "== summary"
 echo "GPU: $(cat "$logs/gpu.txt")"
-echo "parity tests: $([ $tests_status = 0 ] && echo PASS || echo "FAIL (exit $tests_status)") in ${tests_seconds} s; $(grep -E '^test result' "$logs/ops_cuda_parity.log" | tail -1)"
+if [ "$skipped" != 0 ]; then
+  echo "parity tests: SKIPPED ($skipped tests found no CUDA device; see ops_cuda_parity.log)"
+  tests_status=1
+else
+  echo "parity tests: $([ $tests_status = 0 ] && echo PASS || echo "FAIL (exit $tests_status)") in ${tests_seconds} s; $(grep -E '^test result' "$logs/ops_cuda_parity.log" | tail -1)"
+fi
 if [ $cpu_status != 0 ] || [ $cuda_status != 0 ]; then
   echo "generation: FAILED (cpu exit $cpu_status, cuda exit $cuda_status; see sample_*.err)"
 elif cmp -s "$logs/sample_cpu.txt" "$logs/sample_cuda.txt"; then

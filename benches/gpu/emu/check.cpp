@@ -1,5 +1,5 @@
 // Runs every distill kernel under the CPU emulation of emu.h and compares it with a naive
-// double-precision reference of the op's math, in f32 (tolerance 1e-4) and bf16 (1e-2).
+// double-precision reference of the op's math, in f32 (tolerance 1e-4), bf16 and f16 (1e-2).
 // The host side mirrors the launch code in src/ops/cuda/*.rs: the same kernels in the same
 // order with the same grids, block sizes and buffer splits; the cuBLAS gemms of the selective
 // log-softmax are a naive column-major GemmEx with the same parameters. Every output buffer
@@ -50,7 +50,7 @@ template <typename T> std::vector<T> poisoned(size_t n) {
 }
 
 template <typename T> const char *type_name() {
-    return std::is_same_v<T, float> ? "f32" : "bf16";
+    return std::is_same_v<T, float> ? "f32" : std::is_same_v<T, bf16> ? "bf16" : "f16";
 }
 template <typename T> double tolerance() { return std::is_same_v<T, float> ? 1e-4 : 1e-2; }
 
@@ -568,6 +568,7 @@ int main(int argc, char **argv) {
     const std::string filter = argc > 1 ? argv[1] : "";
     check_all<float>(filter);
     check_all<bf16>(filter);
+    check_all<__half>(filter);
     if (std::string("rms_norm").find(filter) != std::string::npos)
         check_rms_norm<float>(1100, 5);  // more rows than weight-gradient chunks
     if (std::string("selective_log_softmax").find(filter) != std::string::npos)
