@@ -1,7 +1,9 @@
 //! Parity of the CUDA kernels of every custom op (forward and backward) with the CPU op, on
 //! random inputs of odd sizes with padding, masks and segment ids, and of a tiny decoder's
-//! forward and backward on CUDA with the CPU. Needs `--features cuda`; every test prints a
-//! line and returns when no CUDA device can be opened.
+//! forward and backward on CUDA with the CPU. Needs `--features cuda`; every test that needs a
+//! GPU prints a line and returns when no CUDA device can be opened. One test, which needs no
+//! GPU, checks that the embedded PTX has every kernel entry point and prints its version and
+//! target.
 //!
 //! Each op runs on the GPU in f32 (tolerance 1e-4), bf16 and f16 (1e-2). The reference is the CPU
 //! op in f32 on the same inputs, rounded to the run's dtype first, so that only the kernels'
@@ -568,6 +570,69 @@ fn grpo_loss_matches_cpu_for_every_mode() {
                     out.mean_ratio,
                 ])
             });
+        }
+    }
+}
+
+// ---------------------------------------------------------------- PTX (no GPU needed)
+
+#[test]
+fn embedded_ptx_has_every_entry_point_for_one_target() {
+    let per_type = |names: &[&str]| -> Vec<String> {
+        let suffixes = ["f32", "bf16", "f16"];
+        names
+            .iter()
+            .flat_map(|n| suffixes.map(|s| format!("{n}_{s}")))
+            .collect()
+    };
+    let plain = |names: &[&str]| -> Vec<String> { names.iter().map(|n| n.to_string()).collect() };
+    let expected: [(&str, Vec<String>); 6] = [
+        (
+            "distill_rms_norm",
+            per_type(&[
+                "rms_norm_fwd",
+                "rms_norm_bwd_rows",
+                "rms_norm_bwd_weight_partial",
+                "rms_norm_bwd_weight_final",
+            ]),
+        ),
+        ("distill_rope", per_type(&["rope"])),
+        ("distill_softmax", per_type(&["softmax_fwd", "softmax_bwd"])),
+        (
+            "distill_attention",
+            [
+                per_type(&["attention_fwd", "attention_bwd_dkdv", "attention_bwd_dq"]),
+                plain(&["attention_bwd_delta_f32"]),
+            ]
+            .concat(),
+        ),
+        (
+            "distill_selective_log_softmax",
+            [
+                plain(&[
+                    "sls_check_targets",
+                    "sls_init_stats",
+                    "sls_update_stats",
+                    "sls_finalize",
+                ]),
+                per_type(&["sls_grad_logits", "sls_cast"]),
+            ]
+            .concat(),
+        ),
+        ("distill_grpo_loss", per_type(&["grpo_fwd", "grpo_bwd"])),
+    ];
+    let modules = distill::ops::cuda::ptx_modules();
+    for ((name, ptx), (want_name, entries)) in modules.iter().zip(&expected) {
+        assert_eq!(name, want_name);
+        let line = |prefix: &str| ptx.lines().find(|l| l.starts_with(prefix)).unwrap_or("?");
+        let (version, target) = (line(".version"), line(".target"));
+        println!("{name}: {version} / {target}");
+        assert!(target.starts_with(".target sm_"), "{name}: {target}");
+        for entry in entries {
+            assert!(
+                ptx.contains(&format!(".entry {entry}(")),
+                "{name}: no entry point {entry}"
+            );
         }
     }
 }

@@ -29,7 +29,7 @@ start=$(date +%s)
 tests_status=$?
 tests_seconds=$(( $(date +%s) - start ))
 skipped=$(grep -c 'no CUDA device' "$logs/ops_cuda_parity.log")
-grep -E '^test |test result|panicked|relative error|NaN' "$logs/ops_cuda_parity.log" | head -80
+grep -E '^test |^distill_|test result|panicked|relative error|NaN' "$logs/ops_cuda_parity.log" | head -80
 
 echo "== generation: stories260K, greedy, 48 new tokens"
 sample() {
