@@ -141,8 +141,11 @@ fn mask_tensor(mask: &Tensor, q: &Tensor) -> Result<Tensor> {
 /// host for the CPU kernels.
 #[derive(Clone)]
 pub(super) struct Spec {
+    /// Sizes, scale and causal flag; its host masks are always `None`.
     pub(super) geometry: Geometry,
+    /// `[B·Tk]` u32, non-zero where the key may be attended.
     pub(super) key_padding: Option<Tensor>,
+    /// `[B·T]` u32 segment ids.
     pub(super) segment_ids: Option<Tensor>,
 }
 
