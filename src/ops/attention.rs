@@ -29,7 +29,8 @@ pub struct AttentionMask {
 /// `softmax(scale · q kᵀ + mask) v` for `q [B, Hq, T, D]`, `k`/`v` `[B, Hkv, Tk, D]`, query head
 /// `h` using kv head `h / (Hq / Hkv)`. A query row that may see no key outputs zeros (and
 /// passes no gradient). Differentiable w.r.t. `q`, `k` and `v`; extra memory is `O(B·Hq·T)`
-/// besides the inputs and outputs. f32/f64 native; bf16/f16 computed in f32.
+/// besides the inputs and outputs. CPU: f32/f64 native, bf16/f16 computed in f32; CUDA: f32,
+/// bf16 and f16 native with f32 accumulation, head dim at most 256.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -83,7 +84,7 @@ pub fn attention(
                     kp.dtype()
                 );
             }
-            Some(kp.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?)
+            Some(mask_tensor(kp, q)?)
         }
     };
     let segment_ids = match &mask.segment_ids {
@@ -96,18 +97,22 @@ pub fn attention(
                     seg.dims()
                 );
             }
-            Some(seg.flatten_all()?.to_vec1::<u32>()?)
+            Some(mask_tensor(seg, q)?)
         }
     };
-    let geometry = Geometry {
-        batch: b,
-        q_heads: hq,
-        kv_heads: hkv,
-        q_len: t,
-        k_len: tk,
-        head_dim: d,
-        scale,
-        causal: mask.causal,
+    let spec = Spec {
+        geometry: Geometry {
+            batch: b,
+            q_heads: hq,
+            kv_heads: hkv,
+            q_len: t,
+            k_len: tk,
+            head_dim: d,
+            scale,
+            causal: mask.causal,
+            key_padding: None,
+            segment_ids: None,
+        },
         key_padding,
         segment_ids,
     };
@@ -117,7 +122,7 @@ pub fn attention(
     let packed = q32.contiguous()?.apply_op3(
         &k32.contiguous()?,
         &v32.contiguous()?,
-        AttentionOp { geometry },
+        AttentionOp { spec },
     )?;
     packed
         .narrow(0, 0, b * hq * t * d)?
@@ -125,17 +130,50 @@ pub fn attention(
         .to_dtype(dtype)
 }
 
+/// A mask as a flattened u32 tensor on the device of `q`.
+fn mask_tensor(mask: &Tensor, q: &Tensor) -> Result<Tensor> {
+    mask.to_dtype(DType::U32)?
+        .flatten_all()?
+        .to_device(q.device())?
+        .contiguous()
+}
+
+/// What the op structs carry: the geometry (without host masks) and the masks as flattened
+/// u32 tensors on the inputs' device, read by the CUDA kernels in place and copied to the
+/// host for the CPU kernels.
+#[derive(Clone)]
+pub(super) struct Spec {
+    /// Sizes, scale and causal flag; its host masks are always `None`.
+    pub(super) geometry: Geometry,
+    /// `[B·Tk]` u32, non-zero where the key may be attended.
+    pub(super) key_padding: Option<Tensor>,
+    /// `[B·T]` u32 segment ids.
+    pub(super) segment_ids: Option<Tensor>,
+}
+
+impl Spec {
+    /// The geometry with the masks copied to the host, for the CPU kernels.
+    fn host_geometry(&self) -> Result<Geometry> {
+        let host = |t: &Option<Tensor>| t.as_ref().map(Tensor::to_vec1::<u32>).transpose();
+        Ok(Geometry {
+            key_padding: host(&self.key_padding)?,
+            segment_ids: host(&self.segment_ids)?,
+            ..self.geometry.clone()
+        })
+    }
+}
+
 /// Sizes, scale and masking rules of one attention call.
 #[derive(Clone)]
-struct Geometry {
-    batch: usize,
-    q_heads: usize,
-    kv_heads: usize,
-    q_len: usize,
-    k_len: usize,
-    head_dim: usize,
-    scale: f64,
-    causal: bool,
+pub(super) struct Geometry {
+    pub(super) batch: usize,
+    pub(super) q_heads: usize,
+    pub(super) kv_heads: usize,
+    pub(super) q_len: usize,
+    pub(super) k_len: usize,
+    pub(super) head_dim: usize,
+    pub(super) scale: f64,
+    pub(super) causal: bool,
     key_padding: Option<Vec<u32>>,
     segment_ids: Option<Vec<u32>>,
 }
@@ -457,15 +495,15 @@ fn inputs<'a>(
     Ok((input(qs, ql)?, input(ks, kl)?, input(vs, vl)?))
 }
 
-/// Forward op on `(q, k, v)`; output packs `[o, lse]`.
+/// Forward op on `(q, k, v)`; output packs `[o, lse]` (f32 on cuda, whatever the dtype of q).
 struct AttentionOp {
-    geometry: Geometry,
+    spec: Spec,
 }
 
 /// Backward op on `(q, k, v)` with the forward output and its gradient; output packs
 /// `[dq, dk, dv]`.
 struct AttentionBackward {
-    geometry: Geometry,
+    spec: Spec,
     saved: Tensor,
     grad: Tensor,
 }
@@ -484,7 +522,7 @@ impl CustomOp3 for AttentionOp {
         vs: &CpuStorage,
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.geometry;
+        let g = &self.spec.host_geometry()?;
         let (q, k, v) = inputs((qs, ql), (ks, kl), (vs, vl), OP_NAME)?;
         let out = match qs {
             CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(g, q, k, v)?),
@@ -492,6 +530,19 @@ impl CustomOp3 for AttentionOp {
             other => return Err(unsupported_dtype(OP_NAME, other)),
         };
         Ok((out, Shape::from(g.q_rows() * (g.head_dim + 1))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        qs: &candle_core::CudaStorage,
+        ql: &Layout,
+        ks: &candle_core::CudaStorage,
+        kl: &Layout,
+        vs: &candle_core::CudaStorage,
+        vl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::attention::forward(OP_NAME, &self.spec, (qs, ql), (ks, kl), (vs, vl))
     }
 
     fn bwd(
@@ -506,7 +557,7 @@ impl CustomOp3 for AttentionOp {
             &k.contiguous()?,
             &v.contiguous()?,
             &AttentionBackward {
-                geometry: self.geometry.clone(),
+                spec: self.spec.clone(),
                 saved: saved.contiguous()?,
                 grad: grad.contiguous()?,
             },
@@ -534,7 +585,7 @@ impl CustomOp3 for AttentionBackward {
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let g = &self.geometry;
+        let g = &self.spec.host_geometry()?;
         let qkv = inputs((qs, ql), (ks, kl), (vs, vl), name)?;
         let out = with_cpu_storage(&self.saved, name, |saved, saved_offset| {
             with_cpu_storage(&self.grad, name, |grad, grad_offset| {
@@ -560,5 +611,25 @@ impl CustomOp3 for AttentionBackward {
             out,
             Shape::from(ql.shape().elem_count() + 2 * kl.shape().elem_count()),
         ))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        qs: &candle_core::CudaStorage,
+        ql: &Layout,
+        ks: &candle_core::CudaStorage,
+        kl: &Layout,
+        vs: &candle_core::CudaStorage,
+        vl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::attention::backward(
+            self.name(),
+            &self.spec,
+            (&self.saved, &self.grad),
+            (qs, ql),
+            (ks, kl),
+            (vs, vl),
+        )
     }
 }

@@ -202,12 +202,13 @@ pub(crate) fn gemm<T: WithDType>(
     T::cpu_storage_data(out)
 }
 
-/// Converts an f16/bf16 tensor to f32 (the wrappers run the f32 kernels for half types)
-/// and reports the original dtype so the result can be converted back.
+/// Converts an f16/bf16 tensor on the CPU to f32 (the wrappers run the f32 kernels for half
+/// types) and reports the original dtype so the result can be converted back. Tensors on a
+/// cuda device are returned as they are: the CUDA kernels read and write half types natively.
 pub(crate) fn widen_half(t: &Tensor) -> Result<(Tensor, DType)> {
     let dtype = t.dtype();
     match dtype {
-        DType::BF16 | DType::F16 => Ok((t.to_dtype(DType::F32)?, dtype)),
+        DType::BF16 | DType::F16 if !t.device().is_cuda() => Ok((t.to_dtype(DType::F32)?, dtype)),
         _ => Ok((t.clone(), dtype)),
     }
 }

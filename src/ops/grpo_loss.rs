@@ -132,14 +132,14 @@ pub fn grpo_loss(inputs: &GrpoInputs<'_>, config: &GrpoConfig) -> Result<GrpoLos
 
 /// Everything but `logp`, copied to the host in f64.
 #[derive(Clone)]
-struct Problem {
-    batch: usize,
-    seq_len: usize,
-    old_logp: Vec<f64>,
-    ref_logp: Option<Vec<f64>>,
-    advantages: Vec<f64>,
-    mask: Vec<bool>,
-    config: GrpoConfig,
+pub(super) struct Problem {
+    pub(super) batch: usize,
+    pub(super) seq_len: usize,
+    pub(super) old_logp: Vec<f64>,
+    pub(super) ref_logp: Option<Vec<f64>>,
+    pub(super) advantages: Vec<f64>,
+    pub(super) mask: Vec<bool>,
+    pub(super) config: GrpoConfig,
 }
 
 /// Loss, metrics and `d loss / d logp` for one `logp`.
@@ -151,7 +151,7 @@ struct Evaluation {
 
 impl Problem {
     /// Aggregation weight of each unmasked token of sequence `row`.
-    fn token_weight(&self, row: usize, total_tokens: usize) -> f64 {
+    pub(super) fn token_weight(&self, row: usize, total_tokens: usize) -> f64 {
         let b = self.batch as f64;
         match self.config.aggregation {
             GrpoAggregation::Grpo => {
@@ -254,6 +254,15 @@ impl CustomOp1 for GrpoLossOp {
         Ok((from_f64_vec(&values, storage), Shape::from(4)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::grpo_loss::forward(OP_NAME, &self.problem, (storage, layout))
+    }
+
     fn bwd(&self, logp: &Tensor, _packed: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let grad_logp = logp.contiguous()?.apply_op2_no_bwd(
             &grad.contiguous()?,
@@ -287,5 +296,16 @@ impl CustomOp2 for GrpoLossBackward {
             .map(|&g| g * upstream)
             .collect();
         Ok((from_f64_vec(&grad, ls), ll.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ls: &candle_core::CudaStorage,
+        ll: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::grpo_loss::backward(self.name(), &self.problem, (gs, gl), (ls, ll))
     }
 }

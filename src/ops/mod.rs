@@ -8,31 +8,39 @@
 //!
 //! | op | module | CPU | CUDA |
 //! |----|--------|-----|------|
-//! | [`rms_norm`](fn@rms_norm) (grads: x, weight) | [`rms_norm`](mod@rms_norm) | f32, f64 (bf16/f16 via f32) | not yet |
-//! | [`rope`](fn@rope) (grad: x) | [`rope`](mod@rope) | f32, f64 (bf16/f16 via f32) | not yet |
-//! | [`softmax_last_dim`], [`masked_softmax`] (grad: x) | [`softmax`] | f32, f64 (bf16/f16 via f32) | not yet |
-//! | [`attention`](fn@attention) (grads: q, k, v) | [`attention`](mod@attention) | f32, f64 (bf16/f16 via f32) | not yet |
-//! | [`selective_log_softmax`](fn@selective_log_softmax), [`sft_loss`] (grads: hidden, lm_head) | [`selective_log_softmax`](mod@selective_log_softmax) | f32, f64 (bf16/f16 via f32) | not yet |
-//! | [`grpo_loss`](fn@grpo_loss) (grad: logp) | [`grpo_loss`](mod@grpo_loss) | f32, f64 (bf16/f16 via f32) | not yet |
-//! | [`swiglu`](fn@swiglu) (grads: gate, up) | [`swiglu`](mod@swiglu) | f32, f64 (bf16/f16 via f32) | not yet |
+//! | [`rms_norm`](fn@rms_norm) (grads: x, weight) | [`rms_norm`](mod@rms_norm) | f32, f64 (bf16/f16 via f32) | kernel written, compiled to PTX, not yet run on a GPU |
+//! | [`rope`](fn@rope) (grad: x) | [`rope`](mod@rope) | f32, f64 (bf16/f16 via f32) | kernel written, compiled to PTX, not yet run on a GPU |
+//! | [`softmax_last_dim`], [`masked_softmax`] (grad: x) | [`softmax`] | f32, f64 (bf16/f16 via f32) | kernel written, compiled to PTX, not yet run on a GPU |
+//! | [`attention`](fn@attention) (grads: q, k, v) | [`attention`](mod@attention) | f32, f64 (bf16/f16 via f32) | kernel written, compiled to PTX, not yet run on a GPU |
+//! | [`selective_log_softmax`](fn@selective_log_softmax), [`sft_loss`] (grads: hidden, lm_head) | [`selective_log_softmax`](mod@selective_log_softmax) | f32, f64 (bf16/f16 via f32) | kernel written, compiled to PTX, not yet run on a GPU |
+//! | [`grpo_loss`](fn@grpo_loss) (grad: logp) | [`grpo_loss`](mod@grpo_loss) | f32, f64 (bf16/f16 via f32) | kernel written, compiled to PTX, not yet run on a GPU |
+//! | [`swiglu`](fn@swiglu) (grads: gate, up) | [`swiglu`](mod@swiglu) | f32, f64 (bf16/f16 via f32) | candle's `silu` and `mul` |
 //! | [`linear`](fn@linear) for few rows (grads: x, weight) | [`linear`](mod@linear) | f32 (others: candle matmul) | candle matmul |
 //!
-//! # Adding a CUDA path
+//! The CUDA kernels (feature `cuda`, module `cuda`) take f32, bf16 and f16 natively and
+//! accumulate in f32 (the GRPO loss in f64); f64 is CPU-only. Saved statistics and the packed
+//! outputs that carry them (attention's `[o, lse]`, the selective log-softmax's
+//! `[logp, entropy, lse]`, the GRPO loss and metrics) are f32 on CUDA whatever the input dtype;
+//! the public functions return them in the input dtype, as on the CPU. The parity tests against
+//! the CPU ops are `tests/ops_cuda_parity.rs` (`benches/gpu/run.sh` runs them on a GPU machine).
 //!
-//! Every forward and backward kernel is a private op struct implementing `cpu_fwd`; a CUDA
-//! kernel is added by implementing `cuda_fwd` on the same struct behind
-//! `#[cfg(feature = "cuda")]` — the public functions and the `bwd` wiring stay unchanged.
+//! # Structure
+//!
+//! Every forward and backward kernel is a private op struct implementing `cpu_fwd`, and
+//! `cuda_fwd` behind `#[cfg(feature = "cuda")]`, which calls the launch code in
+//! `cuda::<op family>` — the public functions and the `bwd` wiring are shared by both devices.
 //! Ops that need more than three tensors in their backward keep the extra tensors (the
 //! forward's packed output and its gradient) in the backward op struct. Ops with several
 //! outputs or saved statistics return one packed 1-D buffer that the public wrapper splits
-//! with zero-copy `narrow`/`reshape`. Until then a CUDA tensor gets candle's
-//! `no cuda implementation for <op>` error.
+//! with zero-copy `narrow`/`reshape`.
 //!
 //! Unsupported dtypes and shapes are reported as candle errors naming the op and the shapes;
 //! nothing panics on bad input.
 
 pub mod attention;
 mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod fast_exp;
 pub mod grpo_loss;
 pub mod linear;

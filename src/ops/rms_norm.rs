@@ -10,7 +10,8 @@ const OP_NAME: &str = "rms_norm";
 /// `y = x / sqrt(mean(x², last dim) + eps) * weight`, for `x` of any rank with last dim `d`
 /// and `weight` of shape `[d]`. Differentiable w.r.t. `x` and `weight`.
 ///
-/// f32 and f64 run natively; bf16/f16 are computed in f32 and converted back.
+/// On the CPU f32 and f64 run natively and bf16/f16 are computed in f32 and converted back;
+/// on CUDA f32, bf16 and f16 run natively with f32 accumulation.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let d = match x.dims().last() {
         Some(&d) if d > 0 => d,
@@ -149,6 +150,17 @@ impl CustomOp2 for RmsNorm {
         Ok((y, xl.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::rms_norm::forward(OP_NAME, self.eps, (xs, xl), (ws, wl))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -200,5 +212,18 @@ impl CustomOp3 for RmsNormBackward {
         };
         let len = xl.shape().elem_count() + wl.shape().elem_count();
         Ok((out, Shape::from(len)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::rms_norm::backward(self.name(), self.eps, (xs, xl), (ws, wl), (gs, gl))
     }
 }

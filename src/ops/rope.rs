@@ -23,7 +23,8 @@ pub enum RopeLayout {
 /// [`RopeLayout::HalfSplit`], `(2p, 2p + 1)` for [`RopeLayout::Interleaved`]) is rotated by
 /// `cos[.., t, p]`, `sin[.., t, p]`: `(a, b) -> (a·cos - b·sin, b·cos + a·sin)`.
 ///
-/// Differentiable w.r.t. `x` only. f32/f64 native; bf16/f16 computed in f32.
+/// Differentiable w.r.t. `x` only. CPU: f32/f64 native, bf16/f16 computed in f32; CUDA: f32,
+/// bf16 and f16 native.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: RopeLayout) -> Result<Tensor> {
     let (b, _h, t, d) = match x.dims() {
         &[b, h, t, d] => (b, h, t, d),
@@ -150,6 +151,27 @@ impl CustomOp3 for Rope {
             other => return Err(unsupported_dtype(name, other)),
         };
         Ok((y, xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        cs: &candle_core::CudaStorage,
+        cl: &Layout,
+        ss: &candle_core::CudaStorage,
+        sl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let name = self.name();
+        super::cuda::rope::rotate(
+            name,
+            self.layout,
+            self.inverse,
+            (xs, xl),
+            (cs, cl),
+            (ss, sl),
+        )
     }
 
     fn bwd(

@@ -32,7 +32,9 @@ pub struct SelectiveLogSoftmax {
 /// `hidden`; [`IGNORE_TARGET`] marks ignored positions — to apply a separate boolean mask,
 /// set masked targets to [`IGNORE_TARGET`] first). Gradients flow to `hidden` and `lm_head`
 /// through both outputs. Peak extra memory is about two `N × vocab_chunk` buffers plus the
-/// gradients. f32/f64 native; bf16/f16 are computed in f32.
+/// gradients. CPU: f32/f64 native, bf16/f16 computed in f32. CUDA: f32, bf16 and f16 native,
+/// the logits of each chunk in f32 (cuBLAS with f32 output); a target out of range is detected
+/// on the device and read back once per call.
 pub fn selective_log_softmax(
     hidden: &Tensor,
     lm_head: &Tensor,
@@ -335,6 +337,20 @@ impl CustomOp3 for SelectiveLogSoftmaxOp {
         Ok((out, Shape::from(3 * p.n)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        hs: &candle_core::CudaStorage,
+        hl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+        ts: &candle_core::CudaStorage,
+        tl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let inputs = [(hs, hl), (ws, wl), (ts, tl)];
+        super::cuda::selective_log_softmax::forward(OP_NAME, self.vocab, self.vocab_chunk, inputs)
+    }
+
     fn bwd(
         &self,
         hidden: &Tensor,
@@ -349,8 +365,8 @@ impl CustomOp3 for SelectiveLogSoftmaxOp {
             &SelectiveLogSoftmaxBackward {
                 vocab: self.vocab,
                 vocab_chunk: self.vocab_chunk,
-                saved: saved.clone(),
-                grad: grad.clone(),
+                saved: saved.contiguous()?,
+                grad: grad.contiguous()?,
             },
         )?;
         let nd = hidden.elem_count();
@@ -391,5 +407,24 @@ impl CustomOp3 for SelectiveLogSoftmaxBackward {
             other => return Err(unsupported_dtype(self.name(), other)),
         };
         Ok((out, Shape::from(p.n * p.d + p.vocab * p.d)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        hs: &candle_core::CudaStorage,
+        hl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+        ts: &candle_core::CudaStorage,
+        tl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::selective_log_softmax::backward(
+            self.name(),
+            self.vocab,
+            self.vocab_chunk,
+            (&self.saved, &self.grad),
+            [(hs, hl), (ws, wl), (ts, tl)],
+        )
     }
 }

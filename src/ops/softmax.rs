@@ -208,6 +208,15 @@ impl CustomOp1 for Softmax {
         Ok((y, xl.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::softmax::forward(self.name(), self.causal_offset, (xs, xl), None)
+    }
+
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(softmax_bwd(y, grad_y)?))
     }
@@ -259,6 +268,17 @@ impl CustomOp2 for MaskedSoftmax {
         Ok((y, xl.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ms: &candle_core::CudaStorage,
+        ml: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::softmax::forward(MASKED_OP_NAME, self.causal_offset, (xs, xl), Some((ms, ml)))
+    }
+
     fn bwd(
         &self,
         _x: &Tensor,
@@ -298,5 +318,16 @@ impl CustomOp2 for SoftmaxBackward {
             other => return Err(unsupported_dtype(name, other)),
         };
         Ok((dx, yl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ys: &candle_core::CudaStorage,
+        yl: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::softmax::backward(self.name(), (ys, yl), (gs, gl))
     }
 }

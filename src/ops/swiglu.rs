@@ -13,7 +13,8 @@ const CHUNK: usize = 1 << 14;
 
 /// `silu(gate) · up` elementwise, for `gate` and `up` of the same shape; differentiable in both.
 ///
-/// f32 and f64 run natively; bf16/f16 are computed in f32 and converted back.
+/// On the CPU, f32 and f64 run natively and bf16/f16 are computed in f32 and converted back;
+/// other devices use candle's `silu` and `mul`.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if gate.shape() != up.shape() {
         bail!(
@@ -28,6 +29,9 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
             gate.dtype(),
             up.dtype()
         );
+    }
+    if !gate.device().is_cpu() {
+        return gate.silu()? * up;
     }
     let (gate32, dtype) = widen_half(gate)?;
     let (up32, _) = widen_half(up)?;
