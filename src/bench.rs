@@ -21,14 +21,32 @@ pub enum BenchShape {
     SmallVocab,
     /// Qwen's vocabulary 151,936, hidden 128, MLP 352, 2 layers: the output-layer-bound shape.
     QwenVocab,
+    /// Qwen2.5-0.5B's full shape (494M parameters), for the training bench at sequence 1024; not
+    /// in the default case list (it needs ~16 GiB and tens of seconds per step).
+    #[value(name = "qwen2.5-0.5b")]
+    #[serde(rename = "qwen2.5-0.5b")]
+    Qwen25HalfB,
 }
 
 impl BenchShape {
+    /// Tokens per training row: 1024 for the full-size shape, 256 otherwise.
+    pub fn train_seq_len(self) -> usize {
+        match self {
+            BenchShape::Qwen25HalfB => 1024,
+            _ => 256,
+        }
+    }
+
     /// The model config of the shape.
     pub fn config(self) -> ModelConfig {
         let (vocab, hidden, mlp, layers) = match self {
             BenchShape::SmallVocab => (512, 256, 704, 4),
             BenchShape::QwenVocab => (151_936, 128, 352, 2),
+            BenchShape::Qwen25HalfB => {
+                return crate::model::init::Preset::Qwen25_0_5b
+                    .config(151_936)
+                    .expect("the Qwen2.5-0.5B preset has a fixed shape")
+            }
         };
         ModelConfig {
             hidden_size: hidden,

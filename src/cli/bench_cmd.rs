@@ -27,7 +27,9 @@ pub struct CpuArgs {
     /// tokenizer.json directory used to decode generated ids.
     #[arg(long, default_value = "../shared/data/tokenizer_qwen2_5")]
     pub tokenizer: PathBuf,
-    /// Run one case in this process (`train:SHAPE:BATCH` or `generate:SHAPE:BATCH`) and print JSON.
+    /// Run one case in this process (`train:SHAPE:BATCH` or `generate:SHAPE:BATCH`) and print JSON;
+    /// SHAPE is small-vocab, qwen-vocab, or qwen2.5-0.5b (training at sequence 1024, not run by
+    /// default).
     #[arg(long)]
     pub case: Option<String>,
     /// Timed training steps per case.
@@ -139,7 +141,7 @@ fn run_case(case: &str, args: &CpuArgs) -> anyhow::Result<BenchResult> {
         .parse()
         .with_context(|| format!("--case {case:?}: batch"))?;
     match *workload {
-        "train" => bench_train(shape, batch, 256, args.steps),
+        "train" => bench_train(shape, batch, shape.train_seq_len(), args.steps),
         "generate" => {
             let tokenizer = Tokenizer::from_dir(&args.tokenizer)?;
             bench_generate(shape, &tokenizer, batch, 32, 64)
