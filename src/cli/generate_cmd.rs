@@ -33,6 +33,10 @@ pub struct GenerateArgs {
     /// Use only the first N problems of the set.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Leave out the problems of this prompt source (same problem text), e.g. the eval set;
+    /// repeatable.
+    #[arg(long)]
+    pub exclude: Vec<String>,
 
     /// Local teacher: a model directory, hub id (org/name) or llama2.c .bin.
     #[arg(long)]
@@ -157,6 +161,7 @@ impl GenerateArgs {
             answer_column: self.answer_column.clone(),
             id_column: self.id_column.clone(),
             limit: self.limit,
+            exclude: self.exclude.clone(),
             teacher,
             system_prompt: self.system_prompt.clone(),
             instruction: self.instruction.clone(),

@@ -5,6 +5,7 @@
 //! `difficulty` (1–8, default 3), `count` (default 100) and `seed` (default 0), e.g.
 //! `synth:arith:difficulty=3:count=200:seed=1`.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use super::errors::{DataError, Result};
@@ -104,6 +105,16 @@ pub fn load_prompts(source: &str) -> Result<Vec<Problem>> {
     }
 }
 
+/// The problem texts of every source in `sources` (prompt-source strings as for [`load_prompts`]):
+/// what exact-text decontamination leaves out of training data, e.g. a run's evaluation set.
+pub fn problem_texts(sources: &[String]) -> Result<HashSet<String>> {
+    let mut texts = HashSet::new();
+    for source in sources {
+        texts.extend(load_prompts(source)?.into_iter().map(|p| p.problem));
+    }
+    Ok(texts)
+}
+
 /// The tasks of a `synth:` spec (an error for anything else).
 pub fn synth_tasks(source: &str) -> Result<Vec<SynthTask>> {
     match SynthSpec::parse(source) {
@@ -117,6 +128,20 @@ pub fn synth_tasks(source: &str) -> Result<Vec<SynthTask>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn problem_texts_collect_every_source_and_catch_repeats_across_seeds() {
+        let eval = "synth:arith:difficulty=1:count=64:seed=12".to_string();
+        let texts = problem_texts(std::slice::from_ref(&eval)).unwrap();
+        let problems = load_prompts(&eval).unwrap();
+        assert!(problems.iter().all(|p| texts.contains(&p.problem)));
+        // Difficulty 1 has a few thousand distinct problems, so another seed repeats some texts.
+        let train = load_prompts("synth:arith:difficulty=1:count=2000:seed=11").unwrap();
+        assert!(train.iter().any(|p| texts.contains(&p.problem)));
+        assert!(train.iter().any(|p| !texts.contains(&p.problem)));
+        let both = problem_texts(&[eval, "synth:linear:count=3".into()]).unwrap();
+        assert!(both.len() > texts.len() && both.is_superset(&texts));
+    }
 
     #[test]
     fn synth_specs_parse_with_defaults_and_reject_nonsense() {

@@ -30,9 +30,13 @@ pub struct GenerateConfig {
     /// Column holding a stable id (custom layout; content-hash ids without it).
     #[serde(default)]
     pub id_column: Option<String>,
-    /// Take only the first `limit` problems of the set (before the worker split).
+    /// Take only the first `limit` problems of the set (after `exclude`, before the worker split).
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Prompt sources (files or `synth:` specs) whose problems are left out of the set, matched by
+    /// exact problem text: decontamination against held-out sets (`distill run` adds its eval set).
+    #[serde(default)]
+    pub exclude: Vec<String>,
     /// Which model samples.
     pub teacher: TeacherConfig,
     /// A system turn put before every problem.
@@ -211,6 +215,7 @@ impl GenerateConfig {
             "problem_column": self.problem_column,
             "answer_column": self.answer_column,
             "id_column": self.id_column,
+            "exclude": self.exclude,
             "teacher": teacher,
             "system_prompt": self.system_prompt,
             "instruction": self.instruction,

@@ -9,16 +9,21 @@ use std::path::Path;
 use super::config::GenerateConfig;
 use super::GenerateError;
 use crate::data::hashing::sha256_u64;
-use crate::data::prompt_source::SynthSpec;
+use crate::data::prompt_source::{problem_texts, SynthSpec};
 use crate::data::sources::{load_builtin, load_problems, Adapter, ColumnMapping, Problem};
 use crate::model::{ChatOptions, Message, Tokenizer};
 
-/// Loads the configured prompt set and keeps the first `limit` problems.
+/// Loads the configured prompt set, leaves out the problems of `exclude` and keeps the first
+/// `limit` problems.
 pub fn load_prompt_set(config: &GenerateConfig) -> Result<Vec<Problem>, GenerateError> {
     let mut problems = match SynthSpec::parse(&config.prompts) {
         Some(spec) => spec?.problems()?,
         None => load_file(config)?,
     };
+    if !config.exclude.is_empty() {
+        let excluded = problem_texts(&config.exclude)?;
+        problems.retain(|p| !excluded.contains(&p.problem));
+    }
     if let Some(limit) = config.limit {
         problems.truncate(limit);
     }
@@ -153,6 +158,33 @@ pub fn full_generation(prefill: &str, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn excluded_problems_are_left_out_before_the_limit() {
+        let config: GenerateConfig = toml::from_str(
+            "prompts = \"synth:arith:difficulty=1:count=300:seed=11\"\nout = \"o\"\nlimit = 250\n\
+             exclude = [\"synth:arith:difficulty=1:count=64:seed=12\"]\n\
+             [teacher]\nkind = \"local\"\nmodel = \"m\"\n",
+        )
+        .unwrap();
+        let excluded = problem_texts(&config.exclude).unwrap();
+        let clean: Vec<String> = crate::data::prompt_source::load_prompts(&config.prompts)
+            .unwrap()
+            .into_iter()
+            .filter(|p| !excluded.contains(&p.problem))
+            .map(|p| p.id)
+            .collect();
+        assert!(
+            clean.len() < 300,
+            "some training problems repeat an excluded one"
+        );
+        let kept: Vec<String> = load_prompt_set(&config)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(kept, clean[..250.min(clean.len())]);
+    }
 
     #[test]
     fn the_r1_prefill_is_detected_and_prepended_once() {

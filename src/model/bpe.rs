@@ -21,9 +21,16 @@ pub const SPECIAL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_en
 /// Reasoning markers, added as ordinary (non-special) tokens so decoding keeps them.
 pub const THINK_TOKENS: [&str; 2] = ["<think>", "</think>"];
 
-/// Trains a byte-level BPE tokenizer of about `vocab_size` tokens on `corpus` (digits are split
-/// one per token, as Qwen does) and writes `tokenizer.json` and `tokenizer_config.json` into `dir`.
-pub fn train_bpe(corpus: &[String], vocab_size: usize, dir: &Path) -> Result<Tokenizer> {
+/// Trains a byte-level BPE tokenizer of about `vocab_size` tokens on `corpus` and writes
+/// `tokenizer.json` and `tokenizer_config.json` into `dir`. With `split_digits` every digit is a
+/// token of its own (as in Qwen); without it a run of digits is one pre-token, so the frequent
+/// numbers of the corpus become single tokens.
+pub fn train_bpe(
+    corpus: &[String],
+    vocab_size: usize,
+    split_digits: bool,
+    dir: &Path,
+) -> Result<Tokenizer> {
     let error = |message: String| ModelError::Tokenizer {
         file: dir.join("tokenizer.json").display().to_string(),
         message,
@@ -42,7 +49,7 @@ pub fn train_bpe(corpus: &[String], vocab_size: usize, dir: &Path) -> Result<Tok
     let mut trainer = TrainerWrapper::BpeTrainer(trainer);
     let mut tokenizer = tokenizers::Tokenizer::new(BPE::default());
     let pre_tokenizer = Sequence::new(vec![
-        PreTokenizerWrapper::Digits(Digits::new(true)),
+        PreTokenizerWrapper::Digits(Digits::new(split_digits)),
         PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
     ]);
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
@@ -74,4 +81,27 @@ pub fn train_bpe(corpus: &[String], vocab_size: usize, dir: &Path) -> Result<Tok
         config.to_string().as_bytes(),
     )?;
     Tokenizer::from_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_are_split_one_per_token_or_kept_as_whole_numbers() {
+        let corpus: Vec<String> = (0..300)
+            .map(|i| format!("{} + {} = {}.", i % 30, i % 7, i % 30 + i % 7))
+            .collect();
+        for (split_digits, tokens_of_12) in [(true, 2), (false, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let tokenizer = train_bpe(&corpus, 400, split_digits, dir.path()).unwrap();
+            let ids = tokenizer.encode("12", false).unwrap();
+            assert_eq!(ids.len(), tokens_of_12, "split_digits = {split_digits}");
+            let text = "Start with 12. 12 + 5 = 17.";
+            let round_trip = tokenizer
+                .decode(&tokenizer.encode(text, false).unwrap(), false)
+                .unwrap();
+            assert_eq!(round_trip, text);
+        }
+    }
 }

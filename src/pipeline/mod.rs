@@ -6,6 +6,7 @@
 
 pub mod recipe;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -15,7 +16,8 @@ use serde_json::json;
 
 use crate::data::corpus::{programmatic_row, write_corpus, ReplyStyle};
 use crate::data::hashing::sha256_hex;
-use crate::data::prompt_source::{load_prompts, synth_tasks};
+use crate::data::prompt_source::{load_prompts, problem_texts, synth_tasks};
+use crate::data::synth::SynthTask;
 use crate::model::init::{random_weights, tiny_config};
 use crate::model::save::{save_hf_dir, write_atomic};
 use crate::model::{Architecture, Decoder, Tokenizer};
@@ -81,6 +83,9 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
         index
     };
 
+    // Evaluation is on unseen problems: every training input leaves out the eval set's problems
+    // (small synthetic tasks repeat problem texts across seeds).
+    let held_out = problem_texts(std::slice::from_ref(&recipe.prompts.eval))?;
     let tokenizer_dir = layout.stage("tokenizer");
     if let Some(spec) = &recipe.tokenizer {
         let corpora: Vec<&str> = [&recipe.teacher, &recipe.student]
@@ -92,18 +97,23 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
             total,
             "tokenizer",
             &tokenizer_dir,
-            &(spec, &corpora),
+            &(spec, &corpora, &recipe.prompts.eval),
             || {
                 let mut texts = Vec::new();
                 for corpus in &corpora {
-                    for task in synth_tasks(corpus)? {
+                    for task in decontaminated_tasks(corpus, &held_out)?.0 {
                         for style in [ReplyStyle::LongCot, ReplyStyle::ShortAnswer] {
                             let row = programmatic_row(&task, style);
                             texts.extend(row.messages.into_iter().map(|m| m.content));
                         }
                     }
                 }
-                crate::model::bpe::train_bpe(&texts, spec.vocab_size, &tokenizer_dir)?;
+                crate::model::bpe::train_bpe(
+                    &texts,
+                    spec.vocab_size,
+                    spec.split_digits,
+                    &tokenizer_dir,
+                )?;
                 Ok(())
             },
         )?;
@@ -112,18 +122,16 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     let teacher = resolve_model(
         recipe,
         &layout,
-        "teacher",
-        &recipe.teacher,
-        ReplyStyle::LongCot,
+        ("teacher", &recipe.teacher, ReplyStyle::LongCot),
+        &held_out,
         &mut next,
         total,
     )?;
     let student = resolve_model(
         recipe,
         &layout,
-        "student",
-        &recipe.student,
-        ReplyStyle::ShortAnswer,
+        ("student", &recipe.student, ReplyStyle::ShortAnswer),
+        &held_out,
         &mut next,
         total,
     )?;
@@ -137,11 +145,17 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
         teacher_table.insert("device".into(), recipe.device.clone().into());
         generate_settings.insert("teacher".into(), toml::Value::Table(teacher_table));
     }
+    let mut exclude = match generate_settings.get("exclude") {
+        Some(toml::Value::Array(sources)) => sources.clone(),
+        _ => Vec::new(),
+    };
+    exclude.push(recipe.prompts.eval.clone().into());
     let generate: crate::generate::GenerateConfig = stage_config(
         "generate",
         &generate_settings,
         &[
             ("prompts", recipe.prompts.train.clone().into()),
+            ("exclude", toml::Value::Array(exclude)),
             ("out", path_value(&traces)),
             ("seed", (recipe.seed as i64).into()),
         ],
@@ -200,7 +214,8 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     let grpo: crate::train::grpo::GrpoConfig =
         stage_config("grpo", &recipe.grpo.settings, &grpo_fixed)?;
     stage(next(), total, "grpo", &grpo_dir, &grpo, || {
-        let problems = load_prompts(&recipe.prompts.train)?;
+        let mut problems = load_prompts(&recipe.prompts.train)?;
+        problems.retain(|p| !held_out.contains(&p.problem));
         crate::train::grpo::run_grpo(&grpo, &problems, true)?;
         Ok(())
     })?;
@@ -298,13 +313,26 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| path.display().to_string())
 }
 
-/// The model path of `spec`: as given, or bootstrapped (a stage of its own) under `layout`.
+/// The tasks of the `synth:` spec `corpus` whose problem text is not in `held_out`, and how many
+/// were left out.
+fn decontaminated_tasks(
+    corpus: &str,
+    held_out: &HashSet<String>,
+) -> anyhow::Result<(Vec<SynthTask>, usize)> {
+    let mut tasks = synth_tasks(corpus)?;
+    let before = tasks.len();
+    tasks.retain(|task| !held_out.contains(&task.problem));
+    let left_out = before - tasks.len();
+    Ok((tasks, left_out))
+}
+
+/// The model path of a role's `spec`: as given, or bootstrapped (a stage of its own) under
+/// `layout` on its corpus without the `held_out` problems, its replies written in `style`.
 fn resolve_model(
     recipe: &Recipe,
     layout: &Layout,
-    role: &str,
-    spec: &recipe::ModelSpec,
-    style: ReplyStyle,
+    (role, spec, style): (&str, &recipe::ModelSpec, ReplyStyle),
+    held_out: &HashSet<String>,
     next: &mut impl FnMut() -> usize,
     total: usize,
 ) -> anyhow::Result<String> {
@@ -324,8 +352,13 @@ fn resolve_model(
         ],
     )?;
     let tokenizer_dir = layout.stage("tokenizer");
-    stage(next(), total, role, &dir, &(bootstrap, &train), || {
-        let tasks = synth_tasks(&bootstrap.corpus)?;
+    let hashed = (bootstrap, &train, &recipe.prompts.eval);
+    stage(next(), total, role, &dir, &hashed, || {
+        let (tasks, left_out) = decontaminated_tasks(&bootstrap.corpus, held_out)?;
+        eprintln!(
+            "  {role} corpus: {} problems ({left_out} left out: they are eval problems)",
+            tasks.len()
+        );
         write_corpus(
             &dir.join("corpus"),
             &tasks,

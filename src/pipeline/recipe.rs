@@ -25,7 +25,8 @@ pub struct Recipe {
     /// `cpu` or `cuda:N`, for every local model.
     #[serde(default = "default_device")]
     pub device: String,
-    /// Training and evaluation prompts.
+    /// Training and evaluation prompts. Every training input (bootstrap corpora, the tokenizer's
+    /// text, teacher prompts, GRPO prompts) leaves out the problems of the eval set.
     pub prompts: Prompts,
     /// The tokenizer trained for bootstrapped models.
     #[serde(default)]
@@ -75,6 +76,14 @@ pub struct Prompts {
 pub struct TokenizerSpec {
     /// Target vocabulary size.
     pub vocab_size: usize,
+    /// One token per digit (as in Qwen; the default); `false` keeps runs of digits together so
+    /// the corpus's numbers become single tokens.
+    #[serde(default = "default_split_digits")]
+    pub split_digits: bool,
+}
+
+fn default_split_digits() -> bool {
+    true
 }
 
 /// An existing model, or one the recipe bootstraps.

@@ -83,7 +83,8 @@ pub fn synthetic_student(dir: &std::path::Path, seed: u64) -> String {
         .into_iter()
         .flat_map(|(p, cot)| [distill::data::schema::user_turn(&p.problem), cot])
         .collect();
-    let tokenizer = distill::model::bpe::train_bpe(&corpus, 400, &dir.join("tokenizer")).unwrap();
+    let tokenizer =
+        distill::model::bpe::train_bpe(&corpus, 400, true, &dir.join("tokenizer")).unwrap();
     let mut config = tiny_config(Architecture::Qwen2, tokenizer.vocab_size());
     config.eos_token_ids = tokenizer.eos_token_id().into_iter().collect();
     let weights = random_weights(&config, seed, &Device::Cpu).unwrap();

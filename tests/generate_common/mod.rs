@@ -30,6 +30,7 @@ pub fn local_config(prompts: &str, out: &Path) -> GenerateConfig {
         answer_column: None,
         id_column: None,
         limit: None,
+        exclude: Vec::new(),
         teacher: TeacherConfig::Local {
             model: stories260k(),
             device: "cpu".into(),
