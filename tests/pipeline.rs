@@ -1,12 +1,14 @@
 //! `distill run` end to end on a shrunken tiny recipe: every stage on the real code path, the report's
-//! structure, accepted traces all verified correct, and a run killed mid-way that completes with the
-//! same report.
+//! structure, accepted traces all verified correct, no eval problem in any training input, and a run
+//! killed mid-way that completes with the same report.
 
 mod common;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
 
+use distill::data::prompt_source::load_prompts;
 use distill::data::schema::TraceRow;
 use distill::data::shards::read_rows;
 
@@ -166,6 +168,34 @@ fn the_shrunken_tiny_recipe_runs_end_to_end_and_resumes_to_the_same_report() {
         );
     }
     println!("accepted traces: {} (all verified correct)", accepted.len());
+
+    // No eval problem reaches a training input. The student's corpus spec repeats some eval
+    // problems (difficulty 1 has few distinct ones), so the exclusion is exercised.
+    let recipe =
+        distill::pipeline::recipe::Recipe::from_toml(&shrunken_recipe(&straight), "test").unwrap();
+    let eval: HashSet<String> = load_prompts(&recipe.prompts.eval)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.problem)
+        .collect();
+    let student_spec = recipe.student.bootstrap.as_ref().unwrap().corpus.clone();
+    let student_tasks = load_prompts(&student_spec).unwrap();
+    let repeats = student_tasks
+        .iter()
+        .filter(|p| eval.contains(&p.problem))
+        .count();
+    assert!(repeats > 0, "{student_spec} repeats no eval problem");
+    let student_corpus = read_rows::<TraceRow>(&straight.join("student/corpus")).unwrap();
+    assert_eq!(student_corpus.len(), student_tasks.len() - repeats);
+    for dir in ["teacher/corpus", "student/corpus", "traces"] {
+        for row in read_rows::<TraceRow>(&straight.join(dir)).unwrap() {
+            assert!(
+                !eval.contains(&row.problem),
+                "{dir} holds eval problem {:?}",
+                row.problem
+            );
+        }
+    }
 
     // Kill a second run once its SFT stage has started, rerun it, and compare the reports.
     let killed = tmp.path().join("killed");
