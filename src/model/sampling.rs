@@ -96,8 +96,8 @@ fn keep_most_likely(candidates: &mut Vec<(u32, f32)>, k: usize) {
 const NUCLEUS_HEAD: usize = 512;
 
 /// Keeps the smallest most-likely-first prefix whose mass reaches `mass`, sorted. Sorts only the
-/// most likely [`NUCLEUS_HEAD`] candidates when they already hold that mass (the same prefix a
-/// full sort gives), and everything otherwise.
+/// most likely [`NUCLEUS_HEAD`] candidates when they already hold that mass (the prefix a full sort
+/// gives, up to f32 rounding of the running sums), and everything otherwise.
 fn keep_nucleus(candidates: &mut Vec<(u32, f32)>, mass: f32) {
     if candidates.len() > NUCLEUS_HEAD {
         candidates.select_nth_unstable_by(NUCLEUS_HEAD, by_likelihood);
