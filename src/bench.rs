@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::model::generate::{generate, GenerationConfig, GenerationRequest};
 use crate::model::init::{random_weights, tiny_config};
 use crate::model::{Architecture, ModelConfig, SamplerConfig, Tokenizer};
+use crate::train::compute::{mfu, training_flops};
 use crate::train::loss::next_token_loss;
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::trainable::TrainableDecoder;
@@ -73,6 +74,30 @@ pub struct BenchResult {
     pub tokens_per_s: f64,
     /// Peak resident memory of the process, MiB (meaningful when the case ran alone in a process).
     pub peak_rss_mib: f64,
+    /// Model FLOPs utilisation (training, when the device's peak is known).
+    pub mfu: Option<f64>,
+}
+
+/// Where and how a training bench computes.
+#[derive(Debug, Clone)]
+pub struct TrainTarget {
+    /// The device the model and the step run on.
+    pub device: Device,
+    /// The dtype of the forward and backward (master weights are f32).
+    pub compute_dtype: DType,
+    /// The device's peak FLOP/s in that dtype, for the MFU.
+    pub peak_flops: Option<f64>,
+}
+
+impl TrainTarget {
+    /// f32 on the CPU, no MFU: the `distill bench cpu` setting.
+    pub fn cpu() -> Self {
+        TrainTarget {
+            device: Device::Cpu,
+            compute_dtype: DType::F32,
+            peak_flops: None,
+        }
+    }
 }
 
 fn random_ids(batch: usize, len: usize, vocab: usize, salt: u32) -> Vec<u32> {
@@ -95,48 +120,56 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Forward + backward + AdamW step on `batch × seq` random tokens; tokens/s over `steps` timed steps
-/// after one warm-up step.
+/// Forward + backward + AdamW step on `batch × seq` random tokens on `target`; tokens/s (and MFU)
+/// over `steps` timed steps after one warm-up step.
 pub fn bench_train(
     shape: BenchShape,
     batch: usize,
     seq: usize,
     steps: usize,
+    target: &TrainTarget,
 ) -> anyhow::Result<BenchResult> {
+    let device = &target.device;
     let config = shape.config();
     let weights = random_weights(&config, 0, &Device::Cpu)?;
-    let trainable = TrainableDecoder::new(&config, &weights, DType::F32, &Device::Cpu)?;
+    let trainable = TrainableDecoder::new(&config, &weights, DType::F32, device)?
+        .computing_in(target.compute_dtype);
     let mut optimizer = AdamW::new(&trainable.params, AdamWConfig::default())?;
     let ids = Tensor::from_vec(
         random_ids(batch, seq, config.vocab_size, 7),
         (batch, seq),
-        &Device::Cpu,
+        device,
     )?;
     let positions = Tensor::from_vec(
         (0..batch).flat_map(|_| 0..seq as u32).collect::<Vec<_>>(),
         (batch, seq),
-        &Device::Cpu,
+        device,
     )?;
-    let mask = Tensor::ones((batch, seq), DType::F32, &Device::Cpu)?;
+    let mask = Tensor::ones((batch, seq), DType::F32, device)?;
     let mut step = || -> anyhow::Result<()> {
-        let hidden = trainable.model.forward(&ids, &positions, None, None)?;
-        let loss = next_token_loss(&hidden, trainable.model.lm_head(), &ids, &mask)?;
+        let model = trainable.compute_model()?;
+        let hidden = model.forward(&ids, &positions, None, None)?;
+        let loss = next_token_loss(&hidden, model.lm_head(), &ids, &mask)?;
         optimizer.accumulate(&loss.backward()?, 1.0)?;
         optimizer.step(1e-4)?;
         Ok(())
     };
     step()?;
+    device.synchronize()?;
     let started = Instant::now();
     for _ in 0..steps {
         step()?;
     }
+    device.synchronize()?;
     let seconds = started.elapsed().as_secs_f64();
+    let flops = steps as f64 * training_flops(&config, std::iter::repeat_n(seq, batch));
     Ok(BenchResult {
         workload: "train",
         shape,
         batch,
         tokens_per_s: (batch * seq * steps) as f64 / seconds,
         peak_rss_mib: peak_rss_mib(),
+        mfu: target.peak_flops.map(|peak| mfu(flops, seconds, peak)),
     })
 }
 
@@ -176,6 +209,7 @@ pub fn bench_generate(
         batch,
         tokens_per_s: produced as f64 / seconds,
         peak_rss_mib: peak_rss_mib(),
+        mfu: None,
     })
 }
 

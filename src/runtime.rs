@@ -57,3 +57,18 @@ fn cuda_device(ordinal: usize) -> anyhow::Result<Device> {
     }
     Ok(Device::new_cuda(ordinal)?)
 }
+
+/// A human-readable name of `device`: the GPU's model name for CUDA (as the driver reports it,
+/// e.g. "NVIDIA H100 80GB HBM3"), `cpu` for the CPU.
+pub fn device_name(device: &Device) -> String {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(cuda) => cuda
+            .cuda_stream()
+            .context()
+            .name()
+            .unwrap_or_else(|_| "cuda (unnamed)".to_string()),
+        Device::Cpu => "cpu".to_string(),
+        other => format!("{:?}", other.location()),
+    }
+}

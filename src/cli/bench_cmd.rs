@@ -1,6 +1,7 @@
 //! `distill bench cpu`: CPU throughput of training and generation on real shapes, each case in its
 //! own process so its peak memory is its own; prints the lines `benches/baselines/torch_cpu.py`
-//! prints, so the two can be compared as ratios.
+//! prints, so the two can be compared as ratios. `distill bench train`: one training shape on any
+//! device and precision, with its MFU. `distill bench grpo`: the split of a GRPO step.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,8 +9,10 @@ use std::process::Command;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::bench::{bench_generate, bench_train, BenchResult, BenchShape};
+use crate::bench::{bench_generate, bench_train, BenchResult, BenchShape, TrainTarget};
 use crate::model::Tokenizer;
+use crate::train::compute::known_peak_flops;
+use crate::train::precision::Precision;
 
 /// `distill bench`.
 #[derive(Debug, Subcommand)]
@@ -19,6 +22,34 @@ pub enum BenchCommand {
     Cpu(CpuArgs),
     /// Seconds per GRPO step of the tiny preset, split into rollout and update.
     Grpo(GrpoBenchArgs),
+    /// Training tokens/s and MFU of one shape on a chosen device and precision (prints JSON).
+    Train(TrainBenchArgs),
+}
+
+/// `distill bench train`.
+#[derive(Debug, Args)]
+pub struct TrainBenchArgs {
+    /// small-vocab, qwen-vocab or qwen2.5-0.5b.
+    #[arg(long, default_value = "qwen2.5-0.5b")]
+    pub shape: BenchShape,
+    /// Rows per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Tokens per row (default: the shape's training length, 1024 for qwen2.5-0.5b, else 256).
+    #[arg(long)]
+    pub seq: Option<usize>,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// auto (bf16 on CUDA, f32 on the CPU), f32 or bf16.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub precision: Precision,
+    /// The device's dense peak TFLOP/s in that precision (looked up for known GPUs when unset).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
 }
 
 /// `distill bench cpu`.
@@ -82,6 +113,27 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        BenchCommand::Train(args) => {
+            let device = crate::runtime::parse_device(&args.device)?;
+            let compute_dtype = args.precision.compute_dtype(&device);
+            let peak_flops = args
+                .peak_tflops
+                .map(|t| t * 1e12)
+                .or_else(|| known_peak_flops(&crate::runtime::device_name(&device), compute_dtype));
+            let target = TrainTarget {
+                device,
+                compute_dtype,
+                peak_flops,
+            };
+            let seq = args.seq.unwrap_or(args.shape.train_seq_len());
+            let result = bench_train(args.shape, args.batch, seq, args.steps, &target)?;
+            let mut line = serde_json::to_value(&result)?;
+            line["device"] = crate::runtime::device_name(&target.device).into();
+            line["compute_dtype"] = format!("{compute_dtype:?}").into();
+            line["seq"] = seq.into();
+            println!("{line}");
+            return Ok(());
+        }
     };
     match &args.case {
         Some(case) => {
@@ -141,7 +193,13 @@ fn run_case(case: &str, args: &CpuArgs) -> anyhow::Result<BenchResult> {
         .parse()
         .with_context(|| format!("--case {case:?}: batch"))?;
     match *workload {
-        "train" => bench_train(shape, batch, shape.train_seq_len(), args.steps),
+        "train" => bench_train(
+            shape,
+            batch,
+            shape.train_seq_len(),
+            args.steps,
+            &TrainTarget::cpu(),
+        ),
         "generate" => {
             let tokenizer = Tokenizer::from_dir(&args.tokenizer)?;
             bench_generate(shape, &tokenizer, batch, 32, 64)

@@ -7,6 +7,7 @@ use clap::Args;
 use super::config_table::{int, int64, ConfigTable};
 use crate::data::prompt_source::load_prompts;
 use crate::train::grpo::{run_grpo, GrpoConfig, LossAggregation};
+use crate::train::precision::Precision;
 
 /// `distill grpo`. Flags override the `--config` TOML file, which overrides the defaults.
 #[derive(Debug, Args)]
@@ -74,6 +75,9 @@ pub struct GrpoArgs {
     /// cpu or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
+    /// Compute precision: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16; master weights stay f32.
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
 }
 
 impl GrpoArgs {
@@ -98,6 +102,7 @@ impl GrpoArgs {
         table.set("save_every", int64(self.save_every));
         table.set("seed", int64(self.seed));
         table.set("device", self.device.clone());
+        table.set_enum("precision", self.precision);
         table.finish("--policy and --out")
     }
 }

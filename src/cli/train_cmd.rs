@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::config_table::{int, int64, ConfigTable};
+use crate::train::precision::Precision;
 use crate::train::schedule::Decay;
 use crate::train::sft::{run_sft, SftConfig};
 use crate::train::sft_data::OverLength;
@@ -78,6 +79,12 @@ pub struct TrainArgs {
     /// cpu or cuda:N.
     #[arg(long)]
     pub device: Option<String>,
+    /// Compute precision: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16; master weights stay f32.
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
+    /// The device's dense peak TFLOP/s in that precision, for the logged MFU (looked up for known GPUs).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
 }
 
 impl TrainArgs {
@@ -102,6 +109,8 @@ impl TrainArgs {
         table.set("eval_fraction", self.eval_fraction);
         table.set("seed", int64(self.seed));
         table.set("device", self.device.clone());
+        table.set_enum("precision", self.precision);
+        table.set("peak_tflops", self.peak_tflops);
         table.set("optimizer.weight_decay", self.weight_decay);
         table.set("optimizer.max_grad_norm", self.max_grad_norm);
         table.finish("--student, --data and --out")

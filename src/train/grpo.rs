@@ -19,9 +19,10 @@ use super::compute::estimated_flops;
 use super::loss::next_token_log_probs_and_entropy;
 use super::metrics::{plot_curves, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
+use super::precision::Precision;
 use super::rewards::{advantages, AdvantageScaling, RewardBreakdown, RewardConfig, Scored};
 use super::schedule::{Decay, Schedule};
-use super::trainable::TrainableDecoder;
+use super::trainable::{cast_decoder, TrainableDecoder};
 use crate::data::hashing::{sha256_hex, sha256_u64};
 use crate::data::sources::Problem;
 use crate::model::generate::{
@@ -124,6 +125,10 @@ pub struct GrpoConfig {
     /// `cpu` or `cuda:N`.
     #[serde(default = "defaults::device")]
     pub device: String,
+    /// Compute precision of rollouts and updates: `auto` (bf16 on CUDA, f32 on the CPU), `f32` or
+    /// `bf16` (over f32 master weights either way).
+    #[serde(default)]
+    pub precision: Precision,
     /// Optimiser settings.
     #[serde(default)]
     pub optimizer: AdamWConfig,
@@ -388,8 +393,13 @@ pub fn run_grpo(
     let loaded = model::load(&config.policy, &device, DType::F32)
         .with_context(|| format!("loading policy {}", config.policy))?;
     let tokenizer = &loaded.tokenizer;
-    let trainable = TrainableDecoder::from_model(&loaded.model)?;
-    let reference = (config.beta > 0.0).then(|| loaded.model.clone());
+    let compute_dtype = config.precision.compute_dtype(&device);
+    let trainable = TrainableDecoder::from_model(&loaded.model)?.computing_in(compute_dtype);
+    let reference = if config.beta > 0.0 {
+        Some(cast_decoder(&loaded.model, compute_dtype)?)
+    } else {
+        None
+    };
     let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
     let schedule = Schedule {
         peak: config.learning_rate,
@@ -463,7 +473,7 @@ pub fn run_grpo(
                 seed: sha256_u64(format!("{}/{}/{}", config.seed, state.step, p.id).as_bytes()),
             })
             .collect();
-        let policy_view = trainable.model.detached()?;
+        let policy_view = trainable.compute_model()?.detached()?;
         let completions = generate(&policy_view, tokenizer, &requests, &generation)?;
         let prompt_texts: Vec<String> = chosen.iter().map(|p| p.problem.clone()).collect();
         let scores: Vec<RewardBreakdown> = completions
@@ -500,7 +510,7 @@ pub fn run_grpo(
         let (mut loss_value, mut clip_fraction, mut kl, mut entropy) = (0.0, 0.0, 0.0, 0.0);
         for _ in 0..config.mu.max(1) {
             let (loss, token_entropy) = policy_loss(
-                &trainable.model,
+                &trainable.compute_model()?,
                 &batch,
                 &old_logp,
                 ref_logp.as_ref(),

@@ -7,6 +7,7 @@ pub mod grpo;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod precision;
 pub mod rewards;
 pub mod schedule;
 pub mod sft;

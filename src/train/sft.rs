@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::checkpoint::{latest_checkpoint, save_checkpoint, start_or_resume};
-use super::compute::estimated_flops;
+use super::compute::{estimated_flops, known_peak_flops, mfu, training_flops};
 use super::loss::next_token_loss;
 use super::metrics::{plot_curves, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
+use super::precision::Precision;
 use super::schedule::{Decay, Schedule};
 use super::sft_data::{
     apply_length_policy, tokenize_conversation, Batch, Batching, LengthReport, OverLength,
@@ -85,6 +86,14 @@ pub struct SftConfig {
     /// Optimiser settings.
     #[serde(default)]
     pub optimizer: AdamWConfig,
+    /// Compute precision: `auto` (bf16 on CUDA, f32 on the CPU), `f32` or `bf16` (over f32 master
+    /// weights either way).
+    #[serde(default)]
+    pub precision: Precision,
+    /// The device's dense peak TFLOP/s in the compute precision, for the MFU in the metrics. When
+    /// unset it is looked up for known GPUs; without it no MFU is logged.
+    #[serde(default)]
+    pub peak_tflops: Option<f64>,
 }
 
 mod defaults {
@@ -136,6 +145,11 @@ pub struct SftSummary {
     pub parameters: usize,
     /// Estimated training FLOPs (6·params·tokens).
     pub flops: f64,
+    /// The dtype the steps computed in (`F32` or `BF16`; master weights are f32).
+    pub compute_dtype: String,
+    /// Model FLOPs utilisation of this invocation's steps (PaLM's FLOP count over the step time),
+    /// when the device's peak is known.
+    pub mfu: Option<f64>,
     /// Where the trained model is.
     pub model_dir: PathBuf,
 }
@@ -201,7 +215,7 @@ fn config_hash(config: &SftConfig) -> String {
         "batch_size": config.batch_size, "grad_accum": config.grad_accum, "max_length": config.max_length,
         "over_length": config.over_length, "pack": config.pack, "epochs": config.epochs,
         "max_steps": config.max_steps, "eval_fraction": config.eval_fraction, "seed": config.seed,
-        "optimizer": config.optimizer,
+        "optimizer": config.optimizer, "precision": config.precision,
     });
     sha256_hex(canonical.to_string().as_bytes())[..16].to_string()
 }
@@ -213,7 +227,7 @@ fn mean_loss(
     batching: &Batching,
     device: &Device,
 ) -> anyhow::Result<f64> {
-    let model = trainable.model.detached()?;
+    let model = trainable.compute_model()?.detached()?;
     let (mut total, mut count) = (0.0, 0usize);
     for plan in batching.plan(examples, 0) {
         let batch = Batch::new(examples, &plan, device)?;
@@ -232,8 +246,14 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let loaded = model::load(&config.student, &device, DType::F32)
         .with_context(|| format!("loading student {}", config.student))?;
     let dataset = load_dataset(config, &loaded.tokenizer)?;
-    let trainable = TrainableDecoder::from_model(&loaded.model)?;
+    let compute_dtype = config.precision.compute_dtype(&device);
+    let trainable = TrainableDecoder::from_model(&loaded.model)?.computing_in(compute_dtype);
     let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
+    let peak_flops = config
+        .peak_tflops
+        .map(|t| t * 1e12)
+        .or_else(|| known_peak_flops(&crate::runtime::device_name(&device), compute_dtype));
+    let (mut run_model_flops, mut run_step_seconds) = (0.0, 0.0);
     let batching = Batching {
         batch_size: config.batch_size.max(1),
         max_length: config.max_length,
@@ -269,7 +289,8 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let mut last_eval = None;
     while state.step < total_steps {
         let step_started = Instant::now();
-        let (mut step_loss, mut step_tokens) = (0.0, 0usize);
+        let (mut step_loss, mut step_tokens, mut step_flops) = (0.0, 0usize, 0.0);
+        let model = trainable.compute_model()?;
         for _ in 0..accum {
             if state.batch_in_epoch >= plan.len() {
                 state.epoch += 1;
@@ -278,16 +299,8 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
             }
             let batch = Batch::new(&dataset.train, &plan[state.batch_in_epoch], &device)?;
             state.batch_in_epoch += 1;
-            let hidden =
-                trainable
-                    .model
-                    .forward(&batch.ids, &batch.positions, Some(&batch.mask), None)?;
-            let loss = next_token_loss(
-                &hidden,
-                trainable.model.lm_head(),
-                &batch.ids,
-                &batch.loss_mask,
-            )?;
+            let hidden = model.forward(&batch.ids, &batch.positions, Some(&batch.mask), None)?;
+            let loss = next_token_loss(&hidden, model.lm_head(), &batch.ids, &batch.loss_mask)?;
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
                 bail!(
@@ -300,6 +313,8 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
             optimizer.accumulate(&loss.backward()?, 1.0 / accum as f32)?;
             step_loss += value / accum as f64;
             step_tokens += batch.tokens;
+            step_flops +=
+                training_flops(loaded.model.config(), batch.example_lengths.iter().copied());
         }
         let lr = schedule.lr(state.step);
         let report = optimizer.step(lr).with_context(|| {
@@ -313,10 +328,15 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
         state.tokens_seen += step_tokens as u64;
         last_loss = step_loss;
         let seconds = step_started.elapsed().as_secs_f64();
+        run_model_flops += step_flops;
+        run_step_seconds += seconds;
         let mut record = json!({
             "step": state.step, "loss": step_loss, "lr": lr, "grad_norm": report.grad_norm,
             "tokens": step_tokens, "tokens_per_s": step_tokens as f64 / seconds.max(1e-9), "epoch": state.epoch,
         });
+        if let Some(peak) = peak_flops {
+            record["mfu"] = json!(mfu(step_flops, seconds, peak));
+        }
         let eval_due = config.eval_every > 0 && state.step.is_multiple_of(config.eval_every);
         if !dataset.eval.is_empty() && (eval_due || state.step == total_steps) {
             let eval_loss = mean_loss(&trainable, &dataset.eval, &batching, &device)?;
@@ -362,6 +382,10 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
             state.tokens_seen,
             0,
         ),
+        compute_dtype: format!("{compute_dtype:?}"),
+        mfu: peak_flops
+            .filter(|_| run_step_seconds > 0.0)
+            .map(|peak| mfu(run_model_flops, run_step_seconds, peak)),
         model_dir,
     };
     let text = serde_json::to_vec_pretty(&summary)?;

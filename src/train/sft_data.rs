@@ -194,6 +194,8 @@ pub struct Batch {
     pub tokens: usize,
     /// Tokens the loss covers.
     pub target_tokens: usize,
+    /// Token count of each example in the batch (a packed row holds several).
+    pub example_lengths: Vec<usize>,
 }
 
 impl Batch {
@@ -207,6 +209,7 @@ impl Batch {
             .max(2);
         let (mut ids, mut positions, mut loss) = (Vec::new(), Vec::new(), Vec::new());
         let mut segments = Vec::with_capacity(plan.len());
+        let mut example_lengths = Vec::new();
         let (mut tokens, mut target_tokens) = (0, 0);
         for row in plan {
             let mut row_segments = Vec::with_capacity(width);
@@ -224,6 +227,7 @@ impl Batch {
                 }));
                 row_segments.extend(std::iter::repeat_n(segment as u32, example.tokens.len()));
                 tokens += example.tokens.len();
+                example_lengths.push(example.tokens.len());
                 target_tokens += example
                     .loss_mask
                     .iter()
@@ -247,6 +251,7 @@ impl Batch {
             segments,
             tokens,
             target_tokens,
+            example_lengths,
         })
     }
 }

@@ -1,4 +1,6 @@
-//! A decoder whose weights are candle `Var`s, so a loss's `backward()` yields a gradient for each.
+//! A decoder whose weights are candle `Var`s, so a loss's `backward()` yields a gradient for each,
+//! and the copy of it a training step computes with (the same tensors in f32, or a bf16 cast whose
+//! backward returns the gradients to the f32 variables).
 
 use candle_core::{DType, Device, Var};
 
@@ -11,6 +13,8 @@ pub struct TrainableDecoder {
     pub model: Decoder,
     /// Every trainable parameter with its name.
     pub params: Vec<(String, Var)>,
+    /// The dtype [`TrainableDecoder::compute_model`] computes in.
+    compute_dtype: DType,
 }
 
 impl TrainableDecoder {
@@ -35,7 +39,31 @@ impl TrainableDecoder {
             .into_iter()
             .filter_map(|(name, _)| vars.remove(&name).map(|var| (name, var)))
             .collect();
-        Ok(TrainableDecoder { model, params })
+        Ok(TrainableDecoder {
+            model,
+            params,
+            compute_dtype: dtype,
+        })
+    }
+
+    /// The same variables, with training steps computing in `dtype` (see [`crate::train::precision`]).
+    pub fn computing_in(self, dtype: DType) -> Self {
+        TrainableDecoder {
+            compute_dtype: dtype,
+            ..self
+        }
+    }
+
+    /// The dtype training steps compute in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute_dtype
+    }
+
+    /// The decoder a training step runs: [`TrainableDecoder::model`] itself when it computes in the
+    /// variables' dtype, otherwise a cast of the current variables (build it again after each
+    /// optimiser step). Either way gradients reach the variables.
+    pub fn compute_model(&self) -> Result<Decoder> {
+        cast_decoder(&self.model, self.compute_dtype)
     }
 
     /// Trainable copies of `model`'s weights, in its dtype and on its device.
@@ -46,4 +74,17 @@ impl TrainableDecoder {
         }
         Self::new(model.config(), &weights, model.dtype(), model.device())
     }
+}
+
+/// `model` with its weights in `dtype`: the model itself when they already are, otherwise a copy
+/// through candle's differentiable cast.
+pub fn cast_decoder(model: &Decoder, dtype: DType) -> Result<Decoder> {
+    if model.dtype() == dtype {
+        return Ok(model.clone());
+    }
+    let mut weights = Weights::new("(cast)");
+    for (name, tensor) in model.named_parameters() {
+        weights.insert(name, tensor, "(cast)");
+    }
+    Decoder::from_weights(model.config(), &weights, dtype, model.device())
 }
