@@ -1,6 +1,7 @@
 //! Mixed precision and MFU: bf16 compute over f32 master weights gives every weight an f32
 //! gradient close to the f32 run's, a bf16 SFT run learns like an f32 one and saves f32 weights, and
-//! the logged MFU is the PaLM FLOP count of the step over its time and the configured peak.
+//! the logged MFU is the PaLM FLOP count of the step over its time and the configured peak; a bf16
+//! GRPO run takes finite steps.
 
 mod common;
 
@@ -181,4 +182,39 @@ fn the_logged_mfu_is_the_steps_palm_flops_over_time_and_peak() {
     let run_mfu = summary.mfu.expect("the summary reports the run's MFU");
     println!("CPU MFU against a {peak_tflops} TFLOP/s peak: {run_mfu:.3}");
     assert!(run_mfu > 0.0 && run_mfu.is_finite());
+}
+
+#[test]
+fn a_bf16_grpo_run_takes_finite_steps_and_saves_f32_weights() {
+    use distill::data::synth::{generate_tasks, TaskKind};
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = common::synthetic_student(tmp.path(), 5);
+    let problems: Vec<_> = generate_tasks(TaskKind::Arithmetic, 1, 8, 8)
+        .unwrap()
+        .iter()
+        .map(|t| t.to_problem())
+        .collect();
+    let out = tmp.path().join("grpo");
+    let config: distill::train::grpo::GrpoConfig = toml::from_str(&format!(
+        "policy = {policy:?}\nout = {:?}\nsteps = 3\ngroup_size = 4\nprompts_per_step = 2\nmax_new_tokens = 12\nbeta = 0.05\nprecision = \"bf16\"\n",
+        out.display().to_string()
+    ))
+    .unwrap();
+    let summary = distill::train::grpo::run_grpo(&config, &problems, false).unwrap();
+    assert_eq!(summary.steps, 3);
+    let records = distill::train::metrics::MetricsLog::read(&out.join("metrics.jsonl")).unwrap();
+    for record in &records {
+        for key in ["loss", "kl", "entropy"] {
+            let value = record[key].as_f64().unwrap();
+            assert!(
+                value.is_finite(),
+                "step {}: {key} = {value}",
+                record["step"]
+            );
+        }
+    }
+    let saved =
+        candle_core::safetensors::load(summary.model_dir.join("model.safetensors"), &Device::Cpu)
+            .unwrap();
+    assert!(saved.values().all(|t| t.dtype() == DType::F32));
 }
