@@ -82,7 +82,7 @@ fn grpo_run(root: &Path) -> PathBuf {
     let dir = root.join("grpo_train");
     std::fs::create_dir_all(&dir).unwrap();
     let summary = serde_json::json!({"steps": 2, "first_reward": 0.1, "last_reward": 0.2,
-        "rollout_tokens": 5000, "update_tokens": 5000, "parameters": 1000,
+        "rollout_tokens": 5000, "reference_tokens": 1000, "update_tokens": 5000, "parameters": 1000,
         "wall_seconds": 20.0, "model_dir": dir.join("final")});
     std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
     std::fs::write(
@@ -156,12 +156,13 @@ fn a_clear_win_at_matched_compute_is_stated() {
     // 27 problems 2/2 and 3 problems 1/2 in each seed.
     assert!((sft.pass_at_1.mean - (27.0 + 1.5) / 30.0).abs() < 1e-12);
     assert_eq!(sft.update_flops, 6.0 * 1000.0 * 10_000.0);
-    assert_eq!(sft.rollout_flops, 0.0);
+    assert_eq!(sft.forward_flops, 0.0);
     assert_eq!(sft.data_generation_flops, Some(2.0 * 5000.0 * 100.0));
     let grpo = &report.runs[2];
     assert_eq!(
         grpo.train_flops(),
-        6.0 * 1000.0 * 5000.0 + 2.0 * 1000.0 * 5000.0
+        6.0 * 1000.0 * 5000.0 + 2.0 * 1000.0 * (5000.0 + 1000.0),
+        "updates, plus rollouts and the reference's scoring run forward only"
     );
     assert_eq!(report.runs[0].train_flops(), 0.0);
     assert!(report

@@ -1,7 +1,8 @@
 //! `distill compare`: the distillation-vs-RL report. For every labelled run (e.g. `base`, `sft`,
 //! `grpo`, `grpo_after_sft`) it gathers the evaluation directories (several = several eval seeds),
 //! bootstraps 95% intervals of pass@1 and cons@k over problems and seeds, estimates training
-//! compute (6·N·tokens for updates, 2·N·tokens for rollouts; teacher data generation separately),
+//! compute (6·N·tokens for updates, 2·N·tokens for forward-only passes; teacher data generation
+//! separately),
 //! and states the finding only when the intervals support it (see [`finding`]).
 
 pub mod bootstrap;

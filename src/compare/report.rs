@@ -28,8 +28,8 @@ pub struct RunReport {
     pub train_dirs: Vec<PathBuf>,
     /// 6 · parameters · update tokens, summed over training runs.
     pub update_flops: f64,
-    /// 2 · parameters · rollout tokens, summed over training runs.
-    pub rollout_flops: f64,
+    /// 2 · parameters · forward-only tokens (rollouts, reference scoring), summed over training runs.
+    pub forward_flops: f64,
     /// Teacher data-generation FLOPs, when a generation summary was given.
     pub data_generation_flops: Option<f64>,
     /// Training wall time, seconds.
@@ -58,8 +58,8 @@ impl RunReport {
                     t.update_tokens
                 ),
                 TrainKind::Grpo => format!(
-                    "GRPO: {} steps, {:.3e} rollout tokens",
-                    t.steps, t.rollout_tokens
+                    "GRPO: {} steps, {:.3e} forward-only tokens",
+                    t.steps, t.forward_tokens
                 ),
             })
             .collect();
@@ -75,9 +75,9 @@ impl RunReport {
                 .iter()
                 .map(TrainRun::update_flops)
                 .fold(0.0, |a, b| a + b),
-            rollout_flops: trains
+            forward_flops: trains
                 .iter()
-                .map(TrainRun::rollout_flops)
+                .map(TrainRun::forward_flops)
                 .fold(0.0, |a, b| a + b),
             data_generation_flops,
             train_wall_seconds: trains
@@ -92,9 +92,9 @@ impl RunReport {
         }
     }
 
-    /// Training FLOPs: updates plus rollouts (teacher data generation excluded).
+    /// Training FLOPs: updates plus forward-only passes (teacher data generation excluded).
     pub fn train_flops(&self) -> f64 {
-        self.update_flops + self.rollout_flops
+        self.update_flops + self.forward_flops
     }
 
     /// Whether the row has training runs.
@@ -123,7 +123,7 @@ pub const TABLE_COLUMNS: [&str; 9] = [
     "problems × k",
     "pass@1 [95% CI]",
     "cons@k [95% CI]",
-    "train FLOPs (updates + rollouts)",
+    "train FLOPs (updates + forward-only)",
     "teacher data FLOPs",
     "train wall time (s)",
     "data",
@@ -145,7 +145,7 @@ impl CompareReport {
                     "{:.3e} ({:.3e} + {:.3e})",
                     run.train_flops(),
                     run.update_flops,
-                    run.rollout_flops
+                    run.forward_flops
                 )
             } else {
                 "0".into()
@@ -169,7 +169,8 @@ impl CompareReport {
             "\n## Method\n\n- Intervals: 95% percentile bootstrap, {} replicates, seed {}, resampling \
              problems with replacement and, when a run has several eval directories, eval seeds too.\n\
              - Finding: {}\n- Training compute: 6 · parameters · tokens for updates (forward + \
-             backward) plus 2 · parameters · tokens for rollout generation; teacher data generation \
+             backward) plus 2 · parameters · tokens for forward-only passes (rollout prefill and \
+             sampling, the KL reference's scoring); teacher data generation \
              (2 · teacher parameters · generated tokens) is a separate column and not part of the \
              matched-compute test.\n\n![accuracy vs compute](accuracy_vs_compute.svg)\n\n\
              ![training curves](training_curves.svg)\n",

@@ -56,7 +56,7 @@ pub fn load_eval(dir: &Path) -> anyhow::Result<EvalRun> {
 pub enum TrainKind {
     /// `distill train` (SFT): `tokens_seen`, curve `loss`.
     Sft,
-    /// `distill grpo`: `update_tokens`, `rollout_tokens`, curve `reward`.
+    /// `distill grpo`: `update_tokens`, `rollout_tokens`, `reference_tokens`, curve `reward`.
     Grpo,
 }
 
@@ -71,8 +71,9 @@ pub struct TrainRun {
     pub parameters: f64,
     /// Tokens through forward + backward.
     pub update_tokens: f64,
-    /// Tokens sampled in rollouts (0 for SFT).
-    pub rollout_tokens: f64,
+    /// Tokens through forward-only passes (0 for SFT): rollout prefill and sampling, and the frozen
+    /// reference's scoring for the KL term (`reference_tokens`, absent in older summaries).
+    pub forward_tokens: f64,
     /// Wall time, seconds.
     pub wall_seconds: f64,
     /// Optimiser (SFT) or rollout (GRPO) steps.
@@ -89,9 +90,9 @@ impl TrainRun {
         6.0 * self.parameters * self.update_tokens
     }
 
-    /// FLOPs of rollout generation: 2 · parameters · rollout tokens.
-    pub fn rollout_flops(&self) -> f64 {
-        2.0 * self.parameters * self.rollout_tokens
+    /// FLOPs of the forward-only passes: 2 · parameters · forward tokens.
+    pub fn forward_flops(&self) -> f64 {
+        2.0 * self.parameters * self.forward_tokens
     }
 }
 
@@ -123,11 +124,14 @@ pub fn load_train(dir: &Path) -> anyhow::Result<TrainRun> {
             path.display()
         );
     };
-    let (update_tokens, rollout_tokens, key) = match kind {
+    let (update_tokens, forward_tokens, key) = match kind {
         TrainKind::Sft => (number(&summary, &path, "tokens_seen")?, 0.0, "loss"),
         TrainKind::Grpo => (
             number(&summary, &path, "update_tokens")?,
-            number(&summary, &path, "rollout_tokens")?,
+            number(&summary, &path, "rollout_tokens")?
+                + summary
+                    .get("reference_tokens")
+                    .map_or(Ok(0.0), |_| number(&summary, &path, "reference_tokens"))?,
             "reward",
         ),
     };
@@ -145,7 +149,7 @@ pub fn load_train(dir: &Path) -> anyhow::Result<TrainRun> {
         kind,
         parameters: number(&summary, &path, "parameters")?,
         update_tokens,
-        rollout_tokens,
+        forward_tokens,
         wall_seconds: number(&summary, &path, "wall_seconds")?,
         steps: number(&summary, &path, "steps")? as u64,
         examples: summary

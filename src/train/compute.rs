@@ -1,16 +1,16 @@
 //! Compute accounting shared by the training stages and the report: FLOPs estimated as
-//! 6·params·tokens for forward+backward updates plus 2·params·tokens for generation, and the
-//! model FLOPs utilisation (MFU) of a training step.
+//! 6·params·tokens for forward+backward updates plus 2·params·tokens for forward-only passes
+//! (generation, a frozen reference's scoring), and the model FLOPs utilisation (MFU) of a step.
 
 use candle_core::DType;
 
 use crate::model::ModelConfig;
 
-/// Estimated FLOPs of `update_tokens` trained (forward and backward) and `generated_tokens` sampled
-/// by a model of `parameters` parameters.
-pub fn estimated_flops(parameters: usize, update_tokens: u64, generated_tokens: u64) -> f64 {
+/// Estimated FLOPs of `update_tokens` trained (forward and backward) and `forward_tokens` only run
+/// forward (sampled, prefilled or scored) by a model of `parameters` parameters.
+pub fn estimated_flops(parameters: usize, update_tokens: u64, forward_tokens: u64) -> f64 {
     let p = parameters as f64;
-    6.0 * p * update_tokens as f64 + 2.0 * p * generated_tokens as f64
+    6.0 * p * update_tokens as f64 + 2.0 * p * forward_tokens as f64
 }
 
 /// Model FLOPs of one forward and backward pass over examples of `example_lengths` tokens, in

@@ -186,13 +186,16 @@ pub struct GrpoSummary {
     pub first_reward: f64,
     /// Mean total reward over the last step's completions.
     pub last_reward: f64,
-    /// Tokens sampled in rollouts (prompt prefills excluded).
+    /// Tokens through the policy's forward pass in rollouts: each prompt's prefill (once per group)
+    /// and the sampled completions.
     pub rollout_tokens: u64,
+    /// Tokens scored by the frozen reference model for the KL term (0 when `beta` is 0).
+    pub reference_tokens: u64,
     /// Tokens passed through forward+backward in updates.
     pub update_tokens: u64,
     /// Parameters of the policy.
     pub parameters: usize,
-    /// Estimated training FLOPs (updates and rollouts).
+    /// Estimated training FLOPs: 6·params per update token, 2·params per rollout or reference token.
     pub flops: f64,
     /// Wall time of this invocation, seconds.
     pub wall_seconds: f64,
@@ -290,6 +293,19 @@ pub fn policy_loss(
     config: &GrpoConfig,
 ) -> model::Result<(GrpoLoss, Tensor)> {
     let current = batch.log_probs(model)?;
+    objective(&current, batch, old_logp, ref_logp, advantages, config)
+}
+
+/// The GRPO objective given the current policy's log-probs on the batch (differentiable through
+/// them), with the per-token entropy.
+fn objective(
+    current: &crate::ops::SelectiveLogSoftmax,
+    batch: &RolloutBatch,
+    old_logp: &Tensor,
+    ref_logp: Option<&Tensor>,
+    advantages: &Tensor,
+    config: &GrpoConfig,
+) -> model::Result<(GrpoLoss, Tensor)> {
     let mask = batch.target_mask()?;
     let aggregation = match config.loss {
         LossAggregation::Grpo => GrpoAggregation::Grpo,
@@ -313,7 +329,7 @@ pub fn policy_loss(
             aggregation,
         },
     )?;
-    Ok((loss, current.entropy))
+    Ok((loss, current.entropy.clone()))
 }
 
 /// The prompt of `problem` rendered with the policy's chat template.
@@ -439,17 +455,20 @@ pub fn run_grpo(
             .filter_map(|r| r.get(key)?.as_u64())
             .sum::<u64>()
     };
-    let (mut rollout_tokens, mut update_tokens) = (
+    let (mut rollout_tokens, mut reference_tokens, mut update_tokens) = (
         logged_total("rollout_tokens"),
+        logged_total("reference_tokens"),
         logged_total("update_tokens"),
     );
-    let budget_left = |rollout: u64, update: u64| {
+    let flops = |forward_only: u64, update: u64| estimated_flops(parameters, update, forward_only);
+    let budget_left = |forward_only: u64, update: u64| {
         config
             .max_flops
-            .is_none_or(|budget| estimated_flops(parameters, update, rollout) < budget)
+            .is_none_or(|budget| flops(forward_only, update) < budget)
     };
 
-    while state.step < config.steps && budget_left(rollout_tokens, update_tokens) {
+    while state.step < config.steps && budget_left(rollout_tokens + reference_tokens, update_tokens)
+    {
         let rollout_started = Instant::now();
         let chosen_indices =
             step_prompts(problems, state.step, config.prompts_per_step, config.seed);
@@ -502,21 +521,19 @@ pub fn run_grpo(
             advantage.len(),
             &device,
         )?;
-        let old_logp = batch.log_probs(&policy_view)?.logp.detach();
         let ref_logp = match &reference {
             Some(reference) => Some(batch.log_probs(reference)?.logp.detach()),
             None => None,
         };
         let (mut loss_value, mut clip_fraction, mut kl, mut entropy) = (0.0, 0.0, 0.0, 0.0);
+        let mut old_logp: Option<Tensor> = None;
         for _ in 0..config.mu.max(1) {
-            let (loss, token_entropy) = policy_loss(
-                &trainable.compute_model()?,
-                &batch,
-                &old_logp,
-                ref_logp.as_ref(),
-                &advantage,
-                config,
-            )?;
+            let current = batch.log_probs(&trainable.compute_model()?)?;
+            // The first iteration runs before any update, on the weights that sampled the
+            // rollouts: its log-probs are the old policy's, with no extra forward pass.
+            let old = old_logp.get_or_insert_with(|| current.logp.detach());
+            let (loss, token_entropy) =
+                objective(&current, &batch, old, ref_logp.as_ref(), &advantage, config)?;
             let value = f64::from(loss.loss.to_scalar::<f32>()?);
             if !value.is_finite() {
                 bail!("GRPO loss is {value} at step {}: stopping", state.step + 1);
@@ -539,7 +556,14 @@ pub fn run_grpo(
         update_tokens += step_update_tokens;
         let update_seconds = update_started.elapsed().as_secs_f64();
         let generated: u64 = completions.iter().map(|c| c.completion_tokens as u64).sum();
-        rollout_tokens += generated;
+        let prefilled: u64 = prompts.iter().map(|p| p.len() as u64).sum();
+        let step_reference_tokens = if reference.is_some() {
+            batch.tokens as u64
+        } else {
+            0
+        };
+        rollout_tokens += prefilled + generated;
+        reference_tokens += step_reference_tokens;
         state.step += 1;
         state.tokens_seen += batch.tokens as u64;
         let reward_mean = mean(totals.iter().copied());
@@ -563,13 +587,16 @@ pub fn run_grpo(
             "zero_std_group_fraction": flat_groups as f64 / chosen.len().max(1) as f64,
             "rollout_seconds": rollout_seconds,
             "update_seconds": update_seconds,
-            "rollout_tokens": generated,
+            "rollout_tokens": prefilled + generated,
+            "generated_tokens": generated,
+            "reference_tokens": step_reference_tokens,
             "update_tokens": step_update_tokens,
         }))?;
         progress.set_message(format!("reward {reward_mean:.3}"));
         progress.set_position(state.step);
         let save_due = config.save_every > 0 && state.step.is_multiple_of(config.save_every);
-        let last_step = state.step == config.steps || !budget_left(rollout_tokens, update_tokens);
+        let last_step = state.step == config.steps
+            || !budget_left(rollout_tokens + reference_tokens, update_tokens);
         if save_due || last_step {
             save_checkpoint(
                 &config.out,
@@ -616,9 +643,10 @@ pub fn run_grpo(
             .and_then(|r| r["reward"].as_f64())
             .unwrap_or(0.0),
         rollout_tokens,
+        reference_tokens,
         update_tokens,
         parameters,
-        flops: estimated_flops(parameters, update_tokens, rollout_tokens),
+        flops: flops(rollout_tokens + reference_tokens, update_tokens),
         wall_seconds: started.elapsed().as_secs_f64(),
         model_dir,
     };
