@@ -62,17 +62,7 @@ if [ "$skipped" != 0 ]; then
   echo "parity tests: SKIPPED ($skipped tests found no CUDA device; see ops_cuda_parity.log)"
   tests_status=1
 else
-  echo "parity tests: $(if [ $train_status = 0 ]; then
-  python3 - "$logs/train_ours.json" "$logs/train_torch.json" <<'PY'
-import json, sys
-ours, torch = (json.loads(open(p).read().strip().splitlines()[-1]) for p in sys.argv[1:])
-print(f"training: ours {ours['tokens_per_s']:.0f} tok/s (MFU {ours['mfu']}), PyTorch {torch['tokens_per_s']:.0f} tok/s "
-      f"(MFU {torch['mfu']}), ours/PyTorch {ours['tokens_per_s'] / torch['tokens_per_s']:.2f}")
-PY
-else
-  echo "training: FAILED (exit $train_status; see train_ours.err)"
-fi
-[ $tests_status = 0 ] && echo PASS || echo "FAIL (exit $tests_status)") in ${tests_seconds} s; $(grep -E '^test result' "$logs/ops_cuda_parity.log" | tail -1)"
+  echo "parity tests: $([ $tests_status = 0 ] && echo PASS || echo "FAIL (exit $tests_status)") in ${tests_seconds} s; $(grep -E '^test result' "$logs/ops_cuda_parity.log" | tail -1)"
 fi
 if [ $cpu_status != 0 ] || [ $cuda_status != 0 ]; then
   echo "generation: FAILED (cpu exit $cpu_status, cuda exit $cuda_status; see sample_*.err)"
