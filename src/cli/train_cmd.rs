@@ -16,7 +16,8 @@ pub struct TrainArgs {
     /// The student: model directory, hub id (org/name) or llama2.c .bin file.
     #[arg(long)]
     pub student: Option<String>,
-    /// Directory of accepted shards (from `distill filter`).
+    /// Accepted shards (from `distill filter`), or a JSONL/Parquet file or directory with a
+    /// `messages` column or `prompt` + `completion` columns (HF chat datasets, TRL formats).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Output directory (final/, checkpoints/, metrics.jsonl, loss.svg, summary.json).

@@ -9,6 +9,7 @@
 //! located errors) and [`hashing`] (SHA-256 for ids, checksums and the split).
 
 pub mod columns;
+pub mod conversations;
 pub mod corpus;
 pub mod cot;
 pub mod curriculum;

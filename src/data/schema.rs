@@ -241,35 +241,43 @@ fn trace_arrays(rows: &[&TraceRow]) -> std::result::Result<Vec<ArrayRef>, ArrowE
 
 /// Reads the `messages` column: per row, its list of messages.
 fn read_messages(columns: &BatchColumns<'_>) -> Result<Vec<Vec<Message>>> {
-    const NAME: &str = "messages";
-    let array = columns.column(NAME)?;
+    read_message_lists(columns, "messages")
+}
+
+/// Reads column `name` of type `list<struct<role: string, content: string>>`: per row, its list of
+/// messages (extra struct fields are ignored).
+pub(crate) fn read_message_lists(
+    columns: &BatchColumns<'_>,
+    name: &str,
+) -> Result<Vec<Vec<Message>>> {
+    let array = columns.column(name)?;
     let expected = "list<struct<role: string, content: string>>";
     let list = array
         .as_any()
         .downcast_ref::<ListArray>()
-        .ok_or_else(|| columns.wrong_type(NAME, expected, array.data_type()))?;
+        .ok_or_else(|| columns.wrong_type(name, expected, array.data_type()))?;
     let mut rows = Vec::with_capacity(list.len());
     for index in 0..list.len() {
         if list.is_null(index) {
-            return Err(columns.null_error(NAME, index));
+            return Err(columns.null_error(name, index));
         }
         let items = list.value(index);
         let items = items
             .as_any()
             .downcast_ref::<StructArray>()
-            .ok_or_else(|| columns.wrong_type(NAME, expected, array.data_type()))?;
-        let field = |name: &str| {
+            .ok_or_else(|| columns.wrong_type(name, expected, array.data_type()))?;
+        let field = |field_name: &str| {
             items
-                .column_by_name(name)
+                .column_by_name(field_name)
                 .and_then(as_str_column)
-                .ok_or_else(|| columns.wrong_type(NAME, expected, array.data_type()))
+                .ok_or_else(|| columns.wrong_type(name, expected, array.data_type()))
         };
         let (roles, contents) = (field("role")?, field("content")?);
         let mut messages = Vec::with_capacity(items.len());
         for item in 0..items.len() {
             let missing = || {
                 columns.invalid(
-                    NAME,
+                    name,
                     index,
                     format!("message {item} has a null role or content"),
                 )

@@ -21,8 +21,8 @@ use super::sft_data::{
     SftExample,
 };
 use super::trainable::TrainableDecoder;
+use crate::data::conversations::load_conversations;
 use crate::data::hashing::{sha256_hex, sha256_u64};
-use crate::data::shards::read_trace_rows;
 use crate::model;
 
 /// Every knob of an SFT run (a `[train]` recipe section; CLI flags override it).
@@ -31,7 +31,9 @@ use crate::model;
 pub struct SftConfig {
     /// The student: model directory, hub id or llama2.c file.
     pub student: String,
-    /// Directory of accepted shards (the `messages` column is trained on).
+    /// What to train on: a directory of accepted shards, or another tool's JSONL/Parquet file (or
+    /// directory of them) with a `messages` column or `prompt` + `completion` columns (see
+    /// [`crate::data::conversations`]).
     pub data: PathBuf,
     /// Output directory: `final/` (HF model), `checkpoints/`, `metrics.jsonl`, `loss.svg`, `summary.json`.
     pub out: PathBuf,
@@ -162,29 +164,22 @@ struct Dataset {
 }
 
 fn load_dataset(config: &SftConfig, tokenizer: &model::Tokenizer) -> anyhow::Result<Dataset> {
-    let rows = read_trace_rows(&config.data)
+    let conversations = load_conversations(&config.data)
         .with_context(|| format!("reading SFT data from {}", config.data.display()))?;
-    if rows.is_empty() {
+    if conversations.is_empty() {
         bail!("{}: no rows to train on", config.data.display());
     }
     let (mut train, mut eval) = (Vec::new(), Vec::new());
-    for row in &rows {
-        let (tokens, loss_mask) =
-            tokenize_conversation(tokenizer, &row.messages).with_context(|| {
-                format!(
-                    "{}: row id={} sample={}: field messages",
-                    config.data.display(),
-                    row.id,
-                    row.sample_index
-                )
-            })?;
+    for conversation in &conversations {
+        let (tokens, loss_mask) = tokenize_conversation(tokenizer, &conversation.messages)
+            .with_context(|| format!("{}: field messages", conversation.origin))?;
         let example = SftExample {
-            id: format!("{}#{}", row.id, row.sample_index),
+            id: conversation.origin.clone(),
             tokens,
             loss_mask,
         };
-        let held_out =
-            (sha256_u64(row.id.as_bytes()) % 10_000) as f64 / 10_000.0 < config.eval_fraction;
+        let held_out = (sha256_u64(conversation.group.as_bytes()) % 10_000) as f64 / 10_000.0
+            < config.eval_fraction;
         if held_out {
             eval.push(example);
         } else {

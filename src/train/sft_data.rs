@@ -13,7 +13,7 @@ use crate::model::{AttentionMask, ChatOptions, Message, ModelError, Result, Toke
 /// One tokenised conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SftExample {
-    /// Stable id of the source row (problem id and sample index).
+    /// Where the example came from: file and line or row, or shard directory, problem id and sample.
     pub id: String,
     /// Prompt and completion token ids.
     pub tokens: Vec<u32>,

@@ -1,0 +1,294 @@
+//! Conversations to fine-tune on, from the accepted shards of `distill filter` or from another
+//! tool's dataset: a JSONL or Parquet file, or a directory of them, whose rows have either
+//! - a `messages` column: a list of `{role, content}` (Hugging Face chat datasets such as
+//!   OpenR1-Math-220k, TRL's conversational format), or
+//! - `prompt` and `completion` columns (TRL's prompt-completion format): strings, read as one user
+//!   turn and one assistant turn, or lists of messages.
+//!
+//! An optional `id` column groups rows that answer the same problem (several samples of one
+//! prompt); without it the group is a hash of the first user turn. Every error names the file, the
+//! line or row, and the field.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::Array;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::{Map, Value};
+
+use super::columns::{as_str_column, cell_to_json, BatchColumns};
+use super::errors::{DataError, Location, Result};
+use super::hashing::sha256_hex;
+use super::schema::read_message_lists;
+use super::shards::{read_trace_rows, MANIFEST_FILE};
+use crate::model::Message;
+
+/// One conversation to train on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversation {
+    /// The problem the conversation answers: rows with one group are held out together.
+    pub group: String,
+    /// Where the row came from, for messages: `FILE: line N`, `FILE: row N (0-based)` or, for
+    /// accepted shards, `DIR: id=… sample=N`.
+    pub origin: String,
+    /// The turns, in order.
+    pub messages: Vec<Message>,
+}
+
+/// Reads every conversation under `path`: a shard directory written by distill (it has a
+/// `manifest.json`), a `.jsonl`/`.parquet` file, or a directory of such files (read in name order).
+pub fn load_conversations(path: &Path) -> Result<Vec<Conversation>> {
+    if path.join(MANIFEST_FILE).is_file() {
+        return Ok(read_trace_rows(path)?
+            .into_iter()
+            .map(|row| Conversation {
+                origin: format!(
+                    "{}: id={} sample={}",
+                    path.display(),
+                    row.id,
+                    row.sample_index
+                ),
+                group: row.id,
+                messages: row.messages,
+            })
+            .collect());
+    }
+    let files = if path.is_dir() {
+        dataset_files(path)?
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut conversations = Vec::new();
+    for file in &files {
+        let extension = file
+            .extension()
+            .map(|e| e.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        let read = match extension.as_str() {
+            "jsonl" | "json" => read_jsonl(file)?,
+            "parquet" => read_parquet(file)?,
+            _ => return Err(DataError::UnsupportedFileType { path: file.clone() }),
+        };
+        if read.is_empty() {
+            return Err(DataError::EmptyFile { path: file.clone() });
+        }
+        conversations.extend(read);
+    }
+    Ok(conversations)
+}
+
+/// The `.parquet` and `.jsonl` files directly in `dir`, sorted by name.
+fn dataset_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let path = entry.map_err(|e| DataError::io(dir, e))?.path();
+        let extension = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if matches!(extension.as_str(), "parquet" | "jsonl") {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(DataError::EmptyFile {
+            path: dir.to_path_buf(),
+        });
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The group of a conversation without an `id`: a hash of its first user turn (or first turn).
+fn content_group(messages: &[Message]) -> String {
+    let first = messages
+        .iter()
+        .find(|m| m.role == "user")
+        .or(messages.first())
+        .map_or("", |m| m.content.as_str());
+    sha256_hex(first.as_bytes())[..16].to_string()
+}
+
+fn conversation(
+    origin: String,
+    id: Option<String>,
+    messages: Vec<Message>,
+    invalid: impl Fn(String) -> DataError,
+) -> Result<Conversation> {
+    if !messages.iter().any(|m| m.role == "assistant") {
+        return Err(invalid("no assistant turn to train on".into()));
+    }
+    Ok(Conversation {
+        group: id.unwrap_or_else(|| content_group(&messages)),
+        origin,
+        messages,
+    })
+}
+
+/// A JSON value holding a turn list (`[{role, content}, …]`) or, for `prompt`/`completion`, a string
+/// (one turn of `default_role`).
+fn json_messages(
+    value: &Value,
+    default_role: Option<&str>,
+    wrong: &dyn Fn(String) -> DataError,
+) -> Result<Vec<Message>> {
+    match (value, default_role) {
+        (Value::String(text), Some(role)) => Ok(vec![Message::new(role, text.clone())]),
+        (Value::Array(items), _) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let text = |key: &str| {
+                    item.get(key)
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| wrong(format!("message {i} has no string `{key}`")))
+                };
+                Ok(Message::new(text("role")?, text("content")?))
+            })
+            .collect(),
+        _ => Err(wrong(match default_role {
+            Some(_) => "expected a string or a list of {role, content} messages".into(),
+            None => "expected a list of {role, content} messages".into(),
+        })),
+    }
+}
+
+/// The row's turns from a JSON record: `messages`, or `prompt` + `completion`.
+fn record_messages(
+    record: &Map<String, Value>,
+    invalid: &dyn Fn(&str, String) -> DataError,
+    missing: &dyn Fn(&str) -> DataError,
+) -> Result<Vec<Message>> {
+    if let Some(messages) = record.get("messages") {
+        return json_messages(messages, None, &|m| invalid("messages", m));
+    }
+    match (record.get("prompt"), record.get("completion")) {
+        (Some(prompt), Some(completion)) => {
+            let mut messages = json_messages(prompt, Some("user"), &|m| invalid("prompt", m))?;
+            messages.extend(json_messages(completion, Some("assistant"), &|m| {
+                invalid("completion", m)
+            })?);
+            Ok(messages)
+        }
+        (Some(_), None) => Err(missing("completion")),
+        _ => Err(missing("messages")),
+    }
+}
+
+fn json_id(record: &Map<String, Value>) -> Option<String> {
+    match record.get("id")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<Conversation>> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let mut conversations = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let location = Location::Line(index + 1);
+        let record: Map<String, Value> =
+            serde_json::from_str(line).map_err(|error| DataError::MalformedJson {
+                path: path.to_path_buf(),
+                location,
+                message: error.to_string(),
+            })?;
+        let invalid = |field: &str, message: String| DataError::InvalidValue {
+            path: path.to_path_buf(),
+            location,
+            field: field.to_string(),
+            message,
+        };
+        let missing = |field: &str| DataError::MissingField {
+            path: path.to_path_buf(),
+            location,
+            field: format!("{field} (or prompt + completion)"),
+        };
+        let messages = record_messages(&record, &invalid, &missing)?;
+        conversations.push(conversation(
+            format!("{}: {location}", path.display()),
+            json_id(&record),
+            messages,
+            |m| invalid("messages", m),
+        )?);
+    }
+    Ok(conversations)
+}
+
+/// A Parquet column of turns: `list<struct<role, content>>`, or (for `prompt`/`completion`) a
+/// string column read as one turn of `default_role` per row.
+fn column_messages(
+    columns: &BatchColumns<'_>,
+    name: &str,
+    default_role: Option<&str>,
+) -> Result<Vec<Vec<Message>>> {
+    let array = columns.column(name)?;
+    match (as_str_column(array), default_role) {
+        (Some(strings), Some(role)) => (0..columns.num_rows())
+            .map(|row| {
+                let text = strings
+                    .get(row)
+                    .ok_or_else(|| columns.null_error(name, row))?;
+                Ok(vec![Message::new(role, text)])
+            })
+            .collect(),
+        _ => read_message_lists(columns, name),
+    }
+}
+
+fn read_parquet(path: &Path) -> Result<Vec<Conversation>> {
+    let parquet_error = |source| DataError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(parquet_error)?
+        .build()
+        .map_err(parquet_error)?;
+    let mut conversations = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|source| DataError::Arrow {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let columns = BatchColumns::new(&batch, path, conversations.len());
+        let turns = if batch.column_by_name("messages").is_some()
+            || batch.column_by_name("prompt").is_none()
+        {
+            column_messages(&columns, "messages", None)?
+        } else {
+            let prompts = column_messages(&columns, "prompt", Some("user"))?;
+            let completions = column_messages(&columns, "completion", Some("assistant"))?;
+            prompts
+                .into_iter()
+                .zip(completions)
+                .map(|(mut prompt, completion)| {
+                    prompt.extend(completion);
+                    prompt
+                })
+                .collect()
+        };
+        let ids = batch.column_by_name("id");
+        for (row, messages) in turns.into_iter().enumerate() {
+            let id = ids
+                .filter(|ids| ids.is_valid(row))
+                .and_then(|ids| cell_to_json(ids, row))
+                .map(|value| match value {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                });
+            conversations.push(conversation(
+                format!("{}: {}", path.display(), columns.location(row)),
+                id,
+                messages,
+                |m| columns.invalid("messages", row, m),
+            )?);
+        }
+    }
+    Ok(conversations)
+}
