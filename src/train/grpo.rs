@@ -575,6 +575,8 @@ pub fn run_grpo(
             "reward_format": mean(scores.iter().map(|s| s.format)),
             "reward_language": mean(scores.iter().map(|s| s.language)),
             "reward_length": mean(scores.iter().map(|s| s.length)),
+            "reward_cosine_length": mean(scores.iter().map(|s| s.cosine_length)),
+            "reward_repetition": mean(scores.iter().map(|s| s.repetition)),
             "reward_overlong": mean(scores.iter().map(|s| s.overlong)),
             "accuracy": mean(scores.iter().map(|s| s.accuracy)),
             "completion_length_mean": mean(lengths.iter().map(|&l| l as f64)),

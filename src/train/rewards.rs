@@ -1,9 +1,11 @@
 //! GRPO rewards, composable with weights from the recipe: accuracy (the verifier), format
 //! (`<think>…</think>` then an answer), language consistency (R1's share of target-script words),
-//! a length penalty and DAPO's soft over-long punishment. Each term is reported separately.
+//! a length penalty, a cosine-scaled length reward, an n-gram repetition penalty and DAPO's soft
+//! over-long punishment. Each term is reported separately.
 
 use serde::{Deserialize, Serialize};
 
+use crate::verify::readability::ngram_repetition;
 use crate::verify::{
     format_reward, grade_with, language_consistency_reward, Checker, VerifyOptions,
 };
@@ -20,6 +22,20 @@ pub struct RewardConfig {
     pub language: f64,
     /// Penalty per unit of `completion_tokens / max_new_tokens`.
     pub length_penalty: f64,
+    /// Weight of the cosine-scaled length reward (Yeo et al. 2025, "Demystifying Long
+    /// Chain-of-Thought Reasoning in LLMs"), which folds correctness in: usually set `accuracy = 0`
+    /// when it is on.
+    pub cosine_length: f64,
+    /// The cosine reward of a correct answer at length 0 and at the length limit: short right
+    /// answers earn most.
+    pub cosine_correct: [f64; 2],
+    /// The cosine reward of a wrong answer at length 0 and at the length limit: short wrong
+    /// answers are punished most (the model is pushed to think longer when it is wrong).
+    pub cosine_wrong: [f64; 2],
+    /// Weight of the repetition penalty: `−(share of repeated word n-grams)` of the completion.
+    pub repetition_penalty: f64,
+    /// The n of the repetition penalty's word n-grams.
+    pub repetition_ngram: usize,
     /// Soft over-long punishment: completions within this many tokens of the limit are penalised
     /// linearly down to `-overlong_penalty` at the limit (0 = off).
     pub overlong_buffer: usize,
@@ -36,6 +52,11 @@ impl Default for RewardConfig {
             format: 0.0,
             language: 0.0,
             length_penalty: 0.0,
+            cosine_length: 0.0,
+            cosine_correct: [1.0, 0.5],
+            cosine_wrong: [-1.0, -0.5],
+            repetition_penalty: 0.0,
+            repetition_ngram: 3,
             overlong_buffer: 0,
             overlong_penalty: 1.0,
             think_prefilled: false,
@@ -54,6 +75,10 @@ pub struct RewardBreakdown {
     pub language: f64,
     /// `completion_tokens / max_new_tokens`.
     pub length: f64,
+    /// The cosine-scaled length reward (see [`RewardConfig::cosine_length`]).
+    pub cosine_length: f64,
+    /// Repetition in [-1, 0]: minus the share of repeated word n-grams.
+    pub repetition: f64,
     /// Over-long punishment in [-1, 0] (before its weight).
     pub overlong: f64,
     /// The weighted sum.
@@ -105,6 +130,23 @@ impl RewardConfig {
             0.0
         };
         let length = item.completion_tokens as f64 / item.max_new_tokens.max(1) as f64;
+        let cosine_length = if self.cosine_length != 0.0 {
+            let [short, long] = if accuracy > 0.0 {
+                self.cosine_correct
+            } else {
+                self.cosine_wrong
+            };
+            // 1 at length 0, falling along a half cosine to 0 at the limit.
+            let closeness = 0.5 * (1.0 + (std::f64::consts::PI * length.min(1.0)).cos());
+            long + (short - long) * closeness
+        } else {
+            0.0
+        };
+        let repetition = if self.repetition_penalty != 0.0 {
+            -ngram_repetition(item.completion, self.repetition_ngram)
+        } else {
+            0.0
+        };
         let overlong = if self.overlong_buffer > 0 {
             let start = item.max_new_tokens.saturating_sub(self.overlong_buffer);
             let over = item.completion_tokens.saturating_sub(start) as f64;
@@ -114,12 +156,16 @@ impl RewardConfig {
         };
         let total = self.accuracy * accuracy + self.format * format + self.language * language
             - self.length_penalty * length
+            + self.cosine_length * cosine_length
+            + self.repetition_penalty * repetition
             + self.overlong_penalty * overlong;
         RewardBreakdown {
             accuracy,
             format,
             language,
             length,
+            cosine_length,
+            repetition,
             overlong,
             total,
         }
@@ -168,4 +214,68 @@ pub fn advantages(
         out.extend(group.iter().map(|r| (r - mean) / scale));
     }
     (out, flat_groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(config: &RewardConfig, completion: &str, tokens: usize) -> RewardBreakdown {
+        config.score(&Scored {
+            prompt: "What is 2+2?",
+            completion,
+            gold: "4",
+            checker: &Checker::Gold,
+            completion_tokens: tokens,
+            max_new_tokens: 100,
+        })
+    }
+
+    #[test]
+    fn the_cosine_reward_prefers_short_right_answers_and_long_wrong_ones() {
+        let config = RewardConfig {
+            accuracy: 0.0,
+            cosine_length: 1.0,
+            ..Default::default()
+        };
+        let right = |tokens| score(&config, "\\boxed{4}", tokens).total;
+        let wrong = |tokens| score(&config, "\\boxed{5}", tokens).total;
+        assert!((right(0) - 1.0).abs() < 1e-12 && (right(100) - 0.5).abs() < 1e-12);
+        assert!((right(50) - 0.75).abs() < 1e-12, "half way down the cosine");
+        assert!(right(20) > right(60) && right(60) > right(90));
+        assert!((wrong(0) + 1.0).abs() < 1e-12 && (wrong(100) + 0.5).abs() < 1e-12);
+        assert!(
+            wrong(20) < wrong(60),
+            "a wrong answer is punished less when it thought longer"
+        );
+        assert!(
+            wrong(100) < right(100),
+            "any right answer beats any wrong one"
+        );
+        assert_eq!(
+            right(400),
+            right(100),
+            "lengths past the limit count as the limit"
+        );
+    }
+
+    #[test]
+    fn the_repetition_penalty_is_the_share_of_repeated_ngrams() {
+        let config = RewardConfig {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        };
+        let varied = score(&config, "we add two and two to get four so \\boxed{4}", 12);
+        assert_eq!(varied.repetition, 0.0);
+        assert_eq!(varied.total, 1.0);
+        // "a b c" repeated: 10 trigrams (of 12 words), 3 distinct: 1 - 3/10 = 0.7 repeated.
+        let looping = score(&config, "a b c a b c a b c a b c", 12);
+        assert!(
+            (looping.repetition + 0.7).abs() < 1e-12,
+            "{}",
+            looping.repetition
+        );
+        assert!((looping.total + 1.4).abs() < 1e-12);
+        assert_eq!(score(&config, "too short", 2).repetition, 0.0);
+    }
 }

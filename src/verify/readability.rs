@@ -310,6 +310,12 @@ fn is_repetitive(text: &str, config: &ReadabilityConfig) -> bool {
     ratio_bad || longest_repeated_span(&ids) > config.max_repeated_span_words
 }
 
+/// Share of repeated word n-grams in `text`, `1 − distinct/total` in [0, 1) (0 when it has fewer than
+/// `n` words): the measure behind open-r1's repetition penalty.
+pub fn ngram_repetition(text: &str, n: usize) -> f64 {
+    ngram_repeat_ratio(&word_ids(text), n).map_or(0.0, |(ratio, _)| ratio)
+}
+
 /// Words of `text` mapped to small integer ids; each CJK character is a
 /// word of its own (those scripts do not separate words by spaces).
 fn word_ids(text: &str) -> Vec<u32> {
