@@ -2,6 +2,7 @@
 //! Every failure names the file, the row (0-based, counted from the start of the file) and the
 //! column, as [`DataError`] requires.
 
+use std::fs::File;
 use std::path::Path;
 
 use arrow::array::{
@@ -10,6 +11,8 @@ use arrow::array::{
 };
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
 
 use super::errors::{DataError, Location, Result};
 
@@ -62,6 +65,16 @@ impl<'a> BatchColumns<'a> {
         }
     }
 
+    /// The batch's column names, in schema order.
+    pub fn names(&self) -> Vec<String> {
+        self.batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
     /// Number of rows in the batch.
     pub fn num_rows(&self) -> usize {
         self.batch.num_rows()
@@ -70,6 +83,11 @@ impl<'a> BatchColumns<'a> {
     /// The location of row `index` of this batch within its file.
     pub fn location(&self, index: usize) -> Location {
         Location::Row(self.first_row + index)
+    }
+
+    /// The column `name`, if the batch has it.
+    pub fn get(&self, name: &str) -> Option<&'a ArrayRef> {
+        self.batch.column_by_name(name)
     }
 
     /// The column `name`, or a [`DataError::MissingColumn`].
@@ -275,4 +293,33 @@ pub fn cell_to_json(array: &ArrayRef, index: usize) -> Option<serde_json::Value>
             .map(|a| Value::Bool(a.value(index))),
         _ => None,
     }
+}
+
+/// Opens a Parquet file for reading `columns` (all when `None`) and calls `visit` on each
+/// batch with its position in the file; open and decode errors name the file.
+pub fn for_each_batch(
+    path: &Path,
+    columns: Option<&[&str]>,
+    mut visit: impl FnMut(&BatchColumns<'_>) -> Result<()>,
+) -> Result<()> {
+    let parquet_error = |source| DataError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
+    if let Some(columns) = columns {
+        let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+        builder = builder.with_projection(mask);
+    }
+    let mut first_row = 0;
+    for batch in builder.build().map_err(parquet_error)? {
+        let batch = batch.map_err(|source| DataError::Arrow {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        visit(&BatchColumns::new(&batch, path, first_row))?;
+        first_row += batch.num_rows();
+    }
+    Ok(())
 }

@@ -9,14 +9,12 @@
 //! prompt); without it the group is a hash of the first user turn. Every error names the file, the
 //! line or row, and the field.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::array::Array;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
 
-use super::columns::{as_str_column, cell_to_json, BatchColumns};
+use super::columns::{as_str_column, cell_to_json, for_each_batch, BatchColumns};
 use super::errors::{DataError, Location, Result};
 use super::hashing::sha256_hex;
 use super::schema::read_message_lists;
@@ -241,29 +239,13 @@ fn column_messages(
 }
 
 fn read_parquet(path: &Path) -> Result<Vec<Conversation>> {
-    let parquet_error = |source| DataError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(parquet_error)?
-        .build()
-        .map_err(parquet_error)?;
     let mut conversations = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|source| DataError::Arrow {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let columns = BatchColumns::new(&batch, path, conversations.len());
-        let turns = if batch.column_by_name("messages").is_some()
-            || batch.column_by_name("prompt").is_none()
-        {
-            column_messages(&columns, "messages", None)?
+    for_each_batch(path, None, |columns| {
+        let turns = if columns.get("messages").is_some() || columns.get("prompt").is_none() {
+            column_messages(columns, "messages", None)?
         } else {
-            let prompts = column_messages(&columns, "prompt", Some("user"))?;
-            let completions = column_messages(&columns, "completion", Some("assistant"))?;
+            let prompts = column_messages(columns, "prompt", Some("user"))?;
+            let completions = column_messages(columns, "completion", Some("assistant"))?;
             prompts
                 .into_iter()
                 .zip(completions)
@@ -273,7 +255,7 @@ fn read_parquet(path: &Path) -> Result<Vec<Conversation>> {
                 })
                 .collect()
         };
-        let ids = batch.column_by_name("id");
+        let ids = columns.get("id");
         for (row, messages) in turns.into_iter().enumerate() {
             let id = ids
                 .filter(|ids| ids.is_valid(row))
@@ -289,6 +271,7 @@ fn read_parquet(path: &Path) -> Result<Vec<Conversation>> {
                 |m| columns.invalid("messages", row, m),
             )?);
         }
-    }
+        Ok(())
+    })?;
     Ok(conversations)
 }

@@ -20,13 +20,12 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use super::columns::BatchColumns;
+use super::columns::for_each_batch;
 use super::errors::{DataError, Result};
 use super::hashing::sha256_hex;
 use super::schema::{rows_to_batch, ArrowRow, RowKey, TraceRow};
@@ -363,35 +362,6 @@ fn describe_orphan_shard(path: &Path) -> Result<ShardEntry> {
         bytes: bytes.len() as u64,
         sha256: sha256_hex(&bytes),
     })
-}
-
-/// Opens a Parquet file for reading `columns` (all when `None`) and calls `visit` on each
-/// batch with its position in the file.
-fn for_each_batch(
-    path: &Path,
-    columns: Option<&[&str]>,
-    mut visit: impl FnMut(&BatchColumns<'_>) -> Result<()>,
-) -> Result<()> {
-    let parquet_error = |source| DataError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
-    if let Some(columns) = columns {
-        let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
-        builder = builder.with_projection(mask);
-    }
-    let mut first_row = 0;
-    for batch in builder.build().map_err(parquet_error)? {
-        let batch = batch.map_err(|source| DataError::Arrow {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        visit(&BatchColumns::new(&batch, path, first_row))?;
-        first_row += batch.num_rows();
-    }
-    Ok(())
 }
 
 /// Reads only the resume keys (`id`, `sample_index`) of one shard.

@@ -7,13 +7,11 @@
 //! (Parquet, 0-based) and the field.
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::path::Path;
 
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
 
-use super::columns::{cell_to_json, is_scalar_type, BatchColumns};
+use super::columns::{cell_to_json, for_each_batch, is_scalar_type};
 use super::errors::{DataError, Location, Result};
 use super::hashing::sha256_hex;
 
@@ -470,31 +468,9 @@ fn read_parquet(
     path: &Path,
     columns: Option<&[String]>,
 ) -> Result<Vec<(Location, Map<String, Value>)>> {
-    let parquet_error = |source| DataError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(parquet_error)?
-        .build()
-        .map_err(parquet_error)?;
     let mut records = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|source| DataError::Arrow {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let view = BatchColumns::new(&batch, path, records.len());
-        let names: Vec<String> = match columns {
-            Some(names) => names.to_vec(),
-            None => batch
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
-        };
+    for_each_batch(path, None, |view| {
+        let names = columns.map_or_else(|| view.names(), <[String]>::to_vec);
         let mut arrays = Vec::with_capacity(names.len());
         for name in &names {
             let array = view.column(name)?;
@@ -502,7 +478,7 @@ fn read_parquet(
                 arrays.push((name, array));
             }
         }
-        for row in 0..batch.num_rows() {
+        for row in 0..view.num_rows() {
             let mut record = Map::new();
             for (name, array) in &arrays {
                 let value = cell_to_json(array, row).ok_or_else(|| {
@@ -512,6 +488,7 @@ fn read_parquet(
             }
             records.push((view.location(row), record));
         }
-    }
+        Ok(())
+    })?;
     Ok(records)
 }

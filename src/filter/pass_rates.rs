@@ -10,12 +10,11 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::data::columns::BatchColumns;
+use crate::data::columns::for_each_batch;
 use crate::data::shards::write_atomically;
 use crate::data::{DataError, Result};
 
@@ -129,22 +128,8 @@ pub fn write_pass_rates(path: &Path, rates: &[PassRate]) -> Result<()> {
 /// Reads a `pass_rates.parquet` file (e.g. to pick GRPO prompts from its `rl_candidate`
 /// rows); errors name the file, row and column.
 pub fn read_pass_rates(path: &Path) -> Result<Vec<PassRate>> {
-    let parquet_error = |source| DataError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|builder| builder.build())
-        .map_err(parquet_error)?;
     let mut rates = Vec::new();
-    let mut first_row = 0;
-    for batch in reader {
-        let batch = batch.map_err(|source| DataError::Arrow {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let columns = BatchColumns::new(&batch, path, first_row);
+    for_each_batch(path, None, |columns| {
         let (ids, sources) = (
             columns.required_strings("id")?,
             columns.required_strings("source")?,
@@ -156,7 +141,7 @@ pub fn read_pass_rates(path: &Path) -> Result<Vec<PassRate>> {
         let pass_rate = columns.required_f64("pass_rate")?;
         let rl_candidate = columns.required_bool("rl_candidate")?;
         let contaminated = columns.required_bool("contaminated")?;
-        for index in 0..batch.num_rows() {
+        for index in 0..columns.num_rows() {
             rates.push(PassRate {
                 id: ids[index].to_string(),
                 source: sources[index].to_string(),
@@ -167,7 +152,7 @@ pub fn read_pass_rates(path: &Path) -> Result<Vec<PassRate>> {
                 contaminated: contaminated[index],
             });
         }
-        first_row += batch.num_rows();
-    }
+        Ok(())
+    })?;
     Ok(rates)
 }
