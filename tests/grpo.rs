@@ -203,11 +203,14 @@ fn stepwise_reply(task: &SynthTask, correct: bool) -> String {
 
 /// Share of the base's corpus whose reply boxes the result; the rest box the first step's value.
 const CORRECT_SHARE: f64 = 0.4;
+/// GRPO's training problems (10 steps of 8 prompts a pass) and steps (4 passes).
+const PROMPTS: usize = 80;
+const STEPS: usize = 40;
 
 /// Trains the GRPO test's student base in `dir` and returns its model directory: a fresh BPE
 /// tokenizer (numbers as whole tokens) and a 2-layer width-128 decoder, fine-tuned for 6 epochs on
-/// the stepwise replies of ~2,300 problems (none in `held_out`), of which a seeded 40% box the
-/// result and 60% the first step's value.
+/// stepwise replies to ~2,300 generated problems (none in `held_out`), of which a seeded 40% box
+/// the result and 60% the first step's value.
 fn base_with_a_systematic_error(dir: &Path, held_out: &BTreeSet<String>) -> String {
     use distill::data::corpus::{programmatic_row, ReplyStyle};
     use distill::data::shards::{ShardOptions, ShardWriter};
@@ -253,10 +256,21 @@ fn base_with_a_systematic_error(dir: &Path, held_out: &BTreeSet<String>) -> Stri
     summary.model_dir.to_str().unwrap().to_string()
 }
 
-/// Each problem's greedy answer under `model_dir`: whether it is correct, and the extracted answer.
-fn greedy_answers(model_dir: &str, problems: &[Problem]) -> Vec<(bool, Option<String>)> {
+/// One held-out problem's greedy reply.
+struct GreedyReply {
+    /// The verifier accepts it.
+    correct: bool,
+    /// It boxes the value after the first step (the base corpus's systematic error).
+    boxes_first_step: bool,
+    /// Its last reasoning line ends with the result (`… = X.` before `</think>`).
+    reasoning_reaches_result: bool,
+}
+
+/// The greedy replies of `model_dir` to arithmetic `tasks`.
+fn greedy_replies(model_dir: &str, tasks: &[SynthTask]) -> Vec<GreedyReply> {
     use distill::model::generate::{generate, GenerationConfig, GenerationRequest};
     let loaded = distill::model::load(model_dir, &Device::Cpu, DType::F32).unwrap();
+    let problems: Vec<Problem> = tasks.iter().map(|t| t.to_problem()).collect();
     let requests: Vec<GenerationRequest> = problems
         .iter()
         .map(|p| GenerationRequest {
@@ -282,8 +296,15 @@ fn greedy_answers(model_dir: &str, problems: &[Problem]) -> Vec<(bool, Option<St
     out.iter()
         .map(|c| {
             let p = &problems[c.prompt_index];
+            let values = step_values(&tasks[c.prompt_index]);
             let grade = distill::verify::grade(&p.answer, &p.metadata, &c.text).unwrap();
-            (grade.correct, grade.answer)
+            GreedyReply {
+                correct: grade.correct,
+                boxes_first_step: grade.answer == Some(values[1].to_string()),
+                reasoning_reaches_result: c
+                    .text
+                    .contains(&format!("= {}.\n</think>", values[values.len() - 1])),
+            }
         })
         .collect()
 }
@@ -304,19 +325,23 @@ fn mean_and_se(values: &[f64]) -> (f64, f64) {
 /// base is a 2-layer width-128 decoder fine-tuned on worked two-step arithmetic
 /// (`<think>\n8 - 1 = 7.\n7 * 3 = 21.\n</think>\n\nThe answer is \boxed{21}.`) where a seeded 40%
 /// of the replies box the result and 60% box the value after the first step (`\boxed{7}`: it
-/// stops one step early). It learns the steps (its greedy reasoning reaches the result on ~2/3 of
-/// held-out problems) and the 40/60 mixture, so greedy decoding mostly follows the majority error
-/// while sampling at temperature 1 boxes the result often enough that most groups have reward
-/// spread. GRPO (40 steps of 8 prompts × 8 samples, accuracy reward from the real verifier, KL
-/// coefficient 0.04 to the base) must shift the policy toward boxing the result. The problems of
-/// the held-out set (250 distinct texts) are in neither the base's corpus nor GRPO's prompts; base
-/// and GRPO policy answer them greedily, and the gain is the mean of the paired per-problem
-/// differences, with its standard error. Everything is seeded, so the numbers are reproducible.
+/// stops one step early). It learns the steps (its greedy reasoning reaches the result on about
+/// two thirds of the held-out problems) and the 40/60 mixture, so greedy decoding mostly follows
+/// the majority error, while sampling at temperature 1 boxes a verified result often enough that
+/// most groups have reward spread. GRPO (40 steps of 8 prompts × 8 samples, accuracy reward from
+/// the real verifier, KL coefficient 0.04 to the base, learning rate 1e-4) has to shift the policy
+/// toward boxing the result. Nothing tells it which answer is right but the verifier.
 ///
-/// Asserted: the base's training reward (its sampled pass rate) is non-zero; the mean reward of
-/// the last 10 steps exceeds that of the first 10 by at least 0.05 and 3 standard errors (of the
-/// per-step means); the held-out gain is at least 0.1 and 3 standard errors; the KL is finite at
-/// every step. With learning rate 0 it fails (gain 0, no reward trend).
+/// Measured: the training reward per pass (GRPO's 80 prompts are covered once every 10 steps, so
+/// the first and the last pass draw the same prompts) with a binomial standard error; held-out
+/// greedy accuracy of base and GRPO policy on 250 distinct problems that are in neither the base's
+/// corpus nor GRPO's prompts, and the mean of the paired per-problem differences with its standard
+/// error. Everything is seeded, so the numbers are reproducible.
+///
+/// Asserted: the base's sampled pass rate (the first step's reward, and the first pass's) is
+/// non-zero; the last pass's reward exceeds the first's by at least 0.05 and 3 standard errors;
+/// the held-out gain is at least 0.1 and 3 standard errors; the KL is finite at every step. With
+/// learning rate 0 the test fails (no gain, no rise).
 #[test]
 fn a_short_grpo_run_raises_reward_and_held_out_accuracy() {
     let started = Instant::now();
@@ -327,74 +352,88 @@ fn a_short_grpo_run_raises_reward_and_held_out_accuracy() {
         .filter(|t| held_out_texts.insert(t.problem.clone()))
         .take(250)
         .collect();
-    assert_eq!(held_out_tasks.len(), 250);
-    held_out_texts = held_out_tasks.iter().map(|t| t.problem.clone()).collect();
-    let held_out: Vec<Problem> = held_out_tasks.iter().map(|t| t.to_problem()).collect();
-    let train: Vec<Problem> = arithmetic(11, 1024)
+    assert_eq!((held_out_tasks.len(), held_out_texts.len()), (250, 250));
+    // GRPO's prompts: 80 distinct problems, so that each 10-step pass (8 prompts a step) covers
+    // every one of them exactly once and passes can be compared on the same prompts.
+    let mut train_texts = BTreeSet::new();
+    let train: Vec<Problem> = arithmetic(11, 400)
         .iter()
-        .filter(|t| !held_out_texts.contains(&t.problem))
+        .filter(|t| !held_out_texts.contains(&t.problem) && train_texts.insert(t.problem.clone()))
+        .take(PROMPTS)
         .map(|t| t.to_problem())
         .collect();
+    assert_eq!(train.len(), PROMPTS);
 
     let base_dir = base_with_a_systematic_error(tmp.path(), &held_out_texts);
-    let before = greedy_answers(&base_dir, &held_out);
-    let mut cfg = grpo_config(
-        "steps = 40\ngroup_size = 8\nprompts_per_step = 8\nlearning_rate = 1e-4\nbeta = 0.04\n\
-         temperature = 1.0\nseed = 0",
-    );
+    let before = greedy_replies(&base_dir, &held_out_tasks);
+    let mut cfg = grpo_config(&format!(
+        "steps = {STEPS}\ngroup_size = 8\nprompts_per_step = 8\nlearning_rate = 1e-4\nbeta = 0.04\n\
+         temperature = 1.0\nseed = 0"
+    ));
     cfg.policy = base_dir.clone();
     cfg.out = tmp.path().join("grpo");
     cfg.max_new_tokens = 40;
     let summary = distill::train::grpo::run_grpo(&cfg, &train, false).unwrap();
-    let after = greedy_answers(summary.model_dir.to_str().unwrap(), &held_out);
+    let after = greedy_replies(summary.model_dir.to_str().unwrap(), &held_out_tasks);
 
-    let n = held_out.len() as f64;
-    let share =
-        |answers: &[(bool, Option<String>)]| answers.iter().filter(|a| a.0).count() as f64 / n;
-    // How often the greedy answer is the first step's value: the base's systematic error.
-    let stops_early = |answers: &[(bool, Option<String>)]| {
-        answers
-            .iter()
-            .zip(&held_out_tasks)
-            .filter(|(a, t)| a.1.as_deref() == Some(step_values(t)[1].to_string().as_str()))
-            .count() as f64
-            / n
+    let n = held_out_tasks.len() as f64;
+    let share = |replies: &[GreedyReply], property: fn(&GreedyReply) -> bool| {
+        replies.iter().filter(|r| property(r)).count() as f64 / n
     };
     let differences: Vec<f64> = before
         .iter()
         .zip(&after)
-        .map(|(b, a)| f64::from(u8::from(a.0)) - f64::from(u8::from(b.0)))
+        .map(|(b, a)| f64::from(u8::from(a.correct)) - f64::from(u8::from(b.correct)))
         .collect();
     let (gain, gain_se) = mean_and_se(&differences);
 
     let records =
         distill::train::metrics::MetricsLog::read(&cfg.out.join("metrics.jsonl")).unwrap();
-    assert_eq!(records.len(), 40);
+    assert_eq!(records.len(), STEPS);
     let series =
         |key: &str| -> Vec<f64> { records.iter().map(|r| r[key].as_f64().unwrap()).collect() };
+    // The reward is 0 or 1 per completion, so a pass's reward is the sampled pass rate of its 640
+    // completions. Every pass draws the same 80 prompts, so the difference between two passes is
+    // what the policy learnt plus sampling noise, whose standard error for a pass is at most the
+    // binomial one, sqrt(r (1 − r) / 640) (with fixed prompts the per-prompt pass rates only
+    // lower it).
     let rewards = series("reward");
-    let (early, early_se) = mean_and_se(&rewards[..10]);
-    let (late, late_se) = mean_and_se(&rewards[rewards.len() - 10..]);
-    let rise_se = early_se.hypot(late_se);
+    let per_pass = PROMPTS / 8;
+    let passes: Vec<f64> = rewards
+        .chunks(per_pass)
+        .map(|pass| pass.iter().sum::<f64>() / pass.len() as f64)
+        .collect();
+    let (early, late) = (passes[0], passes[passes.len() - 1]);
+    let samples = (per_pass * 8 * 8) as f64;
+    let rise_se = (early * (1.0 - early) / samples + late * (1.0 - late) / samples).sqrt();
     let flat = series("zero_std_group_fraction");
+    let window_mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
     let kl = series("kl");
     let max_kl = kl.iter().copied().fold(0.0, f64::max);
     println!(
-        "GRPO, 40 steps × 8 prompts × 8 samples: training reward (sampled pass rate, T = 1) {early:.3} ± {early_se:.3} \
-         (steps 1–10; step 1: {:.3}) → {late:.3} ± {late_se:.3} (steps 31–40), rise {:.3} ± {rise_se:.3} SE; \
-         zero-std groups {:.2} → {:.2}; max KL {max_kl:.4}",
+        "GRPO, {STEPS} steps × 8 prompts × 8 samples over {PROMPTS} problems: training reward \
+         (sampled pass rate at T = 1) by pass {} (step 1, the base: {:.3}); \
+         last pass − first {:.3} ± {rise_se:.3} SE; zero-std groups {:.2} → {:.2}; max KL {max_kl:.4}",
+        passes
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" → "),
         rewards[0],
         late - early,
-        flat[..10].iter().sum::<f64>() / 10.0,
-        flat[flat.len() - 10..].iter().sum::<f64>() / 10.0,
+        window_mean(&flat[..per_pass]),
+        window_mean(&flat[flat.len() - per_pass..]),
     );
     println!(
-        "held-out greedy accuracy on {n} problems: base {:.3} → GRPO {:.3} (paired gain {gain:.3} ± {gain_se:.3} SE); \
-         greedy answers boxing the first step's value {:.3} → {:.3}; test {:.0} s",
-        share(&before),
-        share(&after),
-        stops_early(&before),
-        stops_early(&after),
+        "held-out greedy accuracy on {n} problems: base {:.3} → GRPO {:.3} (paired gain {gain:.3} ± \
+         {gain_se:.3} SE); greedy replies boxing the first step's value {:.3} → {:.3}; greedy \
+         reasoning reaching the result {:.3} → {:.3}; test {:.0} s",
+        share(&before, |r| r.correct),
+        share(&after, |r| r.correct),
+        share(&before, |r| r.boxes_first_step),
+        share(&after, |r| r.boxes_first_step),
+        share(&before, |r| r.reasoning_reaches_result),
+        share(&after, |r| r.reasoning_reaches_result),
         started.elapsed().as_secs_f64(),
     );
     assert!(
@@ -403,7 +442,8 @@ fn a_short_grpo_run_raises_reward_and_held_out_accuracy() {
     );
     assert!(
         late - early >= 0.05 && late - early > 3.0 * rise_se,
-        "the training reward must rise by at least 0.05 and 3 standard errors: {early:.3} → {late:.3} (SE {rise_se:.3})"
+        "the training reward must rise from the first pass to the last by at least 0.05 and 3 \
+         standard errors: {early:.3} → {late:.3} (SE {rise_se:.3})"
     );
     assert!(
         gain >= 0.1 && gain > 3.0 * gain_se,
