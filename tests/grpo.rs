@@ -1,9 +1,17 @@
 //! GRPO: with μ = 1 and no KL the update direction is the policy gradient with group-normalised
-//! advantages; rewards and advantages behave as documented.
+//! advantages; rewards and advantages behave as documented; and a short run on a synthetic task
+//! raises the training reward and the held-out greedy accuracy (issue 7).
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Instant;
+
 use candle_core::{DType, Device, Tensor};
+use distill::data::schema::Message;
+use distill::data::sources::Problem;
+use distill::data::synth::{generate_tasks, run_steps, SynthTask, TaskKind, TaskSpec};
 use distill::model::{Architecture, Completion, FinishReason};
 use distill::train::grpo::{policy_loss, GrpoConfig, RolloutBatch};
 use distill::train::rewards::{advantages, AdvantageScaling, RewardConfig, Scored};
@@ -146,10 +154,123 @@ fn rewards_score_accuracy_format_and_overlong_separately() {
     assert_eq!(c.accuracy, 1.0);
 }
 
-/// Held-out greedy accuracy of `model_dir` on `problems`.
-fn accuracy(model_dir: &str, problems: &[distill::data::sources::Problem]) -> f64 {
+/// The task of the short GRPO run: two-step arithmetic ("Start with 8. Subtract 1. Multiply by 3.
+/// What is the result?"), difficulty 1.
+fn arithmetic(seed: u64, count: u64) -> Vec<SynthTask> {
+    generate_tasks(TaskKind::Arithmetic, 1, seed, count).unwrap()
+}
+
+/// The value after each step of an arithmetic task, starting value first.
+fn step_values(task: &SynthTask) -> Vec<i64> {
+    match &task.spec {
+        TaskSpec::Arithmetic { start, steps } => run_steps(*start, steps),
+        other => panic!("not an arithmetic task: {other:?}"),
+    }
+}
+
+/// A short worked reply, one `a op b = c.` line per step, then `The answer is \boxed{X}.` with X
+/// the result when `correct`, else the value after the first step (stopping one step early: the
+/// systematic error of the base's corpus).
+fn stepwise_reply(task: &SynthTask, correct: bool) -> String {
+    let TaskSpec::Arithmetic { steps, .. } = &task.spec else {
+        panic!("not an arithmetic task")
+    };
+    let values = step_values(task);
+    let lines: Vec<String> = steps
+        .iter()
+        .zip(values.windows(2))
+        .map(|(step, pair)| {
+            format!(
+                "{} {} {} = {}.",
+                pair[0],
+                step.op.symbol(),
+                step.operand,
+                pair[1]
+            )
+        })
+        .collect();
+    let boxed = if correct {
+        values[values.len() - 1]
+    } else {
+        values[1]
+    };
+    format!(
+        "<think>\n{}\n</think>\n\n{}",
+        lines.join("\n"),
+        distill::data::cot::boxed_sentence(&boxed.to_string())
+    )
+}
+
+/// Share of the base's corpus whose reply boxes the result; the rest box the first step's value.
+const CORRECT_SHARE: f64 = 0.4;
+/// GRPO's training problems (10 steps of 8 prompts a pass) and steps (4 passes).
+const PROMPTS: usize = 80;
+const STEPS: usize = 40;
+
+/// Trains the GRPO test's student base in `dir` and returns its model directory: a fresh BPE
+/// tokenizer (numbers as whole tokens) and a 2-layer width-128 decoder, fine-tuned for 6 epochs on
+/// stepwise replies to ~2,300 generated problems (none in `held_out`), of which a seeded 40% box
+/// the result and 60% the first step's value.
+fn base_with_a_systematic_error(dir: &Path, held_out: &BTreeSet<String>) -> String {
+    use distill::data::corpus::{programmatic_row, ReplyStyle};
+    use distill::data::shards::{ShardOptions, ShardWriter};
+    let corpus = dir.join("corpus");
+    let mut writer = ShardWriter::open(&corpus, ShardOptions::new("grpo-test")).unwrap();
+    let mut texts = Vec::new();
+    for task in arithmetic(1, 3000)
+        .iter()
+        .filter(|t| !held_out.contains(&t.problem))
+    {
+        let draw = (distill::data::hashing::sha256_u64(task.id.as_bytes()) % 10_000) as f64;
+        let reply = stepwise_reply(task, draw / 10_000.0 < CORRECT_SHARE);
+        let mut row = programmatic_row(task, ReplyStyle::ShortAnswer);
+        row.messages[1] = Message::assistant(reply.clone());
+        row.generation = reply;
+        texts.extend(row.messages.iter().map(|m| m.content.clone()));
+        writer.write(row).unwrap();
+    }
+    writer.finish().unwrap();
+
+    let tokenizer =
+        distill::model::bpe::train_bpe(&texts, 512, false, &dir.join("tokenizer")).unwrap();
+    let mut config = common::tiny(Architecture::Qwen2, tokenizer.vocab_size());
+    config.hidden_size = 128;
+    config.intermediate_size = 352;
+    config.head_dim = 128 / config.num_attention_heads;
+    config.eos_token_ids = tokenizer.eos_token_id().into_iter().collect();
+    let weights = distill::model::init::random_weights(&config, 21, &Device::Cpu).unwrap();
+    let model =
+        distill::model::Decoder::from_weights(&config, &weights, DType::F32, &Device::Cpu).unwrap();
+    let student = dir.join("student");
+    distill::model::save::save_hf_dir(&model, &tokenizer, &config.eos_token_ids, &student).unwrap();
+
+    let sft: distill::train::sft::SftConfig = toml::from_str(&format!(
+        "student = {:?}\ndata = {:?}\nout = {:?}\nlearning_rate = 2e-3\nwarmup_steps = 20\n\
+         min_lr_ratio = 0.1\nepochs = 6\nbatch_size = 16\nmax_length = 128\neval_fraction = 0.0\n",
+        student.display().to_string(),
+        corpus.display().to_string(),
+        dir.join("base").display().to_string(),
+    ))
+    .unwrap();
+    let summary = distill::train::sft::run_sft(&sft, false).unwrap();
+    summary.model_dir.to_str().unwrap().to_string()
+}
+
+/// One held-out problem's greedy reply.
+struct GreedyReply {
+    /// The verifier accepts it.
+    correct: bool,
+    /// It boxes the value after the first step (the base corpus's systematic error).
+    boxes_first_step: bool,
+    /// Its last reasoning line ends with the result (`… = X.` before `</think>`).
+    reasoning_reaches_result: bool,
+}
+
+/// The greedy replies of `model_dir` to arithmetic `tasks`.
+fn greedy_replies(model_dir: &str, tasks: &[SynthTask]) -> Vec<GreedyReply> {
     use distill::model::generate::{generate, GenerationConfig, GenerationRequest};
     let loaded = distill::model::load(model_dir, &Device::Cpu, DType::F32).unwrap();
+    let problems: Vec<Problem> = tasks.iter().map(|t| t.to_problem()).collect();
     let requests: Vec<GenerationRequest> = problems
         .iter()
         .map(|p| GenerationRequest {
@@ -165,91 +286,168 @@ fn accuracy(model_dir: &str, problems: &[distill::data::sources::Problem]) -> f6
         .collect();
     let config = GenerationConfig {
         sampler: distill::model::SamplerConfig::greedy(),
-        max_new_tokens: 24,
+        max_new_tokens: 40,
         n: 1,
         eos_token_ids: loaded.eos_token_ids.clone(),
         stop_strings: Vec::new(),
     };
     let out = generate(&loaded.model, &loaded.tokenizer, &requests, &config).unwrap();
-    let correct = out
-        .iter()
-        .filter(|c| {
-            distill::verify::grade(
-                &problems[c.prompt_index].answer,
-                &problems[c.prompt_index].metadata,
-                &c.text,
-            )
-            .unwrap()
-            .correct
+    assert_eq!(out.len(), problems.len());
+    out.iter()
+        .map(|c| {
+            let p = &problems[c.prompt_index];
+            let values = step_values(&tasks[c.prompt_index]);
+            let grade = distill::verify::grade(&p.answer, &p.metadata, &c.text).unwrap();
+            GreedyReply {
+                correct: grade.correct,
+                boxes_first_step: grade.answer == Some(values[1].to_string()),
+                reasoning_reaches_result: c
+                    .text
+                    .contains(&format!("= {}.\n</think>", values[values.len() - 1])),
+            }
         })
-        .count();
-    correct as f64 / problems.len() as f64
+        .collect()
 }
 
+/// Mean and standard error of the mean.
+fn mean_and_se(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (variance / n).sqrt())
+}
+
+/// Issue 7's "must show": on a synthetic task where the base student's samples are sometimes right,
+/// a short GRPO run, rewarded only by the verifier, raises the training reward and the held-out
+/// greedy accuracy, and the KL to the base stays finite.
+///
+/// Design (R1-Zero's premise: RL amplifies behaviour already present in the base's samples). The
+/// base is a 2-layer width-128 decoder fine-tuned on worked two-step arithmetic
+/// (`<think>\n8 - 1 = 7.\n7 * 3 = 21.\n</think>\n\nThe answer is \boxed{21}.`) where a seeded 40%
+/// of the replies box the result and 60% box the value after the first step (`\boxed{7}`: it
+/// stops one step early). It learns the steps (its greedy reasoning reaches the result on about
+/// two thirds of the held-out problems) and the 40/60 mixture, so greedy decoding mostly follows
+/// the majority error, while sampling at temperature 1 boxes a verified result often enough that
+/// most groups have reward spread. GRPO (40 steps of 8 prompts × 8 samples, accuracy reward from
+/// the real verifier, KL coefficient 0.04 to the base, learning rate 1e-4) has to shift the policy
+/// toward boxing the result. Nothing tells it which answer is right but the verifier.
+///
+/// Measured: the training reward per pass (GRPO's 80 prompts are covered once every 10 steps, so
+/// the first and the last pass draw the same prompts) with a binomial standard error; held-out
+/// greedy accuracy of base and GRPO policy on 250 distinct problems that are in neither the base's
+/// corpus nor GRPO's prompts, and the mean of the paired per-problem differences with its standard
+/// error. Everything is seeded, so the numbers are reproducible.
+///
+/// Asserted: the base's sampled pass rate (the first step's reward, and the first pass's) is
+/// non-zero; the last pass's reward exceeds the first's by at least 0.05 and 3 standard errors;
+/// the held-out gain is at least 0.1 and 3 standard errors; the KL is finite at every step. With
+/// learning rate 0 the test fails (no gain, no rise).
 #[test]
 fn a_short_grpo_run_raises_reward_and_held_out_accuracy() {
-    use distill::data::corpus::{write_corpus, ReplyStyle};
-    use distill::data::synth::{generate_tasks, TaskKind};
+    let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    // A student base that answers two-number countdown puzzles directly (no reasoning): it has learnt
-    // the answer format, so some of its guesses are right — a low but non-zero pass rate.
-    let student = common::synthetic_student(tmp.path(), 21);
-    let corpus = generate_tasks(TaskKind::Countdown, 1, 31, 1500).unwrap();
-    write_corpus(
-        &tmp.path().join("short"),
-        &corpus,
-        ReplyStyle::ShortAnswer,
-        "base",
-    )
-    .unwrap();
-    let base: distill::train::sft::SftConfig = toml::from_str(&format!(
-        "student = {student:?}\ndata = {:?}\nout = {:?}\nlearning_rate = 3e-3\nepochs = 4\nbatch_size = 32\neval_fraction = 0.0\n",
-        tmp.path().join("short").display().to_string(),
-        tmp.path().join("base").display().to_string()
-    ))
-    .unwrap();
-    let base_dir = distill::train::sft::run_sft(&base, false)
-        .unwrap()
-        .model_dir;
-    let base_dir = base_dir.to_str().unwrap();
+    let mut held_out_texts = BTreeSet::new();
+    let held_out_tasks: Vec<SynthTask> = arithmetic(12, 400)
+        .into_iter()
+        .filter(|t| held_out_texts.insert(t.problem.clone()))
+        .take(250)
+        .collect();
+    assert_eq!((held_out_tasks.len(), held_out_texts.len()), (250, 250));
+    // GRPO's prompts: 80 distinct problems, so that each 10-step pass (8 prompts a step) covers
+    // every one of them exactly once and passes can be compared on the same prompts.
+    let mut train_texts = BTreeSet::new();
+    let train: Vec<Problem> = arithmetic(11, 400)
+        .iter()
+        .filter(|t| !held_out_texts.contains(&t.problem) && train_texts.insert(t.problem.clone()))
+        .take(PROMPTS)
+        .map(|t| t.to_problem())
+        .collect();
+    assert_eq!(train.len(), PROMPTS);
 
-    let train: Vec<_> = generate_tasks(TaskKind::Countdown, 1, 41, 256)
-        .unwrap()
-        .iter()
-        .map(|t| t.to_problem())
-        .collect();
-    let held_out: Vec<_> = generate_tasks(TaskKind::Countdown, 1, 42, 100)
-        .unwrap()
-        .iter()
-        .map(|t| t.to_problem())
-        .collect();
-    let before = accuracy(base_dir, &held_out);
-    let mut cfg = grpo_config("steps = 40\ngroup_size = 8\nprompts_per_step = 8\nlearning_rate = 3e-4\nbeta = 0.02\ntemperature = 1.0");
-    cfg.policy = base_dir.to_string();
+    let base_dir = base_with_a_systematic_error(tmp.path(), &held_out_texts);
+    let before = greedy_replies(&base_dir, &held_out_tasks);
+    let mut cfg = grpo_config(&format!(
+        "steps = {STEPS}\ngroup_size = 8\nprompts_per_step = 8\nlearning_rate = 1e-4\nbeta = 0.04\n\
+         temperature = 1.0\nseed = 0"
+    ));
+    cfg.policy = base_dir.clone();
     cfg.out = tmp.path().join("grpo");
-    cfg.max_new_tokens = 24;
+    cfg.max_new_tokens = 40;
     let summary = distill::train::grpo::run_grpo(&cfg, &train, false).unwrap();
-    let after = accuracy(summary.model_dir.to_str().unwrap(), &held_out);
+    let after = greedy_replies(summary.model_dir.to_str().unwrap(), &held_out_tasks);
+
+    let n = held_out_tasks.len() as f64;
+    let share = |replies: &[GreedyReply], property: fn(&GreedyReply) -> bool| {
+        replies.iter().filter(|r| property(r)).count() as f64 / n
+    };
+    let differences: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| f64::from(u8::from(a.correct)) - f64::from(u8::from(b.correct)))
+        .collect();
+    let (gain, gain_se) = mean_and_se(&differences);
+
     let records =
         distill::train::metrics::MetricsLog::read(&cfg.out.join("metrics.jsonl")).unwrap();
-    let window = |r: &[serde_json::Value]| {
-        r.iter().map(|v| v["reward"].as_f64().unwrap()).sum::<f64>() / r.len() as f64
-    };
-    let (early, late) = (
-        window(&records[..10]),
-        window(&records[records.len() - 10..]),
-    );
-    println!("GRPO: training reward {early:.3} (first 10 steps) → {late:.3} (last 10); held-out accuracy {before:.2} → {after:.2}");
-    assert!(
-        before > 0.0,
-        "the base must have a non-zero pass rate for RL to have a signal"
-    );
-    assert!(late > early, "training reward rises");
-    assert!(after > before, "held-out accuracy rises");
-    assert!(
-        records
+    assert_eq!(records.len(), STEPS);
+    let series =
+        |key: &str| -> Vec<f64> { records.iter().map(|r| r[key].as_f64().unwrap()).collect() };
+    // The reward is 0 or 1 per completion, so a pass's reward is the sampled pass rate of its 640
+    // completions. Every pass draws the same 80 prompts, so the difference between two passes is
+    // what the policy learnt plus sampling noise, whose standard error for a pass is at most the
+    // binomial one, sqrt(r (1 − r) / 640) (with fixed prompts the per-prompt pass rates only
+    // lower it).
+    let rewards = series("reward");
+    let per_pass = PROMPTS / 8;
+    let passes: Vec<f64> = rewards
+        .chunks(per_pass)
+        .map(|pass| pass.iter().sum::<f64>() / pass.len() as f64)
+        .collect();
+    let (early, late) = (passes[0], passes[passes.len() - 1]);
+    let samples = (per_pass * 8 * 8) as f64;
+    let rise_se = (early * (1.0 - early) / samples + late * (1.0 - late) / samples).sqrt();
+    let flat = series("zero_std_group_fraction");
+    let window_mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
+    let kl = series("kl");
+    let max_kl = kl.iter().copied().fold(0.0, f64::max);
+    println!(
+        "GRPO, {STEPS} steps × 8 prompts × 8 samples over {PROMPTS} problems: training reward \
+         (sampled pass rate at T = 1) by pass {} (step 1, the base: {:.3}); \
+         last pass − first {:.3} ± {rise_se:.3} SE; zero-std groups {:.2} → {:.2}; max KL {max_kl:.4}",
+        passes
             .iter()
-            .all(|r| r["kl"].as_f64().unwrap().is_finite()),
-        "KL stays finite"
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" → "),
+        rewards[0],
+        late - early,
+        window_mean(&flat[..per_pass]),
+        window_mean(&flat[flat.len() - per_pass..]),
     );
+    println!(
+        "held-out greedy accuracy on {n} problems: base {:.3} → GRPO {:.3} (paired gain {gain:.3} ± \
+         {gain_se:.3} SE); greedy replies boxing the first step's value {:.3} → {:.3}; greedy \
+         reasoning reaching the result {:.3} → {:.3}; test {:.0} s",
+        share(&before, |r| r.correct),
+        share(&after, |r| r.correct),
+        share(&before, |r| r.boxes_first_step),
+        share(&after, |r| r.boxes_first_step),
+        share(&before, |r| r.reasoning_reaches_result),
+        share(&after, |r| r.reasoning_reaches_result),
+        started.elapsed().as_secs_f64(),
+    );
+    assert!(
+        early > 0.0 && rewards[0] > 0.0,
+        "the base must have a non-zero sampled pass rate for RL to have a signal"
+    );
+    assert!(
+        late - early >= 0.05 && late - early > 3.0 * rise_se,
+        "the training reward must rise from the first pass to the last by at least 0.05 and 3 \
+         standard errors: {early:.3} → {late:.3} (SE {rise_se:.3})"
+    );
+    assert!(
+        gain >= 0.1 && gain > 3.0 * gain_se,
+        "GRPO must beat the base by at least 0.1 and 3 standard errors: gain {gain:.3}, SE {gain_se:.3}"
+    );
+    assert!(kl.iter().all(|k| k.is_finite()), "KL stays finite: {kl:?}");
 }
