@@ -1,15 +1,16 @@
 //! Token-level losses from hidden states and the output projection, through the fused selective
 //! log-softmax: the N×V logits never exist in full, in the forward or the backward. The projection
-//! and log-softmax run in f32 whatever the model's dtype (a bf16 model's hidden states and head are
-//! widened first), so log-probs, entropies and losses are f32: bf16's 8-bit mantissa would round a
-//! log-prob of −8 by up to 0.03, which is a 3% error in a GRPO probability ratio.
+//! and log-softmax run in f32 at least (a bf16/f16 model's hidden states and head are widened first;
+//! f64 stays f64), so log-probs, entropies and losses are never half precision: bf16's 8-bit mantissa
+//! would round a log-prob of −8 by up to 0.03, which is a 3% error in a GRPO probability ratio.
 
 use candle_core::{DType, Tensor};
 
 use crate::model::Result;
 use crate::ops::{selective_log_softmax, SelectiveLogSoftmax, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET};
 
-/// `log p(ids[t + 1])` at every position `t < T - 1`, `[B, T - 1]` f32, for hidden states `[B, T, d]`.
+/// `log p(ids[t + 1])` at every position `t < T - 1`, `[B, T - 1]` (f32 for half-precision models),
+/// for hidden states `[B, T, d]`.
 /// Targets where `target_mask` `[B, T]` is 0 are skipped (log-prob 0, no gradient); differentiable
 /// with respect to `hidden` and `lm_head`.
 pub fn next_token_log_probs(
@@ -29,21 +30,21 @@ pub fn next_token_log_probs_and_entropy(
     target_mask: &Tensor,
 ) -> Result<SelectiveLogSoftmax> {
     let (b, t, _) = hidden.dims3()?;
-    let inputs = hidden.narrow(1, 0, t - 1)?.to_dtype(DType::F32)?;
+    let inputs = at_least_f32(&hidden.narrow(1, 0, t - 1)?)?;
     let targets = ids.narrow(1, 1, t - 1)?;
     let keep = target_mask.narrow(1, 1, t - 1)?.ne(0.0)?;
     let ignored = Tensor::full(IGNORE_TARGET, (b, t - 1), ids.device())?;
     let targets = keep.where_cond(&targets.contiguous()?, &ignored)?;
     Ok(selective_log_softmax(
         &inputs,
-        &lm_head.to_dtype(DType::F32)?,
+        &at_least_f32(lm_head)?,
         &targets,
         DEFAULT_VOCAB_CHUNK,
     )?)
 }
 
-/// Mean negative log-likelihood of the next token (an f32 scalar) over positions where `loss_mask`
-/// `[B, T]` is non-zero (weighted by it). `hidden` is `[B, T, d]` for ids `[B, T]`: position `t` predicts `t + 1`.
+/// Mean negative log-likelihood of the next token (an f32 scalar, f64 for an f64 model) over
+/// positions where `loss_mask` `[B, T]` is non-zero (weighted by it). `hidden` is `[B, T, d]` for ids `[B, T]`: position `t` predicts `t + 1`.
 pub fn next_token_loss(
     hidden: &Tensor,
     lm_head: &Tensor,
@@ -52,11 +53,19 @@ pub fn next_token_loss(
 ) -> Result<Tensor> {
     let t = hidden.dim(1)?;
     let log_probs = next_token_log_probs(hidden, lm_head, ids, loss_mask)?;
-    let weights = loss_mask.narrow(1, 1, t - 1)?.to_dtype(DType::F32)?;
+    let weights = loss_mask.narrow(1, 1, t - 1)?.to_dtype(log_probs.dtype())?;
     let count = weights
         .to_dtype(DType::F64)?
         .sum_all()?
         .to_scalar::<f64>()?
         .max(1.0);
     Ok(((log_probs * weights)?.sum_all()?.neg()? / count)?)
+}
+
+/// `t` widened to f32 when it is f16 or bf16 (a differentiable cast), otherwise `t` itself.
+fn at_least_f32(t: &Tensor) -> Result<Tensor> {
+    Ok(match t.dtype() {
+        DType::F16 | DType::BF16 => t.to_dtype(DType::F32)?,
+        _ => t.clone(),
+    })
 }
