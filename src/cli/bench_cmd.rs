@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 
 use crate::bench::{bench_generate, bench_train, BenchResult, BenchShape, TrainTarget};
 use crate::model::Tokenizer;
-use crate::train::compute::known_peak_flops;
+use crate::train::compute::peak_flops;
 use crate::train::precision::Precision;
 
 /// `distill bench`.
@@ -116,14 +116,10 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Train(args) => {
             let device = crate::runtime::parse_device(&args.device)?;
             let compute_dtype = args.precision.compute_dtype(&device);
-            let peak_flops = args
-                .peak_tflops
-                .map(|t| t * 1e12)
-                .or_else(|| known_peak_flops(&crate::runtime::device_name(&device), compute_dtype));
             let target = TrainTarget {
+                peak_flops: peak_flops(args.peak_tflops, &device, compute_dtype),
                 device,
                 compute_dtype,
-                peak_flops,
             };
             let seq = args.seq.unwrap_or(args.shape.train_seq_len());
             let result = bench_train(args.shape, args.batch, seq, args.steps, &target)?;

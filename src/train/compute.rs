@@ -2,7 +2,7 @@
 //! 6·params·tokens for forward+backward updates plus 2·params·tokens for forward-only passes
 //! (generation, a frozen reference's scoring), and the model FLOPs utilisation (MFU) of a step.
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 
 use crate::model::ModelConfig;
 
@@ -58,6 +58,14 @@ pub fn known_peak_flops(device_name: &str, dtype: DType) -> Option<f64> {
         DType::F32 => Some(single * 1e12),
         _ => None,
     }
+}
+
+/// The peak FLOP/s to measure MFU against on `device` in `dtype`: `configured_tflops` when given,
+/// else the datasheet peak of a known GPU (see [`known_peak_flops`]).
+pub fn peak_flops(configured_tflops: Option<f64>, device: &Device, dtype: DType) -> Option<f64> {
+    configured_tflops
+        .map(|tflops| tflops * 1e12)
+        .or_else(|| known_peak_flops(&crate::runtime::device_name(device), dtype))
 }
 
 /// Model FLOPs utilisation: achieved `flops` over `seconds` as a fraction of `peak_flops_per_s`.

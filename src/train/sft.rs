@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::checkpoint::{latest_checkpoint, save_checkpoint, start_or_resume};
-use super::compute::{estimated_flops, known_peak_flops, mfu, training_flops};
+use super::compute::{estimated_flops, mfu, peak_flops, training_flops};
 use super::loss::next_token_loss;
 use super::metrics::{plot_curves, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
@@ -244,10 +244,7 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let compute_dtype = config.precision.compute_dtype(&device);
     let trainable = TrainableDecoder::from_model(&loaded.model)?.computing_in(compute_dtype);
     let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
-    let peak_flops = config
-        .peak_tflops
-        .map(|t| t * 1e12)
-        .or_else(|| known_peak_flops(&crate::runtime::device_name(&device), compute_dtype));
+    let peak_flops = peak_flops(config.peak_tflops, &device, compute_dtype);
     let (mut run_model_flops, mut run_step_seconds) = (0.0, 0.0);
     let batching = Batching {
         batch_size: config.batch_size.max(1),
