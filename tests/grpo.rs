@@ -172,23 +172,11 @@ fn step_values(task: &SynthTask) -> Vec<i64> {
 /// the result when `correct`, else the value after the first step (stopping one step early: the
 /// systematic error of the base's corpus).
 fn stepwise_reply(task: &SynthTask, correct: bool) -> String {
-    let TaskSpec::Arithmetic { steps, .. } = &task.spec else {
+    let TaskSpec::Arithmetic { start, steps } = &task.spec else {
         panic!("not an arithmetic task")
     };
     let values = step_values(task);
-    let lines: Vec<String> = steps
-        .iter()
-        .zip(values.windows(2))
-        .map(|(step, pair)| {
-            format!(
-                "{} {} {} = {}.",
-                pair[0],
-                step.op.symbol(),
-                step.operand,
-                pair[1]
-            )
-        })
-        .collect();
+    let lines = distill::data::cot::step_lines(*start, steps);
     let boxed = if correct {
         values[values.len() - 1]
     } else {

@@ -40,8 +40,8 @@ pub fn reasoning(task: &SynthTask) -> String {
     lines.join("\n")
 }
 
-/// One line per step, `value op operand = next.`
-fn step_lines(start: i64, steps: &[Step]) -> Vec<String> {
+/// One line per step, `value op operand = next.` (e.g. `8 - 1 = 7.`).
+pub fn step_lines(start: i64, steps: &[Step]) -> Vec<String> {
     let values = run_steps(start, steps);
     steps
         .iter()
