@@ -19,6 +19,7 @@ use super::errors::{DataError, Location, Result};
 use super::hashing::sha256_hex;
 use super::schema::read_message_lists;
 use super::shards::{read_trace_rows, MANIFEST_FILE};
+use super::sources::file_extension;
 use crate::model::Message;
 
 /// One conversation to train on.
@@ -58,11 +59,7 @@ pub fn load_conversations(path: &Path) -> Result<Vec<Conversation>> {
     };
     let mut conversations = Vec::new();
     for file in &files {
-        let extension = file
-            .extension()
-            .map(|e| e.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
-        let read = match extension.as_str() {
+        let read = match file_extension(file).as_str() {
             "jsonl" | "json" => read_jsonl(file)?,
             "parquet" => read_parquet(file)?,
             _ => return Err(DataError::UnsupportedFileType { path: file.clone() }),
@@ -80,11 +77,7 @@ fn dataset_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let path = entry.map_err(|e| DataError::io(dir, e))?.path();
-        let extension = path
-            .extension()
-            .map(|e| e.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
-        if matches!(extension.as_str(), "parquet" | "jsonl") {
+        if matches!(file_extension(&path).as_str(), "parquet" | "jsonl") {
             files.push(path);
         }
     }

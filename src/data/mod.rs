@@ -3,7 +3,8 @@
 //! It owns prompt sources ([`sources`]), synthetic reasoning tasks with gold answers ([`synth`]),
 //! their programmatic chain-of-thought writer ([`cot`]), the adaptive difficulty curriculum
 //! ([`curriculum`]), the trace row schema ([`schema`]), crash-safe Parquet shards with a manifest
-//! and resume ([`shards`]), and the deterministic multi-worker split ([`split`]). It contains no
+//! and resume ([`shards`]), the deterministic multi-worker split ([`split`]), and the conversations
+//! SFT reads from distill's shards or other tools' datasets ([`conversations`]). It contains no
 //! model code. All fallible functions return [`errors::DataError`], whose messages name the file,
 //! the line or row, and the field at fault. Helpers: [`columns`] (typed Arrow column access with
 //! located errors) and [`hashing`] (SHA-256 for ids, checksums and the split).

@@ -374,6 +374,13 @@ fn json_type_name(value: &Value) -> &'static str {
     }
 }
 
+/// The lowercased extension of `path` (`""` when it has none): how data files are told apart.
+pub fn file_extension(path: &Path) -> String {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
+}
+
 /// Records of a file as JSON objects with their locations. For Parquet, `columns` names the
 /// columns to read (each must be a scalar column); `None` reads every scalar column and skips
 /// nested ones.
@@ -381,11 +388,7 @@ fn read_records(
     path: &Path,
     columns: Option<&[String]>,
 ) -> Result<Vec<(Location, Map<String, Value>)>> {
-    let extension = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let records = match extension.as_str() {
+    let records = match file_extension(path).as_str() {
         "jsonl" | "json" => read_jsonl(path)?,
         "parquet" => read_parquet(path, columns)?,
         _ => {
