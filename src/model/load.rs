@@ -183,7 +183,11 @@ fn eos_ids(dir: &Path, config: &ModelConfig, tokenizer: &Tokenizer) -> Result<Ve
 }
 
 fn llama2c_tokenizer_beside(checkpoint: &Path) -> Result<PathBuf> {
-    let dir = checkpoint.parent().unwrap_or(Path::new("."));
+    // A bare file name has an empty parent: the checkpoint is in the working directory.
+    let dir = match checkpoint.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
     let named = dir.join("tokenizer.bin");
     if named.is_file() {
         return Ok(named);
