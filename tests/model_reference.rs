@@ -7,8 +7,9 @@
 //! `rope_theta` / `rope_scaling`) config layouts: the f32 logits at every prompt position match
 //! transformers' within 1e-4 of the logits' scale, alone and in a left-padded batch; greedy
 //! continuations are token for token the same; bf16 logits are as close to transformers' bf16 as
-//! bf16 allows; and a model distill exports is what transformers reloaded when the fixtures were
-//! made.
+//! bf16 allows; a model distill exports is what transformers reloaded when the fixtures were made;
+//! and the real llama2.c stories260K, exported by distill, generates in transformers what it
+//! generates here.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -345,4 +346,41 @@ fn an_exported_model_is_what_transformers_reloaded_with_the_same_logits() {
             );
         }
     }
+}
+
+#[test]
+fn the_real_stories260k_exported_by_distill_generates_in_transformers_what_it_generates_here() {
+    let all: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("exports.json")).unwrap())
+            .unwrap();
+    let theirs: Vec<u32> = all["stories260k"]["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let checkpoint = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/llama2c_stories260K/stories260K.bin");
+    let loaded = model::load(checkpoint.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
+    let config = GenerationConfig {
+        sampler: SamplerConfig {
+            temperature: 0.0,
+            ..SamplerConfig::default()
+        },
+        max_new_tokens: theirs.len(),
+        n: 1,
+        eos_token_ids: Vec::new(),
+        stop_strings: Vec::new(),
+    };
+    let request = GenerationRequest {
+        prompt: vec![1],
+        seed: 0,
+    };
+    let ours = generate(&loaded.model, &loaded.tokenizer, &[request], &config).unwrap();
+    assert_eq!(ours[0].tokens, theirs);
+    let text = loaded.tokenizer.decode(&theirs, true).unwrap();
+    assert!(
+        text.starts_with("Once upon a time, there was a little girl named Lily."),
+        "{text}"
+    );
 }
