@@ -82,9 +82,12 @@ fn a_rope_parameters_theta_wins_over_the_top_level_one_as_in_transformers() {
     assert_eq!(config.rope_theta, 1_000_000.0);
 }
 
+/// A change to one config.json.
+type ConfigEdit = Box<dyn FnOnce(&mut Value)>;
+
 #[test]
 fn unimplemented_math_is_refused_with_the_file_and_field_named() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    let cases: Vec<(&str, ConfigEdit, &str)> = vec![
         (
             "qwen2",
             Box::new(|c| c["rope_parameters"]["rope_type"] = json!("dynamic")),
