@@ -139,7 +139,9 @@ fn advantages_match_trl() {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
         println!("{name} scaling: max |advantage - TRL's| {error:e}");
-        assert!(error < 1e-12, "{name}: {ours:?} vs TRL {theirs:?}");
+        // TRL's nanstd computes its Bessel factor count / (count - 1) from integer tensors, in
+        // float32: its std carries a ~1e-8 relative rounding that distill's f64 one does not.
+        assert!(error < 1e-7, "{name}: {ours:?} vs TRL {theirs:?}");
     }
 }
 
