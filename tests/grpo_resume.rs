@@ -63,14 +63,25 @@ fn kill_9_then_resume_gives_the_uninterrupted_runs_weights_and_curve() {
         .status()
         .unwrap();
     assert!(status.success());
-    let records = distill::train::metrics::MetricsLog::read(&straight.join("metrics.jsonl")).unwrap();
+    let records =
+        distill::train::metrics::MetricsLog::read(&straight.join("metrics.jsonl")).unwrap();
     let spread_steps = records
         .iter()
         .filter(|r| r["zero_std_group_fraction"].as_f64().unwrap() < 1.0)
         .count();
-    assert_eq!(spread_steps, records.len(), "every step has groups with reward spread");
-    let weights = |dir: &Path| candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
-    let (before, after) = (weights(Path::new(&policy)), weights(&straight.join("final")));
+    assert_eq!(
+        spread_steps,
+        records.len(),
+        "every step has groups with reward spread"
+    );
+    let weights = |dir: &Path| {
+        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap()
+    };
+    let (before, after) = (
+        weights(Path::new(&policy)),
+        weights(&straight.join("final")),
+    );
     let moved = before
         .iter()
         .filter(|(name, t)| common::max_abs_diff(t, &after[name.as_str()]) > 1e-4)

@@ -48,10 +48,26 @@ fn grpo_trains_on_the_eos_id_each_completion_sampled() {
     let batch = RolloutBatch::new(&prompts, &completions, false, &Device::Cpu).unwrap();
     let ids: Vec<Vec<u32>> = batch.ids.to_vec2().unwrap();
     let mask: Vec<Vec<f32>> = batch.completion_mask.to_vec2().unwrap();
-    assert_eq!(ids[0][..6], [7, 8, 9, 11, 12, 128_009], "end of turn, as sampled");
-    assert_eq!(ids[1][..5], [7, 8, 9, 13, 128_008], "end of message, as sampled");
-    assert_eq!(ids[2][..6], [7, 8, 9, 14, 15, 16], "a truncated completion has no EOS");
-    assert_eq!(mask[0], [0.0, 0.0, 0.0, 1.0, 1.0, 1.0], "the EOS is trained on");
+    assert_eq!(
+        ids[0][..6],
+        [7, 8, 9, 11, 12, 128_009],
+        "end of turn, as sampled"
+    );
+    assert_eq!(
+        ids[1][..5],
+        [7, 8, 9, 13, 128_008],
+        "end of message, as sampled"
+    );
+    assert_eq!(
+        ids[2][..6],
+        [7, 8, 9, 14, 15, 16],
+        "a truncated completion has no EOS"
+    );
+    assert_eq!(
+        mask[0],
+        [0.0, 0.0, 0.0, 1.0, 1.0, 1.0],
+        "the EOS is trained on"
+    );
     assert_eq!(mask[1][..5], [0.0, 0.0, 0.0, 1.0, 1.0]);
     assert_eq!(batch.completion_tokens, 3 + 2 + 3);
 }
@@ -94,7 +110,7 @@ fn the_generator_records_which_of_several_eos_ids_ended_a_completion() {
     assert_eq!(ended.completion_tokens, at + 1);
     assert_eq!(ended.finish_reason, FinishReason::Stop);
     let batch = RolloutBatch::new(
-        &[request.prompt.clone()],
+        std::slice::from_ref(&request.prompt),
         std::slice::from_ref(&ended),
         false,
         &Device::Cpu,
@@ -140,7 +156,10 @@ fn grpo_rewards_grade_the_think_prefill_with_the_completion() {
     };
     let prompt = render_prompt_text(&tokenizer, &problem, None, "Box the answer.").unwrap();
     let prefill = think_prefill(&prompt);
-    assert_eq!(prefill, "<think>\n", "the R1-Distill template opens the thought");
+    assert_eq!(
+        prefill, "<think>\n",
+        "the R1-Distill template opens the thought"
+    );
     let config = RewardConfig {
         format: 1.0,
         ..Default::default()
@@ -172,7 +191,13 @@ fn reference_log_probs(logits: &Tensor, ids: &Tensor, t: f64) -> Tensor {
     let scaled = (logits / t).unwrap();
     let max = scaled.max_keepdim(D::Minus1).unwrap();
     let shifted = scaled.broadcast_sub(&max).unwrap();
-    let lse = shifted.exp().unwrap().sum_keepdim(D::Minus1).unwrap().log().unwrap();
+    let lse = shifted
+        .exp()
+        .unwrap()
+        .sum_keepdim(D::Minus1)
+        .unwrap()
+        .log()
+        .unwrap();
     let log_probs = shifted.broadcast_sub(&lse).unwrap();
     let len = ids.dim(1).unwrap();
     let targets = ids.narrow(1, 1, len - 1).unwrap().unsqueeze(2).unwrap();
@@ -251,7 +276,10 @@ fn epsilon_on_the_command_line_keeps_a_configured_epsilon_high() {
     );
     assert_eq!(config("", &["--epsilon", "0.1"]), (0.1, 0.1));
     assert_eq!(
-        config("epsilon_high = 0.28\n", &["--epsilon", "0.1", "--epsilon-high", "0.3"]),
+        config(
+            "epsilon_high = 0.28\n",
+            &["--epsilon", "0.1", "--epsilon-high", "0.3"]
+        ),
         (0.1, 0.3)
     );
     assert_eq!(config("epsilon_high = 0.28\n", &[]), (0.2, 0.28));
@@ -330,8 +358,14 @@ fn sft_accumulation_weighs_every_loss_token_alike_and_exports_keep_generation_de
         "batch 4 × accum 1: loss {whole_loss:.6}, grad norm {whole_norm:.6}; batch 1 × accum 4: \
          loss {accum_loss:.6}, grad norm {accum_norm:.6} (relative differences {loss_rel:e}, {norm_rel:e})"
     );
-    assert!(loss_rel < 1e-5, "step losses differ by {loss_rel:e} (relative)");
-    assert!(norm_rel < 1e-5, "gradient norms differ by {norm_rel:e} (relative)");
+    assert!(
+        loss_rel < 1e-5,
+        "step losses differ by {loss_rel:e} (relative)"
+    );
+    assert!(
+        norm_rel < 1e-5,
+        "gradient norms differ by {norm_rel:e} (relative)"
+    );
 
     let exported: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(whole.join("final/generation_config.json")).unwrap(),
@@ -345,10 +379,16 @@ fn sft_accumulation_weighs_every_loss_token_alike_and_exports_keep_generation_de
         "repetition_penalty",
         "transformers_version",
     ] {
-        assert_eq!(exported[key], defaults[key], "generation_config.json field {key}");
+        assert_eq!(
+            exported[key], defaults[key],
+            "generation_config.json field {key}"
+        );
     }
     let loaded = distill::model::load(&student, &Device::Cpu, DType::F32).unwrap();
-    assert_eq!(exported["eos_token_id"], serde_json::json!(loaded.eos_token_ids));
+    assert_eq!(
+        exported["eos_token_id"],
+        serde_json::json!(loaded.eos_token_ids)
+    );
 }
 
 #[test]
@@ -361,7 +401,10 @@ fn mask_truncated_leaves_cut_completions_out_of_the_batch() {
     let batch = RolloutBatch::new(&prompts, &completions, true, &Device::Cpu).unwrap();
     let mask: Vec<Vec<f32>> = batch.completion_mask.to_vec2().unwrap();
     assert_eq!(mask[0], [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
-    assert_eq!(mask[1], [0.0; 6], "the truncated completion trains on nothing");
+    assert_eq!(
+        mask[1], [0.0; 6],
+        "the truncated completion trains on nothing"
+    );
     assert_eq!(batch.completion_tokens, 3);
 }
 
@@ -429,7 +472,11 @@ fn every_aggregation_and_mask_truncated_run_end_to_end() {
     for records in [&grpo, &dapo, &dr, &masked] {
         assert_eq!(records.len(), 2);
         assert!(first(records, "zero_std_group_fraction") < 1.0);
-        assert_eq!(first(records, "reward"), first(&grpo, "reward"), "same rollouts");
+        assert_eq!(
+            first(records, "reward"),
+            first(&grpo, "reward"),
+            "same rollouts"
+        );
     }
     let truncated = first(&grpo, "truncated_fraction");
     assert!(
@@ -452,8 +499,14 @@ fn every_aggregation_and_mask_truncated_run_end_to_end() {
         moved(&dr_w),
         moved(&masked_w)
     );
-    assert!(grpo_loss.abs() < 1e-6, "GRPO's first loss is 0: {grpo_loss}");
-    assert!(dapo_loss.abs() > 1e-3, "DAPO's first loss weighs completions by length");
+    assert!(
+        grpo_loss.abs() < 1e-6,
+        "GRPO's first loss is 0: {grpo_loss}"
+    );
+    assert!(
+        dapo_loss.abs() > 1e-3,
+        "DAPO's first loss weighs completions by length"
+    );
     assert!(
         (dapo_loss * mean_length - dr_loss * 16.0).abs() < 1e-5 * dapo_loss.abs() * mean_length,
         "DAPO × mean length {} vs Dr. GRPO × L {}",
@@ -488,8 +541,9 @@ fn eval_grades_the_think_prefill_with_the_completion() {
         Path::new(&student).join("chat_template.jinja"),
     )
     .unwrap();
-    let problems = distill::data::prompt_source::load_prompts("synth:arith:difficulty=1:count=3:seed=5")
-        .unwrap();
+    let problems =
+        distill::data::prompt_source::load_prompts("synth:arith:difficulty=1:count=3:seed=5")
+            .unwrap();
     let out = tmp.path().join("eval");
     let config: distill::eval::EvalConfig = toml::from_str(&format!(
         "model = {student:?}\nout = {:?}\nk = 2\nmax_new_tokens = 6\n",

@@ -18,8 +18,7 @@ const FIXTURES: &str = "tests/fixtures/training";
 
 fn fixture(name: &str) -> Value {
     let path = Path::new(FIXTURES).join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 
@@ -56,9 +55,12 @@ fn grpo_loss_gradient_and_metrics_match_trl_for_every_aggregation() {
     // one micro-batch: distill's `dapo` covers both.
     let cases = [
         ("grpo", GrpoAggregation::Grpo),
-        ("dr_grpo", GrpoAggregation::DrGrpo {
-            max_completion_len: max_len,
-        }),
+        (
+            "dr_grpo",
+            GrpoAggregation::DrGrpo {
+                max_completion_len: max_len,
+            },
+        ),
         ("dapo", GrpoAggregation::Dapo),
         ("bnpo", GrpoAggregation::Dapo),
     ];
@@ -84,7 +86,13 @@ fn grpo_loss_gradient_and_metrics_match_trl_for_every_aggregation() {
         let grads = loss.loss.backward().unwrap();
         let grad = grads.get(var.as_tensor()).unwrap();
         let theirs = matrix(&trl["grad_logp"]);
-        let scale = theirs.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let scale = theirs
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         let grad_error = (grad - &theirs)
             .unwrap()
             .abs()
@@ -114,8 +122,14 @@ fn grpo_loss_gradient_and_metrics_match_trl_for_every_aggregation() {
             errors[2],
             errors[3],
         );
-        for (what, error) in ["loss", "gradient", "KL", "clip fraction"].iter().zip(errors) {
-            assert!(error < 1e-9, "{name}: {what} differs from TRL's by {error:e} (relative)");
+        for (what, error) in ["loss", "gradient", "KL", "clip fraction"]
+            .iter()
+            .zip(errors)
+        {
+            assert!(
+                error < 1e-9,
+                "{name}: {what} differs from TRL's by {error:e} (relative)"
+            );
         }
     }
 }
@@ -149,12 +163,8 @@ fn advantages_match_trl() {
 fn sft_tokens_mask_log_probs_and_loss_match_transformers_and_trl() {
     let reference = fixture("sft_reference.json");
     println!("reference: {}", reference["versions"]);
-    let loaded = distill::model::load(
-        &format!("{FIXTURES}/sft_model"),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
+    let loaded =
+        distill::model::load(&format!("{FIXTURES}/sft_model"), &Device::Cpu, DType::F32).unwrap();
     let messages: Vec<Message> = reference["messages"]
         .as_array()
         .unwrap()
@@ -188,12 +198,13 @@ fn sft_tokens_mask_log_probs_and_loss_match_transformers_and_trl() {
         .forward(&batch.ids, &batch.positions, Some(&batch.mask), None)
         .unwrap();
     let everywhere = Tensor::ones(batch.ids.dims(), DType::F32, &Device::Cpu).unwrap();
-    let log_probs: Vec<f32> = next_token_log_probs(&hidden, loaded.model.lm_head(), &batch.ids, &everywhere)
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let log_probs: Vec<f32> =
+        next_token_log_probs(&hidden, loaded.model.lm_head(), &batch.ids, &everywhere)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
     let theirs = vector(&reference["next_token_log_probs"]);
     assert_eq!(log_probs.len(), theirs.len());
     let worst = log_probs
@@ -201,10 +212,15 @@ fn sft_tokens_mask_log_probs_and_loss_match_transformers_and_trl() {
         .zip(&theirs)
         .map(|(&a, b)| (f64::from(a) - b).abs())
         .fold(0.0, f64::max);
-    let loss = next_token_loss(&hidden, loaded.model.lm_head(), &batch.ids, &batch.loss_mask)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let loss = next_token_loss(
+        &hidden,
+        loaded.model.lm_head(),
+        &batch.ids,
+        &batch.loss_mask,
+    )
+    .unwrap()
+    .to_scalar::<f32>()
+    .unwrap();
     let expected_loss = reference["loss"].as_f64().unwrap();
     let loss_error = relative(f64::from(loss), expected_loss);
     println!(
@@ -218,5 +234,8 @@ fn sft_tokens_mask_log_probs_and_loss_match_transformers_and_trl() {
         reference["loss_tokens"].as_u64().unwrap()
     );
     assert!(worst < 1e-5, "per-token log-probs differ by {worst:e}");
-    assert!(loss_error < 1e-5, "loss differs by {loss_error:e} (relative)");
+    assert!(
+        loss_error < 1e-5,
+        "loss differs by {loss_error:e} (relative)"
+    );
 }

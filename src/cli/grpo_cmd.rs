@@ -100,8 +100,7 @@ impl GrpoArgs {
         table.set("epsilon_low", self.epsilon);
         table.set(
             "epsilon_high",
-            self.epsilon_high
-                .or(self.epsilon.filter(|_| !upper_given)),
+            self.epsilon_high.or(self.epsilon.filter(|_| !upper_given)),
         );
         table.set_enum("loss", self.loss);
         table.set("mask_truncated", self.mask_truncated.then_some(true));

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::hashing::sha256_u64;
 use crate::data::sources::Problem;
-use crate::model::{self, generate, GenerationConfig, GenerationRequest, SamplerConfig};
 use crate::generate::prompts::{full_generation, think_prefill};
+use crate::model::{self, generate, GenerationConfig, GenerationRequest, SamplerConfig};
 use crate::train::grpo::render_prompt_text;
 use crate::verify::grade;
 use samples::{write_samples, SampleRow};

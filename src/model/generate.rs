@@ -204,7 +204,8 @@ pub fn generate(
     rows.into_iter()
         .map(|row| {
             let prompt = &requests[row.prompt_index].prompt;
-            let cut_at_stop_string = row.finished == Some(FinishReason::Stop) && row.eos_token.is_none();
+            let cut_at_stop_string =
+                row.finished == Some(FinishReason::Stop) && row.eos_token.is_none();
             let text = if cut_at_stop_string {
                 row.text
             } else {

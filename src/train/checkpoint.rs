@@ -100,8 +100,7 @@ pub fn save_checkpoint(
         optimizer_steps: Some(optimizer.steps()),
         ..state.clone()
     };
-    let json =
-        serde_json::to_vec_pretty(&state).map_err(|e| ModelError::Invalid(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&state).map_err(|e| ModelError::Invalid(e.to_string()))?;
     write_atomic(&tmp.join(STATE_FILE), &json)?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| io_error(&dir, e))?;

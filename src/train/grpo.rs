@@ -24,8 +24,8 @@ use super::rewards::{advantages, AdvantageScaling, RewardBreakdown, RewardConfig
 use super::schedule::{Decay, Schedule};
 use super::trainable::{cast_decoder, TrainableDecoder};
 use crate::data::hashing::{sha256_hex, sha256_u64};
-use crate::generate::prompts::think_prefill;
 use crate::data::sources::Problem;
+use crate::generate::prompts::think_prefill;
 use crate::model::generate::{
     generate, Completion, FinishReason, GenerationConfig, GenerationRequest,
 };

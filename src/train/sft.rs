@@ -306,7 +306,11 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
         // 4.46 and TRL normalise accumulated gradients): each micro-batch's token mean is weighted
         // by its share of the step's loss tokens, so a token weighs the same in a short batch as in
         // a long one.
-        let step_targets = batches.iter().map(|b| b.target_tokens).sum::<usize>().max(1);
+        let step_targets = batches
+            .iter()
+            .map(|b| b.target_tokens)
+            .sum::<usize>()
+            .max(1);
         for batch in &batches {
             let share = batch.target_tokens as f64 / step_targets as f64;
             let hidden = model.forward(&batch.ids, &batch.positions, Some(&batch.mask), None)?;
