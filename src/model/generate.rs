@@ -73,6 +73,9 @@ pub struct Completion {
     pub sample_index: usize,
     /// Generated ids, without the EOS that ended it.
     pub tokens: Vec<u32>,
+    /// The EOS id that ended it, when one did: with several EOS ids (Llama-3.x-Instruct's
+    /// `[128001, 128008, 128009]`) the one actually sampled, which a trainer must append.
+    pub eos_token: Option<u32>,
     /// Decoded text, cut before a stop string.
     pub text: String,
     /// Why it ended.
@@ -99,7 +102,7 @@ struct Row {
     tokens: Vec<u32>,
     text: String,
     finished: Option<FinishReason>,
-    hit_eos: bool,
+    eos_token: Option<u32>,
 }
 
 /// Generates `config.n` completions for every request, all in one batch.
@@ -150,7 +153,7 @@ pub fn generate(
                 tokens: Vec::new(),
                 text: String::new(),
                 finished: None,
-                hit_eos: false,
+                eos_token: None,
             });
         }
     }
@@ -201,7 +204,8 @@ pub fn generate(
     rows.into_iter()
         .map(|row| {
             let prompt = &requests[row.prompt_index].prompt;
-            let cut_at_stop_string = row.finished == Some(FinishReason::Stop) && !row.hit_eos;
+            let cut_at_stop_string =
+                row.finished == Some(FinishReason::Stop) && row.eos_token.is_none();
             let text = if cut_at_stop_string {
                 row.text
             } else {
@@ -210,9 +214,10 @@ pub fn generate(
             Ok(Completion {
                 prompt_index: row.prompt_index,
                 sample_index: row.sample_index,
-                completion_tokens: row.tokens.len() + usize::from(row.hit_eos),
+                completion_tokens: row.tokens.len() + usize::from(row.eos_token.is_some()),
                 prompt_tokens: prompt.len(),
                 tokens: row.tokens,
+                eos_token: row.eos_token,
                 text,
                 finish_reason: row.finished.unwrap_or(FinishReason::Length),
             })
@@ -271,7 +276,7 @@ fn advance_row(
     config: &GenerationConfig,
 ) -> Result<()> {
     if config.eos_token_ids.contains(&token) {
-        row.hit_eos = true;
+        row.eos_token = Some(token);
         row.finished = Some(FinishReason::Stop);
         return Ok(());
     }

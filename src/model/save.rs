@@ -29,6 +29,19 @@ pub fn save_hf_dir(
     eos_token_ids: &[u32],
     dir: &Path,
 ) -> Result<()> {
+    save_hf_dir_keeping(model, tokenizer, eos_token_ids, None, dir)
+}
+
+/// [`save_hf_dir`] for a model trained from a source whose `generation_config.json` was
+/// `source_generation`: the exported one keeps every field of it (temperature, top_p, top_k,
+/// do_sample, …) and overrides only `bos_token_id` and `eos_token_id`.
+pub fn save_hf_dir_keeping(
+    model: &Decoder,
+    tokenizer: &Tokenizer,
+    eos_token_ids: &[u32],
+    source_generation: Option<&serde_json::Map<String, serde_json::Value>>,
+    dir: &Path,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
         path: dir.to_path_buf(),
         source,
@@ -51,11 +64,13 @@ pub fn save_hf_dir(
     config.eos_token_ids = eos_token_ids.to_vec();
     let config_json = config.to_hf_json(torch_dtype_name(model.dtype()));
     write_atomic(&dir.join("config.json"), &pretty(&config_json))?;
-    let generation = json!({
-        "bos_token_id": config.bos_token_id,
-        "eos_token_id": eos_token_ids,
-    });
-    write_atomic(&dir.join("generation_config.json"), &pretty(&generation))?;
+    let mut generation = source_generation.cloned().unwrap_or_default();
+    generation.insert("bos_token_id".into(), json!(config.bos_token_id));
+    generation.insert("eos_token_id".into(), json!(eos_token_ids));
+    write_atomic(
+        &dir.join("generation_config.json"),
+        &pretty(&serde_json::Value::Object(generation)),
+    )?;
 
     for source in tokenizer.source_files() {
         let name = match source.extension().and_then(|e| e.to_str()) {
