@@ -300,10 +300,11 @@ fn an_exported_model_is_what_transformers_reloaded_with_the_same_logits() {
         let source = fixtures().join(variant);
         let loaded = load(&source, DType::F32);
         let out = scratch.path().join(variant);
-        distill::model::save::save_hf_dir(
+        distill::model::save::save_hf_dir_keeping(
             &loaded.model,
             &loaded.tokenizer,
             &loaded.eos_token_ids,
+            loaded.generation_config.as_ref(),
             &out,
         )
         .unwrap();

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use crate::model::generate::{generate, GenerationConfig, GenerationRequest};
 use crate::model::init::{random_weights, Preset};
 use crate::model::load::{self, ModelSource};
-use crate::model::save::{save_hf_dir, torch_dtype_name};
+use crate::model::save::{save_hf_dir, save_hf_dir_keeping, torch_dtype_name};
 use crate::model::{Decoder, ModelConfig, SamplerConfig, Tokenizer};
 use crate::runtime::parse_device;
 
@@ -152,10 +152,11 @@ fn init(args: &InitArgs) -> anyhow::Result<()> {
 
 fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let loaded = load::load(&args.model, &Device::Cpu, args.dtype.dtype())?;
-    save_hf_dir(
+    save_hf_dir_keeping(
         &loaded.model,
         &loaded.tokenizer,
         &loaded.eos_token_ids,
+        loaded.generation_config.as_ref(),
         &args.out,
     )?;
     println!(
