@@ -9,7 +9,7 @@ use std::path::Path;
 use super::config::GenerateConfig;
 use super::GenerateError;
 use crate::data::hashing::sha256_u64;
-use crate::data::prompt_source::{problem_texts, SynthSpec};
+use crate::data::prompt_source::{load_prompts, problem_texts, SynthSpec};
 use crate::data::sources::{load_builtin, load_problems, Adapter, ColumnMapping, Problem};
 use crate::model::{ChatOptions, Message, Tokenizer};
 
@@ -57,8 +57,11 @@ fn load_file(config: &GenerateConfig) -> Result<Vec<Problem>, GenerateError> {
                     "--answer-column/--id-column need --problem-column".into(),
                 ));
             }
-            let adapter = adapter.as_deref().map(Adapter::from_name).transpose()?;
-            Ok(load_builtin(path, adapter)?)
+            match adapter {
+                Some(name) => Ok(load_builtin(path, Some(Adapter::from_name(name)?))?),
+                // The reader every verb uses: a detected format, else `problem` + `answer` columns.
+                None => Ok(load_prompts(&config.prompts)?),
+            }
         }
     }
 }

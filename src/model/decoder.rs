@@ -443,6 +443,21 @@ impl Decoder {
         Ok(logits.reshape(out_dims)?)
     }
 
+    /// Refuses a prompt of `prompt_tokens` that may grow by `max_new_tokens` past the context the
+    /// model was trained for (`max_position_embeddings`): positions beyond it were never trained,
+    /// and the output there is garbage.
+    pub fn check_fits(&self, prompt_tokens: usize, max_new_tokens: usize) -> Result<()> {
+        let context = self.config.max_position_embeddings;
+        if prompt_tokens + max_new_tokens > context {
+            return Err(ModelError::Invalid(format!(
+                "a {prompt_tokens}-token prompt plus up to {max_new_tokens} new tokens exceeds the \
+                 model's context of {context} tokens (max_position_embeddings); shorten the prompt \
+                 or lower max_new_tokens"
+            )));
+        }
+        Ok(())
+    }
+
     /// A key/value cache sized for `batch` rows of up to `capacity` positions.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<KvCache> {
         KvCache::new(&self.config, batch, capacity, self.dtype(), self.device())

@@ -86,6 +86,20 @@ pub struct Completion {
     pub completion_tokens: usize,
 }
 
+/// Stops generation on NaN/Inf logits (broken weights), naming the step, instead of sampling
+/// garbage: a non-finite element makes the sum non-finite, one cheap reduction per step.
+fn require_finite(logits: &Tensor, step: usize) -> Result<()> {
+    let sum = logits.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+    if sum.is_finite() {
+        return Ok(());
+    }
+    Err(ModelError::Invalid(format!(
+        "the model's logits hold NaN or Inf at generation step {step} (of {} rows): the weights \
+         are broken (non-finite values in model.safetensors?) or overflowed in this dtype",
+        logits.dim(0)?
+    )))
+}
+
 /// The seed of sample `sample` of a request seeded with `seed` (SplitMix64 of both).
 pub fn sample_seed(seed: u64, sample: usize) -> u64 {
     let mut z = seed ^ (sample as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -119,6 +133,11 @@ pub fn generate(
         return Err(ModelError::Invalid(format!(
             "prompt {i} is empty: generation needs at least one token"
         )));
+    }
+    for (i, request) in requests.iter().enumerate() {
+        model
+            .check_fits(request.prompt.len(), config.max_new_tokens)
+            .map_err(|e| ModelError::Invalid(format!("prompt {i}: {e}")))?;
     }
     let device = model.device();
     let prompt_len = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
@@ -168,6 +187,7 @@ pub fn generate(
     let padded = row_pads.iter().any(|&p| p > 0);
 
     for step in 0..config.max_new_tokens {
+        require_finite(&logits, step)?;
         let tokens = sample_rows(&logits, &mut rows, &config.sampler)?;
         for (row, token) in rows.iter_mut().zip(tokens) {
             if let Some(token) = token {

@@ -53,11 +53,7 @@ pub fn save_hf_dir_keeping(
         .collect();
     let weights_path = dir.join("model.safetensors");
     let tmp = temporary_path(&weights_path);
-    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| ModelError::Weights {
-        file: tmp.display().to_string(),
-        tensor: "(all)".into(),
-        message: format!("cannot write: {e}"),
-    })?;
+    write_safetensors(&tensors, &tmp)?;
     rename(&tmp, &weights_path)?;
 
     let mut config = model.config().clone();
@@ -100,6 +96,40 @@ fn temporary_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     path.with_file_name(name)
+}
+
+/// Writes `tensors` to the safetensors file `path`, readable as the umask allows (the safetensors
+/// writer itself creates files 0600, which hid trained models from other users of a machine).
+pub fn write_safetensors(
+    tensors: &HashMap<String, candle_core::Tensor>,
+    path: &Path,
+) -> Result<()> {
+    candle_core::safetensors::save(tensors, path).map_err(|e| ModelError::Weights {
+        file: path.display().to_string(),
+        tensor: "(all)".into(),
+        message: format!("cannot write: {e}"),
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = 0o666 & !process_umask();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// The process's umask, from `/proc/self/status` (0o022 where that is unavailable).
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.

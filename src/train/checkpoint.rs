@@ -89,13 +89,7 @@ pub fn save_checkpoint(
     export.save(trainable, &tmp)?;
     let moments: HashMap<String, candle_core::Tensor> =
         optimizer.state_tensors()?.into_iter().collect();
-    candle_core::safetensors::save(&moments, tmp.join(OPTIMIZER_FILE)).map_err(|e| {
-        ModelError::Weights {
-            file: tmp.join(OPTIMIZER_FILE).display().to_string(),
-            tensor: "(all)".into(),
-            message: format!("cannot write: {e}"),
-        }
-    })?;
+    crate::model::save::write_safetensors(&moments, &tmp.join(OPTIMIZER_FILE))?;
     let state = TrainerState {
         optimizer_steps: Some(optimizer.steps()),
         ..state.clone()

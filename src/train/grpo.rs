@@ -430,6 +430,48 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     sum / n.max(1) as f64
 }
 
+impl GrpoConfig {
+    /// Refuses impossible values before anything is loaded.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use super::config_checks::{count_at_least, finite_at_least, fraction};
+        count_at_least(
+            "group_size",
+            self.group_size,
+            2,
+            "a group needs two samples for a baseline",
+        )?;
+        count_at_least(
+            "prompts_per_step",
+            self.prompts_per_step,
+            1,
+            "prompts per rollout step",
+        )?;
+        count_at_least(
+            "max_new_tokens",
+            self.max_new_tokens,
+            1,
+            "tokens per completion",
+        )?;
+        count_at_least("mu", self.mu, 1, "updates per rollout step")?;
+        finite_at_least("learning_rate", self.learning_rate, 0.0)?;
+        fraction("min_lr_ratio", self.min_lr_ratio)?;
+        finite_at_least(
+            "temperature",
+            f64::from(self.temperature),
+            f64::MIN_POSITIVE,
+        )?;
+        finite_at_least("top_p", f64::from(self.top_p), f64::MIN_POSITIVE)?;
+        fraction("top_p", f64::from(self.top_p))?;
+        finite_at_least("epsilon_low", self.epsilon_low, 0.0)?;
+        finite_at_least("epsilon_high", self.epsilon_high, 0.0)?;
+        finite_at_least("beta", self.beta, 0.0)?;
+        if let Some(budget) = self.max_flops {
+            finite_at_least("max_flops", budget, 0.0)?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs GRPO on `problems`; with `resume`, continues from the newest complete checkpoint.
 pub fn run_grpo(
     config: &GrpoConfig,
@@ -437,6 +479,7 @@ pub fn run_grpo(
     resume: bool,
 ) -> anyhow::Result<GrpoSummary> {
     let started = Instant::now();
+    config.validate()?;
     if problems.is_empty() {
         bail!("GRPO needs at least one prompt");
     }

@@ -234,9 +234,30 @@ fn mean_loss(
     Ok(total / count.max(1) as f64)
 }
 
+impl SftConfig {
+    /// Refuses impossible values before anything is loaded.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use super::config_checks::{count_at_least, finite_at_least, fraction};
+        finite_at_least("learning_rate", self.learning_rate, 0.0)?;
+        fraction("min_lr_ratio", self.min_lr_ratio)?;
+        fraction("eval_fraction", self.eval_fraction)?;
+        count_at_least("batch_size", self.batch_size, 1, "examples per micro-batch")?;
+        count_at_least("grad_accum", self.grad_accum, 1, "micro-batches per step")?;
+        count_at_least(
+            "max_length",
+            self.max_length,
+            2,
+            "a prompt token and a target",
+        )?;
+        count_at_least("epochs", self.epochs, 1, "passes over the data")?;
+        Ok(())
+    }
+}
+
 /// Runs SFT; with `resume`, continues from the newest complete checkpoint under `config.out`.
 pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let started = Instant::now();
+    config.validate()?;
     let device = crate::runtime::parse_device(&config.device)?;
     let loaded = model::load(&config.student, &device, DType::F32)
         .with_context(|| format!("loading student {}", config.student))?;
