@@ -223,3 +223,74 @@ fn impossible_values_are_refused_before_any_work_naming_the_field() {
     }
     assert!(!Path::new(out).exists(), "nothing may be written");
 }
+
+/// The built-in recipe as a TOML table, with its output under `out`.
+fn tiny_recipe(out: &Path) -> toml::Table {
+    let mut recipe: toml::Table =
+        toml::from_str(&std::fs::read_to_string("recipes/tiny-r1.toml").unwrap()).unwrap();
+    recipe.insert("out".into(), out.display().to_string().into());
+    recipe
+}
+
+fn write_recipe(dir: &Path, name: &str, recipe: &toml::Table) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, toml::to_string(recipe).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_recipe_is_checked_whole_before_its_first_stage_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+
+    let good = write_recipe(tmp.path(), "good.toml", &tiny_recipe(&out));
+    let (ok, stderr) = run_distill(&["run", &good, "--check"]);
+    assert!(ok, "{stderr}");
+    assert!(!out.exists(), "--check runs nothing");
+
+    let mut typo = tiny_recipe(&out);
+    typo["sft"]
+        .as_table_mut()
+        .unwrap()
+        .insert("learnig_rate".into(), 1e-3.into());
+    let typo = write_recipe(tmp.path(), "typo.toml", &typo);
+    for args in [
+        vec!["run", typo.as_str(), "--check"],
+        vec!["run", typo.as_str()],
+    ] {
+        let (ok, stderr) = run_distill(&args);
+        assert!(
+            !ok && stderr.contains("[sft]") && stderr.contains("learnig_rate"),
+            "{stderr}"
+        );
+        assert!(
+            !out.exists(),
+            "{args:?}: a stage ran before the recipe was checked"
+        );
+    }
+
+    let mut missing_student = tiny_recipe(&out);
+    missing_student.insert(
+        "student".into(),
+        toml::Value::Table(toml::from_str("model = \"./no/such/student\"").unwrap()),
+    );
+    let missing_student = write_recipe(tmp.path(), "student.toml", &missing_student);
+    let (ok, stderr) = run_distill(&["run", &missing_student]);
+    assert!(
+        !ok && stderr.contains("[student] model ./no/such/student"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+
+    let mut bad_value = tiny_recipe(&out);
+    bad_value["grpo"]
+        .as_table_mut()
+        .unwrap()
+        .insert("group_size".into(), 1.into());
+    let bad_value = write_recipe(tmp.path(), "grpo.toml", &bad_value);
+    let (ok, stderr) = run_distill(&["run", &bad_value, "--check"]);
+    assert!(
+        !ok && stderr.contains("[grpo]") && stderr.contains("group_size"),
+        "{stderr}"
+    );
+}

@@ -290,3 +290,57 @@ fn the_exported_model_loads_back_with_the_same_logits() {
         println!("{report}");
     }
 }
+
+#[test]
+fn resume_falls_back_past_damaged_checkpoints_to_the_newest_intact_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let student = common::synthetic_student(tmp.path(), 4);
+    let data = tmp.path().join("accepted");
+    common::write_trace_shards(&data, 8, 2);
+    let mut straight = config(&student, &data, &tmp.path().join("straight"));
+    straight.max_steps = Some(6);
+    straight.save_every = 2;
+    run_sft(&straight, false).unwrap();
+
+    let damaged = SftConfig {
+        out: tmp.path().join("damaged"),
+        ..straight.clone()
+    };
+    run_sft(&damaged, false).unwrap();
+    let checkpoints = damaged.out.join("checkpoints");
+    // The newest checkpoint's weights are truncated, the one before has a corrupt optimizer state.
+    let weights = checkpoints.join("step-000006/model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(
+        checkpoints.join("step-000004/optimizer.safetensors"),
+        b"not safetensors",
+    )
+    .unwrap();
+    std::fs::remove_dir_all(damaged.out.join("final")).unwrap();
+    run_sft(&damaged, true).unwrap();
+    let a = std::fs::read(straight.out.join("final/model.safetensors")).unwrap();
+    let b = std::fs::read(damaged.out.join("final/model.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "resuming from step 2 did not reproduce the uninterrupted run"
+    );
+
+    // With every checkpoint damaged, resuming stops and names each file.
+    let bytes = std::fs::read(checkpoints.join("step-000002/model.safetensors")).unwrap();
+    for step in ["step-000002", "step-000004", "step-000006"] {
+        std::fs::write(
+            checkpoints.join(step).join("model.safetensors"),
+            &bytes[..100],
+        )
+        .unwrap();
+    }
+    let error = run_sft(&damaged, true).unwrap_err();
+    let message = format!("{error:#}");
+    for step in ["step-000002", "step-000004", "step-000006"] {
+        assert!(
+            message.contains(&format!("{step}/model.safetensors")),
+            "{message}"
+        );
+    }
+}

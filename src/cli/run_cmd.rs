@@ -15,6 +15,9 @@ pub struct RunArgs {
     /// Override the recipe's output directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Only check the recipe (every section, prompt source and model config/tokenizer), run nothing.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Runs `distill run`.
@@ -25,6 +28,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     if let Some(out) = &args.out {
         recipe.out = out.clone();
+    }
+    if args.check {
+        for line in crate::pipeline::check::describe_checks(&recipe)? {
+            println!("ok  {line}");
+        }
+        println!("recipe {} is ready to run", recipe.name);
+        return Ok(());
     }
     let started = std::time::Instant::now();
     let report = run_recipe(&recipe)?;

@@ -83,7 +83,7 @@ impl From<ModelError> for GenerateError {
 }
 
 /// Checks the sampling and layout settings.
-fn validate(config: &GenerateConfig) -> Result<(), GenerateError> {
+pub fn validate(config: &GenerateConfig) -> Result<(), GenerateError> {
     let bad = |message: &str| Err(GenerateError::Config(message.to_string()));
     if config.n == 0 {
         return bad("-n (samples per problem) must be at least 1");

@@ -254,9 +254,20 @@ fn is_hub_id(spec: &str) -> bool {
         })
 }
 
-fn hub_offline() -> bool {
+/// Whether `HF_HUB_OFFLINE` forbids downloads.
+pub fn hub_offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
         .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes"))
+}
+
+/// Whether `spec` names a hub model that is neither a local path nor in the HF cache yet.
+pub fn is_uncached_hub_id(spec: &str) -> bool {
+    !Path::new(spec).exists()
+        && is_hub_id(spec)
+        && hf_hub::Cache::from_env()
+            .model(spec.to_string())
+            .get("config.json")
+            .is_none()
 }
 
 /// The snapshot directory of `repo_id` in the HF cache, downloading the files a model needs unless offline.

@@ -4,6 +4,7 @@
 //! A finished stage leaves a marker with the hash of its configuration and is skipped on rerun;
 //! an interrupted stage resumes from what it already wrote.
 
+pub mod check;
 pub mod recipe;
 
 use std::collections::HashSet;
@@ -26,7 +27,7 @@ use recipe::{path_value, stage_config, Bootstrap, Recipe};
 const MARKER: &str = ".stage-done.json";
 
 /// Paths of one run's stages.
-struct Layout {
+pub(crate) struct Layout {
     root: PathBuf,
 }
 
@@ -73,6 +74,8 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     let layout = Layout {
         root: recipe.out.clone(),
     };
+    // Every section, model and data path is checked before the first stage spends compute.
+    let (configs, _) = check::check_recipe(recipe)?;
     std::fs::create_dir_all(&layout.root).with_context(|| layout.root.display().to_string())?;
     let bootstraps = usize::from(recipe.teacher.bootstrap.is_some())
         + usize::from(recipe.student.bootstrap.is_some());
@@ -119,7 +122,7 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
         )?;
     }
 
-    let teacher = resolve_model(
+    bootstrap_model(
         recipe,
         &layout,
         ("teacher", &recipe.teacher, ReplyStyle::LongCot),
@@ -127,7 +130,7 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
         &mut next,
         total,
     )?;
-    let student = resolve_model(
+    bootstrap_model(
         recipe,
         &layout,
         ("student", &recipe.student, ReplyStyle::ShortAnswer),
@@ -136,30 +139,14 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
         total,
     )?;
 
+    let StageConfigs {
+        generate,
+        filter,
+        sft,
+        mut grpo,
+        eval: eval_configs,
+    } = configs;
     let traces = layout.stage("traces");
-    let mut generate_settings = recipe.generate.clone();
-    if !generate_settings.contains_key("teacher") {
-        let mut teacher_table = toml::Table::new();
-        teacher_table.insert("kind".into(), "local".into());
-        teacher_table.insert("model".into(), teacher.clone().into());
-        teacher_table.insert("device".into(), recipe.device.clone().into());
-        generate_settings.insert("teacher".into(), toml::Value::Table(teacher_table));
-    }
-    let mut exclude = match generate_settings.get("exclude") {
-        Some(toml::Value::Array(sources)) => sources.clone(),
-        _ => Vec::new(),
-    };
-    exclude.push(recipe.prompts.eval.clone().into());
-    let generate: crate::generate::GenerateConfig = stage_config(
-        "generate",
-        &generate_settings,
-        &[
-            ("prompts", recipe.prompts.train.clone().into()),
-            ("exclude", toml::Value::Array(exclude)),
-            ("out", path_value(&traces)),
-            ("seed", (recipe.seed as i64).into()),
-        ],
-    )?;
     stage(next(), total, "generate", &traces, &generate, || {
         let summary = crate::generate::run_generate(&generate)?;
         eprintln!("{}", summary.human());
@@ -167,52 +154,25 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     })?;
 
     let filtered = layout.stage("filtered");
-    let filter: crate::filter::FilterConfig = stage_config(
-        "filter",
-        &recipe.filter,
-        &[
-            ("input", path_value(&traces)),
-            ("out", path_value(&filtered)),
-        ],
-    )?;
     stage(next(), total, "filter", &filtered, &filter, || {
         crate::filter::run_filter(&filter)?;
         Ok(())
     })?;
 
     let sft_dir = layout.stage("sft");
-    let sft: crate::train::sft::SftConfig = stage_config(
-        "sft",
-        &recipe.sft,
-        &[
-            ("student", student.clone().into()),
-            ("data", path_value(&filtered.join("accepted"))),
-            ("out", path_value(&sft_dir)),
-            ("seed", (recipe.seed as i64).into()),
-            ("device", recipe.device.clone().into()),
-        ],
-    )?;
     stage(next(), total, "sft", &sft_dir, &sft, || {
         crate::train::sft::run_sft(&sft, true)?;
         Ok(())
     })?;
 
     let grpo_dir = layout.stage("grpo");
-    let mut grpo_fixed = vec![
-        ("policy", student.clone().into()),
-        ("out", path_value(&grpo_dir)),
-        ("seed", (recipe.seed as i64).into()),
-        ("device", recipe.device.clone().into()),
-    ];
     if recipe.grpo.match_sft_compute {
         let summary = read_json(&sft_dir.join("summary.json"))?;
         let flops = summary["flops"]
             .as_f64()
             .context("sft/summary.json has no `flops`")?;
-        grpo_fixed.push(("max_flops", flops.into()));
+        grpo.max_flops = Some(flops);
     }
-    let grpo: crate::train::grpo::GrpoConfig =
-        stage_config("grpo", &recipe.grpo.settings, &grpo_fixed)?;
     stage(next(), total, "grpo", &grpo_dir, &grpo, || {
         let mut problems = load_prompts(&recipe.prompts.train)?;
         problems.retain(|p| !held_out.contains(&p.problem));
@@ -221,26 +181,6 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     })?;
 
     let eval_root = layout.stage("eval");
-    let candidates = [
-        ("base", student.clone()),
-        ("sft", sft_dir.join("final").display().to_string()),
-        ("grpo", grpo_dir.join("final").display().to_string()),
-    ];
-    let eval_configs = candidates
-        .iter()
-        .map(|(label, model)| {
-            stage_config::<crate::eval::EvalConfig>(
-                "eval",
-                &recipe.eval,
-                &[
-                    ("model", model.clone().into()),
-                    ("out", path_value(&eval_root.join(label))),
-                    ("seed", (recipe.seed as i64).into()),
-                    ("device", recipe.device.clone().into()),
-                ],
-            )
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
     stage(next(), total, "eval", &eval_root, &eval_configs, || {
         let problems = load_prompts(&recipe.prompts.eval)?;
         for config in &eval_configs {
@@ -263,35 +203,150 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     let teacher_compute = read_json(&generation_summary)?["teacher_parameters"]
         .is_u64()
         .then_some(generation_summary);
-    let runs = toml::Value::try_from(vec![
-        run_spec("base", &eval_root.join("base"), &[], None),
-        run_spec(
-            "sft",
-            &eval_root.join("sft"),
-            std::slice::from_ref(&sft_dir),
-            teacher_compute,
-        ),
-        run_spec(
-            "grpo",
-            &eval_root.join("grpo"),
-            std::slice::from_ref(&grpo_dir),
-            None,
-        ),
-    ])?;
-    let compare: crate::compare::CompareConfig = stage_config(
-        "compare",
-        &recipe.compare,
-        &[
-            ("runs", runs),
-            ("out", path_value(&report_dir)),
-            ("seed", (recipe.seed as i64).into()),
-        ],
-    )?;
+    let compare = compare_config(recipe, &layout, teacher_compute)?;
     stage(next(), total, "compare", &report_dir, &compare, || {
         crate::compare::run_compare(&compare)?;
         Ok(())
     })?;
     Ok(report_dir.join("report.md"))
+}
+
+/// Every stage's configuration, built from the recipe before any stage runs (GRPO's compute
+/// budget, when matched to SFT's, is filled in once SFT has run).
+pub(crate) struct StageConfigs {
+    pub(crate) generate: crate::generate::GenerateConfig,
+    pub(crate) filter: crate::filter::FilterConfig,
+    pub(crate) sft: crate::train::sft::SftConfig,
+    pub(crate) grpo: crate::train::grpo::GrpoConfig,
+    pub(crate) eval: Vec<crate::eval::EvalConfig>,
+}
+
+impl StageConfigs {
+    /// The configurations of `recipe`'s stages, with the paths that connect them.
+    pub(crate) fn build(recipe: &Recipe, layout: &Layout) -> anyhow::Result<Self> {
+        let teacher = model_path(layout, "teacher", &recipe.teacher);
+        let student = model_path(layout, "student", &recipe.student);
+        let traces = layout.stage("traces");
+        let mut generate_settings = recipe.generate.clone();
+        if !generate_settings.contains_key("teacher") {
+            let mut teacher_table = toml::Table::new();
+            teacher_table.insert("kind".into(), "local".into());
+            teacher_table.insert("model".into(), teacher.into());
+            teacher_table.insert("device".into(), recipe.device.clone().into());
+            generate_settings.insert("teacher".into(), toml::Value::Table(teacher_table));
+        }
+        let mut exclude = match generate_settings.get("exclude") {
+            Some(toml::Value::Array(sources)) => sources.clone(),
+            _ => Vec::new(),
+        };
+        exclude.push(recipe.prompts.eval.clone().into());
+        let seed = || toml::Value::from(recipe.seed as i64);
+        let device = || toml::Value::from(recipe.device.clone());
+        let generate = stage_config(
+            "generate",
+            &generate_settings,
+            &[
+                ("prompts", recipe.prompts.train.clone().into()),
+                ("exclude", toml::Value::Array(exclude)),
+                ("out", path_value(&traces)),
+                ("seed", seed()),
+            ],
+        )?;
+        let filtered = layout.stage("filtered");
+        let filter = stage_config(
+            "filter",
+            &recipe.filter,
+            &[
+                ("input", path_value(&traces)),
+                ("out", path_value(&filtered)),
+            ],
+        )?;
+        let sft_dir = layout.stage("sft");
+        let sft = stage_config(
+            "sft",
+            &recipe.sft,
+            &[
+                ("student", student.clone().into()),
+                ("data", path_value(&filtered.join("accepted"))),
+                ("out", path_value(&sft_dir)),
+                ("seed", seed()),
+                ("device", device()),
+            ],
+        )?;
+        let grpo_dir = layout.stage("grpo");
+        let grpo = stage_config(
+            "grpo",
+            &recipe.grpo.settings,
+            &[
+                ("policy", student.clone().into()),
+                ("out", path_value(&grpo_dir)),
+                ("seed", seed()),
+                ("device", device()),
+            ],
+        )?;
+        let eval_root = layout.stage("eval");
+        let candidates = [
+            ("base", student),
+            ("sft", sft_dir.join("final").display().to_string()),
+            ("grpo", grpo_dir.join("final").display().to_string()),
+        ];
+        let eval = candidates
+            .iter()
+            .map(|(label, model)| {
+                stage_config(
+                    "eval",
+                    &recipe.eval,
+                    &[
+                        ("model", model.clone().into()),
+                        ("out", path_value(&eval_root.join(label))),
+                        ("seed", seed()),
+                        ("device", device()),
+                    ],
+                )
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(StageConfigs {
+            generate,
+            filter,
+            sft,
+            grpo,
+            eval,
+        })
+    }
+}
+
+/// The report's configuration: base, SFT and GRPO evaluations, with the teacher's generation
+/// compute charged to SFT when `teacher_compute` (the generate summary) is known.
+pub(crate) fn compare_config(
+    recipe: &Recipe,
+    layout: &Layout,
+    teacher_compute: Option<PathBuf>,
+) -> anyhow::Result<crate::compare::CompareConfig> {
+    let eval_root = layout.stage("eval");
+    let runs = toml::Value::try_from(vec![
+        run_spec("base", &eval_root.join("base"), &[], None),
+        run_spec(
+            "sft",
+            &eval_root.join("sft"),
+            &[layout.stage("sft")],
+            teacher_compute,
+        ),
+        run_spec(
+            "grpo",
+            &eval_root.join("grpo"),
+            &[layout.stage("grpo")],
+            None,
+        ),
+    ])?;
+    stage_config(
+        "compare",
+        &recipe.compare,
+        &[
+            ("runs", runs),
+            ("out", path_value(&layout.stage("report"))),
+            ("seed", (recipe.seed as i64).into()),
+        ],
+    )
 }
 
 fn run_spec(
@@ -326,21 +381,28 @@ fn decontaminated_tasks(
     Ok((tasks, left_out))
 }
 
-/// The model path of a role's `spec`: as given, or bootstrapped (a stage of its own) under
-/// `layout` on its corpus without the `held_out` problems, its replies written in `style`.
-fn resolve_model(
+/// Where a role's model is: as the recipe names it, or the bootstrap stage's trained model.
+pub(crate) fn model_path(layout: &Layout, role: &str, spec: &recipe::ModelSpec) -> String {
+    match &spec.model {
+        Some(model) => model.clone(),
+        None => layout
+            .stage(role)
+            .join("train")
+            .join("final")
+            .display()
+            .to_string(),
+    }
+}
+
+/// The SFT configuration that trains a bootstrapped `role` on its programmatic corpus.
+pub(crate) fn bootstrap_train_config(
     recipe: &Recipe,
     layout: &Layout,
-    (role, spec, style): (&str, &recipe::ModelSpec, ReplyStyle),
-    held_out: &HashSet<String>,
-    next: &mut impl FnMut() -> usize,
-    total: usize,
-) -> anyhow::Result<String> {
-    let Some(bootstrap) = &spec.bootstrap else {
-        return spec.model.clone().context("a model or a bootstrap");
-    };
+    role: &str,
+    bootstrap: &Bootstrap,
+) -> anyhow::Result<crate::train::sft::SftConfig> {
     let dir = layout.stage(role);
-    let train: crate::train::sft::SftConfig = stage_config(
+    stage_config(
         &format!("{role}.bootstrap.train"),
         &bootstrap.train,
         &[
@@ -350,7 +412,24 @@ fn resolve_model(
             ("seed", (recipe.seed as i64).into()),
             ("device", recipe.device.clone().into()),
         ],
-    )?;
+    )
+}
+
+/// Bootstraps a role's model (a stage of its own) when the recipe asks for one: trained under
+/// `layout` on its corpus without the `held_out` problems, its replies written in `style`.
+fn bootstrap_model(
+    recipe: &Recipe,
+    layout: &Layout,
+    (role, spec, style): (&str, &recipe::ModelSpec, ReplyStyle),
+    held_out: &HashSet<String>,
+    next: &mut impl FnMut() -> usize,
+    total: usize,
+) -> anyhow::Result<()> {
+    let Some(bootstrap) = &spec.bootstrap else {
+        return Ok(());
+    };
+    let dir = layout.stage(role);
+    let train = bootstrap_train_config(recipe, layout, role, bootstrap)?;
     let tokenizer_dir = layout.stage("tokenizer");
     let hashed = (bootstrap, &train, &recipe.prompts.eval);
     stage(next(), total, role, &dir, &hashed, || {
@@ -368,8 +447,7 @@ fn resolve_model(
         init_model(bootstrap, &tokenizer_dir, &dir.join("init"), recipe.seed)?;
         crate::train::sft::run_sft(&train, true)?;
         Ok(())
-    })?;
-    Ok(dir.join("train").join("final").display().to_string())
+    })
 }
 
 /// A random-initialised Qwen2-shaped model of the bootstrap's shape with the trained tokenizer.

@@ -105,8 +105,15 @@ pub fn save_checkpoint(
 
 /// The newest complete checkpoint under `root`, if any.
 pub fn latest_checkpoint(root: &Path) -> Option<PathBuf> {
-    let entries = std::fs::read_dir(root.join("checkpoints")).ok()?;
-    entries
+    complete_checkpoints(root).into_iter().next()
+}
+
+/// Every complete checkpoint under `root` (a `step-N` directory with its trainer state), newest first.
+fn complete_checkpoints(root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
@@ -114,7 +121,9 @@ pub fn latest_checkpoint(root: &Path) -> Option<PathBuf> {
                 .is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
                 && p.join(STATE_FILE).is_file()
         })
-        .max()
+        .collect();
+    found.sort_by(|a, b| b.cmp(a));
+    found
 }
 
 /// The state a run starts from: fresh (creating `out`), or with `resume` the newest complete
@@ -135,10 +144,44 @@ pub fn start_or_resume(
         optimizer_steps: None,
         config_hash: config_hash.to_string(),
     };
-    let Some(dir) = latest_checkpoint(out).filter(|_| resume) else {
-        return Ok(fresh);
+    let checkpoints = if resume {
+        complete_checkpoints(out)
+    } else {
+        Vec::new()
     };
-    let state = load_checkpoint(&dir, trainable, optimizer)?;
+    if checkpoints.is_empty() {
+        return Ok(fresh);
+    }
+    // A checkpoint damaged after it was written (a truncated file, a full disk) is skipped for the
+    // newest intact one, and said so; if none is intact the run stops naming every failure.
+    let mut failures = Vec::new();
+    let mut restored = None;
+    for dir in &checkpoints {
+        match load_checkpoint(dir, trainable, optimizer) {
+            Ok(state) => {
+                restored = Some((dir.clone(), state));
+                break;
+            }
+            Err(e) => {
+                eprintln!("warning: cannot resume from {}: {e}", dir.display());
+                failures.push(e.to_string());
+            }
+        }
+    }
+    let Some((dir, state)) = restored else {
+        return Err(ModelError::Invalid(format!(
+            "no checkpoint under {} can be resumed from:\n  {}",
+            out.join("checkpoints").display(),
+            failures.join("\n  ")
+        )));
+    };
+    if !failures.is_empty() {
+        eprintln!(
+            "falling back to {}: the {} newer checkpoint(s) are damaged",
+            dir.display(),
+            failures.len()
+        );
+    }
     if state.config_hash != config_hash {
         return Err(ModelError::Invalid(format!(
             "{}: checkpoint was made with a different configuration (hash {} vs {config_hash}); start a new output directory",
@@ -164,7 +207,7 @@ pub fn load_checkpoint(
         message: e.to_string(),
     })?;
     let weights_path = dir.join("model.safetensors");
-    let weights = candle_core::safetensors::load(&weights_path, &Device::Cpu)?;
+    let weights = read_safetensors(&weights_path)?;
     for (name, var) in &trainable.params {
         let tensor = weights.get(name).ok_or_else(|| ModelError::Weights {
             file: weights_path.display().to_string(),
@@ -174,11 +217,20 @@ pub fn load_checkpoint(
         var.set(&tensor.to_dtype(var.dtype())?.to_device(var.device())?)?;
     }
     let optimizer_path = dir.join(OPTIMIZER_FILE);
-    let moments = candle_core::safetensors::load(&optimizer_path, &Device::Cpu)?;
+    let moments = read_safetensors(&optimizer_path)?;
     optimizer.load_state(
         &moments,
         state.optimizer_steps.unwrap_or(state.step),
         &optimizer_path.display().to_string(),
     )?;
     Ok(state)
+}
+
+/// The tensors of a safetensors file, with the file named in any error.
+fn read_safetensors(path: &Path) -> Result<HashMap<String, candle_core::Tensor>> {
+    candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| ModelError::Weights {
+        file: path.display().to_string(),
+        tensor: "(header)".into(),
+        message: format!("unreadable (truncated or corrupt?): {e}"),
+    })
 }
