@@ -12,6 +12,7 @@ pub mod filter;
 pub mod generate;
 pub mod model;
 pub mod ops;
+pub mod output_dir;
 pub mod pipeline;
 pub mod progress;
 pub mod runtime;

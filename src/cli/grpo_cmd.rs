@@ -27,6 +27,9 @@ pub struct GrpoArgs {
     /// Continue from the newest complete checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Replace a run already in --out (its checkpoints, metrics and final model) instead of refusing.
+    #[arg(long)]
+    pub force: bool,
     /// Rollout steps.
     #[arg(long)]
     pub steps: Option<u64>,
@@ -117,6 +120,10 @@ impl GrpoArgs {
 pub fn run(args: &GrpoArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let problems = load_prompts(&args.prompts)?;
+    crate::output_dir::refuse_restarting(&config.out, args.resume, args.force)?;
+    if args.force && !args.resume {
+        crate::output_dir::clear_training_run(&config.out)?;
+    }
     let summary = run_grpo(&config, &problems, args.resume)?;
     println!(
         "GRPO: {} steps, mean reward {:.3} → {:.3}, {} rollout tokens, {} update tokens ({:.2e} FLOPs); model in {}",

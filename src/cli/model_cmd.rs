@@ -11,6 +11,7 @@ use crate::model::init::{random_weights, Preset};
 use crate::model::load::{self, ModelSource};
 use crate::model::save::{save_hf_dir, save_hf_dir_keeping, torch_dtype_name};
 use crate::model::{Decoder, ModelConfig, SamplerConfig, Tokenizer};
+use crate::output_dir::{refuse_replacing_model, OutputDir, OutputKind};
 use crate::runtime::parse_device;
 
 /// Model tools.
@@ -37,6 +38,9 @@ pub struct ExportArgs {
     /// dtype of the written weights.
     #[arg(long, value_enum, default_value_t = ExportDtype::F32)]
     pub dtype: ExportDtype,
+    /// Replace a model already in --out instead of refusing.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The dtypes `distill model export` writes.
@@ -75,6 +79,9 @@ pub struct InitArgs {
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace a model already in --out instead of refusing.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `distill model inspect`.
@@ -126,7 +133,14 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Claims `out` for a model, refusing to replace one already there unless `force`.
+fn claim_model_dir(out: &Path, force: bool) -> anyhow::Result<OutputDir> {
+    refuse_replacing_model(out, force)?;
+    Ok(OutputDir::claim(out, OutputKind::Model)?)
+}
+
 fn init(args: &InitArgs) -> anyhow::Result<()> {
+    let _claim = claim_model_dir(&args.out, args.force)?;
     let tokenizer_path = if args.tokenizer.is_dir() {
         args.tokenizer.join("tokenizer.json")
     } else {
@@ -151,6 +165,7 @@ fn init(args: &InitArgs) -> anyhow::Result<()> {
 }
 
 fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let _claim = claim_model_dir(&args.out, args.force)?;
     let loaded = load::load(&args.model, &Device::Cpu, args.dtype.dtype())?;
     save_hf_dir_keeping(
         &loaded.model,

@@ -29,6 +29,9 @@ pub struct TrainArgs {
     /// Continue from the newest complete checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Replace a run already in --out (its checkpoints, metrics and final model) instead of refusing.
+    #[arg(long)]
+    pub force: bool,
     /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -121,6 +124,10 @@ impl TrainArgs {
 /// Runs `distill train`.
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    crate::output_dir::refuse_restarting(&config.out, args.resume, args.force)?;
+    if args.force && !args.resume {
+        crate::output_dir::clear_training_run(&config.out)?;
+    }
     let summary = run_sft(&config, args.resume)?;
     println!(
         "trained {} steps on {} examples ({} dropped, {} truncated, {} held out); final loss {:.4}{}; model in {}",

@@ -105,6 +105,8 @@ pub fn run_compare(config: &CompareConfig) -> anyhow::Result<CompareReport> {
     if config.runs.is_empty() {
         bail!("compare: give at least one --run label=DIR");
     }
+    let _claim =
+        crate::output_dir::OutputDir::claim(&config.out, crate::output_dir::OutputKind::Report)?;
     for (i, run) in config.runs.iter().enumerate() {
         if config.runs[..i].iter().any(|r| r.label == run.label) {
             bail!("compare: label `{}` is given twice", run.label);

@@ -206,6 +206,8 @@ pub fn run_eval(config: &EvalConfig, problems: &[Problem]) -> anyhow::Result<Eva
     if config.k == 0 {
         bail!("eval: k must be at least 1");
     }
+    let _claim =
+        crate::output_dir::OutputDir::claim(&config.out, crate::output_dir::OutputKind::Eval)?;
     let problems = &problems[..config.limit.unwrap_or(usize::MAX).min(problems.len())];
     if problems.is_empty() {
         bail!("eval: no problems to evaluate");

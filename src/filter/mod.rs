@@ -35,6 +35,7 @@ use rayon::prelude::*;
 use crate::data::schema::{FilteredRow, TraceRow};
 use crate::data::shards::ShardOptions;
 use crate::data::DataError;
+use crate::output_dir::{OutputDir, OutputKind};
 
 pub use config::FilterConfig;
 pub use decontaminate::NgramIndex;
@@ -99,6 +100,8 @@ fn progress_bar(show: bool, len: usize, message: &'static str) -> ProgressBar {
 /// Runs the filter stage described by `config`; see the module docs.
 pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
     config.validate()?;
+    let _claim = OutputDir::claim(&config.out, OutputKind::Filtered)
+        .map_err(|e| FilterError::Config(e.to_string()))?;
     let recipe_hash = config.recipe_hash()?;
     output::prepare(&config.out, &recipe_hash, config.force)?;
     let index = NgramIndex::from_files(&config.decontaminate, config.ngram)?;

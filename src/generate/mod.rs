@@ -31,6 +31,7 @@ use crate::data::sources::Problem;
 use crate::data::split::WorkerSplit;
 use crate::data::DataError;
 use crate::model::ModelError;
+use crate::output_dir::{OutputDir, OutputKind};
 use crate::teacher::{PromptJob, SamplingParams, Teacher, TeacherError};
 use prompts::{problem_seed, RenderedPrompt, Renderer};
 use sink::{RowSink, Totals};
@@ -180,6 +181,14 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
     validate(config)?;
     let n = u32::try_from(config.n).map_err(|_| GenerateError::Config("-n is too large".into()))?;
     let split = WorkerSplit::new(config.num_shards, config.shard_index)?;
+    // Each worker of a split writes its own subdirectory, so each claims only that.
+    let out_dir = if split.num_shards() == 1 {
+        config.out.clone()
+    } else {
+        config.out.join(split.dir_name())
+    };
+    let _claim = OutputDir::claim(&out_dir, OutputKind::Traces)
+        .map_err(|e| GenerateError::Config(e.to_string()))?;
     let problems = split.select(prompts::load_prompt_set(config)?, |p| p.id.as_str());
     let built = build_teacher(&config.teacher)?;
     let renderer = Renderer {
@@ -200,11 +209,6 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
     )?;
     let info = teacher.describe();
 
-    let out_dir = if split.num_shards() == 1 {
-        config.out.clone()
-    } else {
-        config.out.join(split.dir_name())
-    };
     let recipe_hash = config.recipe_hash();
     let writer = ShardWriter::<TraceRow>::open(
         &out_dir,

@@ -76,7 +76,8 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     };
     // Every section, model and data path is checked before the first stage spends compute.
     let (configs, _) = check::check_recipe(recipe)?;
-    std::fs::create_dir_all(&layout.root).with_context(|| layout.root.display().to_string())?;
+    let _claim =
+        crate::output_dir::OutputDir::claim(&layout.root, crate::output_dir::OutputKind::Recipe)?;
     let bootstraps = usize::from(recipe.teacher.bootstrap.is_some())
         + usize::from(recipe.student.bootstrap.is_some());
     let total = 6 + bootstraps + usize::from(bootstraps > 0);

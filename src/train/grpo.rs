@@ -480,6 +480,8 @@ pub fn run_grpo(
 ) -> anyhow::Result<GrpoSummary> {
     let started = Instant::now();
     config.validate()?;
+    let _claim =
+        crate::output_dir::OutputDir::claim(&config.out, crate::output_dir::OutputKind::Grpo)?;
     if problems.is_empty() {
         bail!("GRPO needs at least one prompt");
     }

@@ -258,6 +258,8 @@ impl SftConfig {
 pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let started = Instant::now();
     config.validate()?;
+    let _claim =
+        crate::output_dir::OutputDir::claim(&config.out, crate::output_dir::OutputKind::Sft)?;
     let device = crate::runtime::parse_device(&config.device)?;
     let loaded = model::load(&config.student, &device, DType::F32)
         .with_context(|| format!("loading student {}", config.student))?;
