@@ -54,8 +54,13 @@ pub fn load_conversations(path: &Path) -> Result<Vec<Conversation>> {
     }
     let files = if path.is_dir() {
         dataset_files(path)?
-    } else {
+    } else if path.exists() {
         vec![path.to_path_buf()]
+    } else {
+        return Err(DataError::io(
+            path,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
     };
     let mut conversations = Vec::new();
     for file in &files {
@@ -82,9 +87,10 @@ fn dataset_files(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     if files.is_empty() {
-        return Err(DataError::EmptyFile {
-            path: dir.to_path_buf(),
-        });
+        return Err(DataError::InvalidConfig(format!(
+            "{}: the directory holds no .jsonl or .parquet files",
+            dir.display()
+        )));
     }
     files.sort();
     Ok(files)
@@ -175,7 +181,7 @@ fn json_id(record: &Map<String, Value>) -> Option<String> {
 }
 
 fn read_jsonl(path: &Path) -> Result<Vec<Conversation>> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    let text = crate::data::sources::read_utf8_text(path)?;
     let mut conversations = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

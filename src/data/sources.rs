@@ -405,13 +405,21 @@ fn read_records(
     Ok(records)
 }
 
+/// The text of a file that must be UTF-8; invalid bytes are reported with their line and field.
+pub(crate) fn read_utf8_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(error) => {
+            let byte_offset = error.utf8_error().valid_up_to();
+            Err(invalid_utf8_error(path, error.as_bytes(), byte_offset))
+        }
+    }
+}
+
 /// Parses a JSONL file; blank lines are skipped.
 fn read_jsonl(path: &Path) -> Result<Vec<(Location, Map<String, Value>)>> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let text = std::str::from_utf8(&bytes).map_err(|error| {
-        let byte_offset = error.valid_up_to();
-        invalid_utf8_error(path, &bytes, byte_offset)
-    })?;
+    let text = read_utf8_text(path)?;
     let mut records = Vec::new();
     for (index, line) in text.split('\n').enumerate() {
         let location = Location::Line(index + 1);
