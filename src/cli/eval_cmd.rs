@@ -17,7 +17,7 @@ pub struct EvalArgs {
     /// `problem` + `answer` columns) or `synth:arith:difficulty=2:count=8:seed=0`.
     #[arg(long)]
     pub prompts: String,
-    /// Output directory (samples.parquet, summary.json).
+    /// Output directory (data/samples.parquet, summary.json, README.md).
     #[arg(long, default_value = "eval")]
     pub out: PathBuf,
     /// Samples per problem.
