@@ -138,6 +138,15 @@ impl ComputeAxis {
         flops_label(if self.log { 10f64.powf(x) } else { x })
     }
 
+    /// How many tick labels: one per decade on a log axis (so ticks fall on powers of ten), else 6.
+    fn labels(&self) -> usize {
+        if self.log {
+            self.span().floor() as usize + 1
+        } else {
+            6
+        }
+    }
+
     fn span(&self) -> f64 {
         self.high - self.low
     }
@@ -173,7 +182,7 @@ fn draw_accuracy<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[RunR
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc("accuracy")
-        .x_labels(6)
+        .x_labels(axis.labels())
         .x_label_formatter(&|x| axis.label(*x))
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
@@ -340,7 +349,7 @@ fn draw_curves<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curves: &[Curv
                         color.stroke_width(2),
                     ))
                     .map_err(err)?
-                    .label(format!("{label} ({window}-step mean)"))
+                    .label(format!("{label}: {window}-step mean (faint: per step)"))
             } else {
                 chart
                     .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))

@@ -192,8 +192,8 @@ impl<R: ArrowRow> ShardWriter<R> {
                 "rows_per_shard must be at least 1".into(),
             ));
         }
+        fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
         let data = dir.join(DATA_DIR);
-        fs::create_dir_all(&data).map_err(|e| DataError::io(&data, e))?;
         let manifest_path = dir.join(MANIFEST_FILE);
         let mut manifest = if manifest_path.exists() {
             let mut manifest = read_manifest(dir)?;
@@ -217,6 +217,7 @@ impl<R: ArrowRow> ShardWriter<R> {
                 shards: Vec::new(),
             }
         };
+        fs::create_dir_all(&data).map_err(|e| DataError::io(&data, e))?;
         migrate_legacy_layout(dir)?;
         let final_shards = remove_temp_files(&data)?;
         manifest.format_version = MANIFEST_FORMAT_VERSION;
