@@ -107,21 +107,23 @@ pub fn resolve(spec: &HubDatasetSpec) -> Result<HubDataset> {
     let cache = hf_hub::Cache::from_env();
     let repo = hf_hub::Repo::new(spec.repo.clone(), hf_hub::RepoType::Dataset);
     let repo_dir = cache.path().join(repo.folder_name());
-    if let Some(snapshot) = cached_snapshot(&repo_dir) {
+    let cached = cached_snapshot(&repo_dir).map(|snapshot| {
         let files = list_files(&snapshot);
-        if let Ok(found) = select(spec, &snapshot, &files) {
-            return Ok(found);
-        }
-    }
-    if offline() {
-        return Err(DataError::InvalidConfig(format!(
-            "dataset {}: its files are not in the Hugging Face cache at {} and HF_HUB_OFFLINE is \
-             set (download it once online, or copy the cache here)",
+        select(spec, &snapshot, &files)
+    });
+    match cached {
+        Some(Ok(found)) => Ok(found),
+        // Offline, what the cached snapshot lacks is the answer (a config or split to name).
+        Some(Err(error)) if offline() => Err(error),
+        None if offline() => Err(DataError::InvalidConfig(format!(
+            "dataset {}: not in the Hugging Face cache at {} and HF_HUB_OFFLINE is set \
+             (download it once online, or copy the cache here)",
             spec.repo,
             cache.path().display()
-        )));
+        ))),
+        // Online, a partial snapshot is completed from the Hub.
+        _ => download(spec),
     }
-    download(spec)
 }
 
 /// Whether `HF_HUB_OFFLINE` forbids the network.
