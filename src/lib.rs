@@ -13,6 +13,7 @@ pub mod generate;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+pub mod plot_font;
 pub mod progress;
 pub mod runtime;
 pub mod teacher;

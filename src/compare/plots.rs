@@ -1,14 +1,12 @@
 //! The report's plots, `accuracy_vs_compute` and `training_curves`, each as SVG and PNG with the
-//! same titles, axis labels and legends. PNG text is drawn with DejaVu Sans, bundled in
-//! `assets/fonts/` with its licence and registered with plotters' `ab_glyph` renderer, so no
-//! system font is needed.
+//! same titles, axis labels and legends, drawn with the bundled font of [`crate::plot_font`] (no
+//! system font needed).
 //!
 //! The compute axis labels FLOPs as `2e11`, `1.5e12` and turns logarithmic when the runs' compute
 //! spans more than a decade; the legend of the accuracy plot sits in its own panel so no point or
 //! label hides under it; GRPO reward is drawn as a moving average over the faint raw per-step line.
 
 use std::path::Path;
-use std::sync::Once;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -16,12 +14,10 @@ use plotters::prelude::*;
 use super::bootstrap::Interval;
 use super::report::RunReport;
 use super::runs::TrainKind;
+use crate::plot_font::FONT;
 
 const SIZE: (u32, u32) = (900, 520);
 const COLORS: [RGBColor; 5] = [BLUE, RED, GREEN, MAGENTA, BLACK];
-const FONT: &str = "sans-serif";
-/// DejaVu Sans (Bitstream Vera licence, `assets/fonts/LICENSE-DejaVu.txt`).
-const FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 /// Compute spanning more than this ratio gets a logarithmic axis.
 const LOG_AXIS_SPAN: f64 = 10.0;
 
@@ -47,16 +43,6 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// Registers the bundled font for plotters' bitmap text (once per process).
-fn register_font() {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| {
-        // The bytes are a valid TrueType file checked in with the code; a failure would only
-        // leave PNG text out, which the plot tests catch.
-        let _ = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES);
-    });
-}
-
 /// Draws `stem.svg` and `stem.png` in `dir`, the same drawing on each backend.
 fn svg_and_png(
     dir: &Path,
@@ -64,7 +50,7 @@ fn svg_and_png(
     draw_svg: impl Fn(&DrawingArea<SVGBackend, Shift>) -> Drawn,
     draw_png: impl Fn(&DrawingArea<BitMapBackend, Shift>) -> Drawn,
 ) -> anyhow::Result<()> {
-    register_font();
+    crate::plot_font::register();
     let finish = |path: &Path, result: Drawn| {
         result.map_err(|e| anyhow::anyhow!("{}: cannot draw the plot: {e}", path.display()))
     };
