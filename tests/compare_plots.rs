@@ -34,9 +34,24 @@ fn run(label: &str, flops: f64, pass: Interval, cons: Interval) -> RunReport {
 /// The demo's report rows (README, "What the demo shows today").
 fn demo_runs() -> Vec<RunReport> {
     vec![
-        run("base", 4.4e11, interval(0.039, 0.023, 0.057), interval(0.023, 0.0, 0.055)),
-        run("sft", 1.433e12, interval(0.344, 0.281, 0.406), interval(0.375, 0.289, 0.461)),
-        run("grpo", 1.435e12, interval(0.035, 0.018, 0.059), interval(0.016, 0.0, 0.039)),
+        run(
+            "base",
+            4.4e11,
+            interval(0.039, 0.023, 0.057),
+            interval(0.023, 0.0, 0.055),
+        ),
+        run(
+            "sft",
+            1.433e12,
+            interval(0.344, 0.281, 0.406),
+            interval(0.375, 0.289, 0.461),
+        ),
+        run(
+            "grpo",
+            1.435e12,
+            interval(0.035, 0.018, 0.059),
+            interval(0.016, 0.0, 0.039),
+        ),
     ]
 }
 
@@ -44,18 +59,38 @@ fn demo_runs() -> Vec<RunReport> {
 fn demo_curves() -> Vec<Curve> {
     let mut state = 7u64;
     let mut noise = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as f64 / (1u64 << 31) as f64
     };
     let sft = (1..=1368)
-        .map(|s| (s as f64, 0.35 + 2.5 * (-(s as f64) / 200.0).exp() + 0.05 * noise()))
+        .map(|s| {
+            (
+                s as f64,
+                0.35 + 2.5 * (-(s as f64) / 200.0).exp() + 0.05 * noise(),
+            )
+        })
         .collect();
     let grpo = (1..=329)
-        .map(|s| (s as f64, 0.035 + 0.006 * s as f64 / 329.0 + 0.06 * (noise() - 0.5)))
+        .map(|s| {
+            (
+                s as f64,
+                0.035 + 0.006 * s as f64 / 329.0 + 0.06 * (noise() - 0.5),
+            )
+        })
         .collect();
     vec![
-        Curve { label: "sft".into(), kind: TrainKind::Sft, points: sft },
-        Curve { label: "grpo".into(), kind: TrainKind::Grpo, points: grpo },
+        Curve {
+            label: "sft".into(),
+            kind: TrainKind::Sft,
+            points: sft,
+        },
+        Curve {
+            label: "grpo".into(),
+            kind: TrainKind::Grpo,
+            points: grpo,
+        },
     ]
 }
 
@@ -91,14 +126,20 @@ fn demo_plots_are_labelled_in_svg_and_png() {
     assert!(svg.contains("accuracy vs training compute"), "title");
     assert!(svg.contains(">1e12<"), "FLOPs labelled like 1e12");
     assert!(!svg.contains("00000000"), "no run-together FLOP counts");
-    assert!(svg.contains("pass@1 (95% CI)") && svg.contains("cons@k (95% CI)"), "legend");
+    assert!(
+        svg.contains("pass@1 (95% CI)") && svg.contains("cons@k (95% CI)"),
+        "legend"
+    );
     let curves = svg_text(&dir.join("training_curves.svg"));
     assert!(curves.contains("17-step mean"), "GRPO reward smoothed");
 
     // The title band (the top 40 rows) holds text only: blank before fonts were bundled.
     for plot in ["accuracy_vs_compute", "training_curves"] {
         let dark = dark_pixels(&dir.join(format!("{plot}.png")), 0..40);
-        assert!(dark > 150, "{plot}.png has a drawn title ({dark} dark pixels)");
+        assert!(
+            dark > 150,
+            "{plot}.png has a drawn title ({dark} dark pixels)"
+        );
     }
 }
 
@@ -111,5 +152,8 @@ fn compute_spanning_decades_gets_a_log_axis() {
     accuracy_vs_compute(&dir, &runs).unwrap();
     let svg = svg_text(&dir.join("accuracy_vs_compute.svg"));
     assert!(svg.contains("training FLOPs (log scale)"), "log axis named");
-    assert!(svg.contains(">1e10<") && svg.contains(">1e11<"), "decade labels");
+    assert!(
+        svg.contains(">1e10<") && svg.contains(">1e11<"),
+        "decade labels"
+    );
 }

@@ -164,7 +164,10 @@ fn fill_cache(home: &Path) {
                 &[
                     ("source", vec!["amc_aime"]),
                     ("problem", vec!["What is 6 * 7?"]),
-                    ("solution", vec!["6 * 7 = 42, so the answer is $\\boxed{42}$."]),
+                    (
+                        "solution",
+                        vec!["6 * 7 = 42, so the answer is $\\boxed{42}$."],
+                    ),
                 ],
                 Some(("messages", messages(&[("What is 6 * 7?", "\\boxed{42}")]))),
             ),
@@ -181,7 +184,10 @@ fn hub_datasets_resolve_offline_from_the_standard_cache() {
 
     let gsm8k = load_prompts("hf:openai/gsm8k:main:test").unwrap();
     assert_eq!(gsm8k.len(), 2, "both test shards, not train or socratic");
-    assert_eq!(gsm8k[0].source, "gsm8k-test", "named like the file gsm8k/test.jsonl");
+    assert_eq!(
+        gsm8k[0].source, "gsm8k-test",
+        "named like the file gsm8k/test.jsonl"
+    );
     assert_eq!(
         (gsm8k[0].answer.as_str(), gsm8k[1].answer.as_str()),
         ("5", "1001")
@@ -192,14 +198,24 @@ fn hub_datasets_resolve_offline_from_the_standard_cache() {
     let math500 = load_prompts("hf:HuggingFaceH4/MATH-500:test").unwrap();
     assert_eq!(math500.len(), 3);
     assert_eq!(math500[0].source, "math500-test");
-    assert!(math500[0].id.starts_with("math500-test/"), "{}", math500[0].id);
+    assert!(
+        math500[0].id.starts_with("math500-test/"),
+        "{}",
+        math500[0].id
+    );
     assert_eq!(load_prompts("hf:HuggingFaceH4/MATH-500").unwrap(), math500);
 
     let openr1 = load_prompts("hf:open-r1/OpenR1-Math-220k").unwrap();
-    assert_eq!((openr1[0].answer.as_str(), openr1[0].source.as_str()), ("4", "numina-train"));
+    assert_eq!(
+        (openr1[0].answer.as_str(), openr1[0].source.as_str()),
+        ("4", "numina-train")
+    );
     assert_eq!(openr1[0].metadata["problem_type"], "Algebra");
     let numina = load_prompts("hf:AI-MO/NuminaMath-CoT:train").unwrap();
-    assert_eq!(numina[0].answer, "42", "the last \\boxed{{}} of the solution");
+    assert_eq!(
+        numina[0].answer, "42",
+        "the last \\boxed{{}} of the solution"
+    );
 
     let conversations =
         load_conversations(Path::new("hf:open-r1/OpenR1-Math-220k:default:train")).unwrap();
@@ -208,7 +224,10 @@ fn hub_datasets_resolve_offline_from_the_standard_cache() {
 
     for (spec, expected) in [
         ("hf:openai/gsm8k", "name a config: it has main, socratic"),
-        ("hf:openai/gsm8k:main", "name a split: config `main` has train, test"),
+        (
+            "hf:openai/gsm8k:main",
+            "name a split: config `main` has train, test",
+        ),
         ("hf:openai/gsm8k:main:validation", "no split `validation`"),
         ("hf:nobody/nothing", "not in the Hugging Face cache"),
         ("hf:gsm8k", "ORG/NAME"),
@@ -220,13 +239,22 @@ fn hub_datasets_resolve_offline_from_the_standard_cache() {
     // The generate stage takes the same name and carries the card's licence into its own card.
     let out = home.path().join("traces");
     let run = Command::new(env!("CARGO_BIN_EXE_distill"))
-        .args(["generate", "--prompts", "hf:openai/gsm8k:main:test", "--teacher"])
+        .args([
+            "generate",
+            "--prompts",
+            "hf:openai/gsm8k:main:test",
+            "--teacher",
+        ])
         .arg(generate_common::stories260k())
         .args(["--max-new-tokens", "4", "--no-progress", "--out"])
         .arg(&out)
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(card.contains("license: \"mit\""), "{card}");
     assert!(card.contains("`hf:openai/gsm8k:main:test`"), "{card}");

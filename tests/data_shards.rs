@@ -367,7 +367,10 @@ fn an_interrupted_migration_still_reads_and_resumes() {
         dir.path().join("data/part-00000.parquet"),
     )
     .unwrap();
-    assert_eq!(shard_paths(dir.path()).unwrap()[0], dir.path().join("data/part-00000.parquet"));
+    assert_eq!(
+        shard_paths(dir.path()).unwrap()[0],
+        dir.path().join("data/part-00000.parquet")
+    );
     assert_eq!(read_trace_rows(dir.path()).unwrap(), expected);
     verify_shards(dir.path()).unwrap();
     complete_run(dir.path(), &rows);

@@ -163,7 +163,10 @@ fn drop_column(path: &Path, column: &str) {
 fn malformed_input_names_the_file_and_column() {
     let root = tempfile::tempdir().unwrap();
     write_input(&root.path().join("traces"), &input_rows(), 20);
-    drop_column(&root.path().join("traces/data/part-00001.parquet"), "answer");
+    drop_column(
+        &root.path().join("traces/data/part-00001.parquet"),
+        "answer",
+    );
     let error = run_filter(&config(root.path(), "out"))
         .unwrap_err()
         .to_string();

@@ -69,12 +69,16 @@ fn trace_types() -> serde_json::Value {
 /// Runs generate, filter and eval into `root`; returns the reader spec of their outputs.
 fn make_outputs(root: &Path) -> serde_json::Value {
     let traces = root.join("traces");
-    let generate = generate_common::local_config("synth:arith:difficulty=2:count=6:seed=3", &traces);
+    let generate =
+        generate_common::local_config("synth:arith:difficulty=2:count=6:seed=3", &traces);
     let generated = run_generate(&generate).unwrap();
     assert_eq!(generated.total_rows, 12);
 
     let input = root.join("hand-made");
-    let labelled: Vec<_> = filter_common::labelled().into_iter().map(|(_, row)| row).collect();
+    let labelled: Vec<_> = filter_common::labelled()
+        .into_iter()
+        .map(|(_, row)| row)
+        .collect();
     filter_common::write_input(&input, &labelled, 4);
     let filtered = root.join("filtered");
     let mut filter: FilterConfig = serde_json::from_value(json!({
@@ -142,7 +146,10 @@ fn every_output_opens_in_every_reader() {
     };
     let root = tempfile::tempdir().unwrap();
     let mut spec = make_outputs(root.path());
-    let legacy = legacy_copy(&root.path().join("traces"), &root.path().join("legacy-traces"));
+    let legacy = legacy_copy(
+        &root.path().join("traces"),
+        &root.path().join("legacy-traces"),
+    );
     assert_eq!(
         read_trace_rows(&legacy).unwrap().len(),
         12,
@@ -165,4 +172,38 @@ fn every_output_opens_in_every_reader() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(stdout.contains(" 0 failed"), "{stdout}");
+}
+
+/// The cards' bodies (checked without Python): the recipe, the counts, the acceptance tables.
+#[test]
+fn cards_carry_the_recipe_counts_and_acceptance_tables() {
+    let root = tempfile::tempdir().unwrap();
+    make_outputs(root.path());
+    let card =
+        |dir: &str| std::fs::read_to_string(root.path().join(dir).join("README.md")).unwrap();
+    let traces = card("traces");
+    for expected in [
+        "configs:\n- config_name: \"default\"\n  data_files:\n  - split: \"train\"\n    path: \"data/*.parquet\"",
+        "| temperature | 0.8 |",
+        "| samples per problem (n) | 2 |",
+        "12 rows in 3 Parquet shard(s)",
+        "pd.read_parquet(\"traces/data\")",
+    ] {
+        assert!(traces.contains(expected), "{expected}\n{traces}");
+    }
+    let filtered = card("filtered");
+    for expected in [
+        "  - split: \"accepted\"\n    path: \"accepted/data/*.parquet\"",
+        "- config_name: \"pass_rates\"",
+        "| `hand-made` | 0.6 | 0.95 |",
+        "| policy | `all` |",
+        "### Rejection reasons",
+        "| `wrong_answer` |",
+        "### Per source",
+        "load_dataset(\"filtered\")",
+    ] {
+        assert!(filtered.contains(expected), "{expected}\n{filtered}");
+    }
+    assert!(card("filtered/accepted").contains("../README.md"));
+    assert!(card("eval-base").contains("pass@1"));
 }

@@ -213,7 +213,10 @@ fn draw_accuracy<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[RunR
             let top = r.pass_at_1.high.max(r.cons_at_k.high);
             Text::new(
                 r.label.clone(),
-                (axis.x(r.train_flops()) + 0.02 * axis.span(), (top + 0.05).min(0.97)),
+                (
+                    axis.x(r.train_flops()) + 0.02 * axis.span(),
+                    (top + 0.05).min(0.97),
+                ),
                 (FONT, 15),
             )
         }))

@@ -134,7 +134,10 @@ pub fn how_to_load(dir_name: &str, config: &CardConfig) -> String {
         quoted(dir_name)
     );
     for split in &config.splits {
-        let folder = split.path.rsplit_once('/').map_or(".", |(folder, _)| folder);
+        let folder = split
+            .path
+            .rsplit_once('/')
+            .map_or(".", |(folder, _)| folder);
         let full = format!("{dir_name}/{}", split.path);
         let _ = writeln!(out, "\n# split `{}`", split.split);
         let _ = writeln!(

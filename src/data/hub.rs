@@ -202,9 +202,8 @@ fn download(spec: &HubDatasetSpec) -> Result<HubDataset> {
         let depth = file.matches('/').count() + 1;
         snapshot = local.ancestors().nth(depth).map(Path::to_path_buf);
     }
-    let snapshot = snapshot.ok_or_else(|| {
-        DataError::InvalidConfig(format!("dataset {}: no data files", spec.repo))
-    })?;
+    let snapshot = snapshot
+        .ok_or_else(|| DataError::InvalidConfig(format!("dataset {}: no data files", spec.repo)))?;
     select(spec, &snapshot, &list_files(&snapshot))
 }
 
@@ -242,17 +241,27 @@ fn read_card_configs(card: &Path) -> Result<Vec<ConfigFiles>> {
     configs
         .iter()
         .map(|config| {
-            let name = config["config_name"].as_str().unwrap_or("default").to_string();
+            let name = config["config_name"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string();
             let data_files = &config["data_files"];
             let splits = match data_files.as_vec() {
                 Some(entries) if entries.iter().all(|e| e["split"].as_str().is_some()) => entries
                     .iter()
-                    .map(|e| (e["split"].as_str().unwrap_or("train").to_string(), strings(&e["path"])))
+                    .map(|e| {
+                        (
+                            e["split"].as_str().unwrap_or("train").to_string(),
+                            strings(&e["path"]),
+                        )
+                    })
                     .collect(),
                 _ => vec![("train".to_string(), strings(data_files))],
             };
             if splits.iter().any(|(_, globs)| globs.is_empty()) {
-                return Err(bad(format!("config `{name}` has a split without data files")));
+                return Err(bad(format!(
+                    "config `{name}` has a split without data files"
+                )));
             }
             Ok(ConfigFiles {
                 default: config["default"].as_bool().unwrap_or(false),
@@ -271,7 +280,12 @@ fn choose(
 ) -> Result<(String, String, Vec<String>)> {
     let data_files: Vec<&String> = files
         .iter()
-        .filter(|f| matches!(file_extension(Path::new(f)).as_str(), "parquet" | "jsonl" | "json"))
+        .filter(|f| {
+            matches!(
+                file_extension(Path::new(f)).as_str(),
+                "parquet" | "jsonl" | "json"
+            )
+        })
         .collect();
     let configs = if configs.is_empty() {
         inferred_configs(&data_files)
@@ -279,16 +293,18 @@ fn choose(
         configs
     };
     let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
-    let fail = |message: String| DataError::InvalidConfig(format!("dataset {}: {message}", spec.repo));
+    let fail =
+        |message: String| DataError::InvalidConfig(format!("dataset {}: {message}", spec.repo));
     // One optional part: a config when one has that name, else a split.
     let (config_name, split_name) = match (&spec.config, &spec.split) {
         (Some(one), None) if !names.contains(&one.as_str()) => (None, Some(one.clone())),
         (config, split) => (config.clone(), split.clone()),
     };
     let config = match &config_name {
-        Some(name) => configs.iter().find(|c| &c.name == name).ok_or_else(|| {
-            fail(format!("no config `{name}`; it has {}", names.join(", ")))
-        })?,
+        Some(name) => configs
+            .iter()
+            .find(|c| &c.name == name)
+            .ok_or_else(|| fail(format!("no config `{name}`; it has {}", names.join(", "))))?,
         None => configs
             .iter()
             .find(|c| c.default)
@@ -304,13 +320,17 @@ fn choose(
     };
     let split_names: Vec<&str> = config.splits.iter().map(|(s, _)| s.as_str()).collect();
     let (split, globs) = match &split_name {
-        Some(name) => config.splits.iter().find(|(s, _)| s == name).ok_or_else(|| {
-            fail(format!(
-                "config `{}` has no split `{name}`; it has {}",
-                config.name,
-                split_names.join(", ")
-            ))
-        })?,
+        Some(name) => config
+            .splits
+            .iter()
+            .find(|(s, _)| s == name)
+            .ok_or_else(|| {
+                fail(format!(
+                    "config `{}` has no split `{name}`; it has {}",
+                    config.name,
+                    split_names.join(", ")
+                ))
+            })?,
         None if config.splits.len() == 1 => &config.splits[0],
         None => {
             return Err(fail(format!(
@@ -325,7 +345,12 @@ fn choose(
     let chosen: Vec<String> = files
         .iter()
         .filter(|f| globs.iter().any(|g| glob_match(g, f)))
-        .filter(|f| matches!(file_extension(Path::new(f)).as_str(), "parquet" | "jsonl" | "json"))
+        .filter(|f| {
+            matches!(
+                file_extension(Path::new(f)).as_str(),
+                "parquet" | "jsonl" | "json"
+            )
+        })
         .cloned()
         .collect();
     if chosen.is_empty() {
@@ -417,12 +442,16 @@ mod tests {
 
     #[test]
     fn specs_parse_and_reject_nonsense() {
-        let spec = HubDatasetSpec::parse("hf:openai/gsm8k:main:test").unwrap().unwrap();
+        let spec = HubDatasetSpec::parse("hf:openai/gsm8k:main:test")
+            .unwrap()
+            .unwrap();
         assert_eq!(spec.repo, "openai/gsm8k");
         assert_eq!(spec.config.as_deref(), Some("main"));
         assert_eq!(spec.split.as_deref(), Some("test"));
         assert_eq!(spec.name(), "gsm8k");
-        let spec = HubDatasetSpec::parse("hf:HuggingFaceH4/MATH-500").unwrap().unwrap();
+        let spec = HubDatasetSpec::parse("hf:HuggingFaceH4/MATH-500")
+            .unwrap()
+            .unwrap();
         assert_eq!((spec.config, spec.split), (None, None));
         assert!(HubDatasetSpec::parse("data/x.jsonl").is_none());
         for bad in ["hf:gsm8k", "hf:a/b/c", "hf:a/b:c:d:e", "hf:../x"] {
@@ -432,11 +461,20 @@ mod tests {
 
     #[test]
     fn globs_and_split_names_follow_the_hub() {
-        assert!(glob_match("main/test-*", "main/test-00000-of-00001.parquet"));
-        assert!(!glob_match("main/test-*", "main/train-00000-of-00001.parquet"));
+        assert!(glob_match(
+            "main/test-*",
+            "main/test-00000-of-00001.parquet"
+        ));
+        assert!(!glob_match(
+            "main/test-*",
+            "main/train-00000-of-00001.parquet"
+        ));
         assert!(!glob_match("*.parquet", "data/x.parquet"));
         assert!(glob_match("**/*.parquet", "data/x.parquet"));
-        assert!(glob_match("data/train-0000?-of-*.parquet", "data/train-00003-of-00009.parquet"));
+        assert!(glob_match(
+            "data/train-0000?-of-*.parquet",
+            "data/train-00003-of-00009.parquet"
+        ));
         assert_eq!(split_of("test.jsonl"), "test");
         assert_eq!(split_of("data/train-00000-of-00002.parquet"), "train");
         assert_eq!(split_of("dev/part.parquet"), "validation");
@@ -445,9 +483,13 @@ mod tests {
 
     #[test]
     fn one_part_is_a_config_when_one_has_that_name_else_a_split() {
-        let files: Vec<String> = ["main/test-0.parquet", "main/train-0.parquet", "socratic/test-0.parquet"]
-            .map(String::from)
-            .to_vec();
+        let files: Vec<String> = [
+            "main/test-0.parquet",
+            "main/train-0.parquet",
+            "socratic/test-0.parquet",
+        ]
+        .map(String::from)
+        .to_vec();
         let spec = |text: &str| HubDatasetSpec::parse(text).unwrap().unwrap();
         let (config, split, chosen) =
             choose(&spec("hf:openai/gsm8k:main:test"), Vec::new(), &files).unwrap();

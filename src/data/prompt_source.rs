@@ -134,7 +134,11 @@ pub fn load_files(
     let mut seen = HashSet::new();
     let mut problems = Vec::new();
     for file in files {
-        problems.extend(load(file)?.into_iter().filter(|p| seen.insert(p.id.clone())));
+        problems.extend(
+            load(file)?
+                .into_iter()
+                .filter(|p| seen.insert(p.id.clone())),
+        );
     }
     Ok(problems)
 }

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use indicatif::ProgressBar;
 
-use crate::data::schema::FilteredRow;
 use crate::data::card::CARD_FILE;
+use crate::data::schema::FilteredRow;
 use crate::data::shards::{read_manifest, ShardOptions, ShardWriter, DATA_DIR, MANIFEST_FILE};
 use crate::data::{DataError, Result};
 

@@ -44,7 +44,10 @@ pub fn generate_card(
     row("seed", config.seed.to_string());
     row(
         "system prompt",
-        config.system_prompt.clone().unwrap_or_else(|| "none".into()),
+        config
+            .system_prompt
+            .clone()
+            .unwrap_or_else(|| "none".into()),
     );
     row("instruction", format!("`{}`", config.instruction));
     row("recipe hash", format!("`{}`", summary.recipe_hash));
@@ -55,7 +58,7 @@ pub fn generate_card(
         .collect();
     let _ = writeln!(
         body,
-        "\n## Rows\n\n{} rows in {} shards. The latest run covered {} problems ({} already done), \
+        "\n## Rows\n\n{} rows in {} Parquet shard(s). The latest run covered {} problems ({} already done), \
          generated {} samples ({} completion tokens{}) and skipped {} rows already present.\n",
         summary.total_rows,
         summary.shards,
