@@ -35,7 +35,11 @@ fn readers_python() -> Option<String> {
         Ok(out) if out.status.success() => Some(python),
         other => {
             let why = match other {
-                Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                Ok(out) => String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .to_string(),
                 Err(error) => error.to_string(),
             };
             assert!(

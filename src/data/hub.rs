@@ -6,8 +6,8 @@
 //! Python's `huggingface_hub` share (`$HF_HOME/hub`, default `~/.cache/huggingface/hub`:
 //! `datasets--ORG--NAME/refs/main`, `snapshots/<commit>/…` links into `blobs/`). A snapshot already
 //! there is used without the network; otherwise the files are downloaded into it, unless
-//! `HF_HUB_OFFLINE=1`. A token (`HF_TOKEN` or the cache's token file) is used by `hf-hub` and never
-//! printed.
+//! `HF_HUB_OFFLINE=1`. A token (`HF_TOKEN`, else the cache's token file) is sent to the Hub for
+//! gated datasets and never printed.
 //!
 //! Which files make the split: the dataset card's YAML `configs` (`data_files` per split, with
 //! globs) when the card has them, else the Hub's own inference: Parquet/JSONL files, the config as
@@ -180,7 +180,13 @@ fn download(spec: &HubDatasetSpec) -> Result<HubDataset> {
     let hub_error = |what: &str, e: hf_hub::api::sync::ApiError| {
         DataError::InvalidConfig(format!("dataset {}: {what}: {e}", spec.repo))
     };
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
+    let mut builder = hf_hub::api::sync::ApiBuilder::from_env();
+    // `HF_TOKEN` wins over the cache's token file, as in `huggingface_hub`; it is only ever sent
+    // to the Hub, never printed.
+    if let Some(token) = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
+        builder = builder.with_token(Some(token));
+    }
+    let api = builder
         .build()
         .map_err(|e| hub_error("the Hub client", e))?;
     let repo = api.dataset(spec.repo.clone());
@@ -479,6 +485,32 @@ mod tests {
         assert_eq!(split_of("data/train-00000-of-00002.parquet"), "train");
         assert_eq!(split_of("dev/part.parquet"), "validation");
         assert_eq!(split_of("problems.jsonl"), "train");
+    }
+
+    #[test]
+    fn card_configs_take_every_data_files_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let card = dir.path().join(CARD_FILE);
+        std::fs::write(
+            &card,
+            "---\nconfigs:\n- config_name: all\n  data_files: all/*.parquet\n\
+             - config_name: two\n  default: true\n  data_files:\n  - split: test\n    path:\n\
+             \x20   - a/test-*\n    - b/test-*\n---\n",
+        )
+        .unwrap();
+        let configs = read_card_configs(&card).unwrap();
+        assert_eq!(
+            configs[0].splits,
+            [("train".into(), vec!["all/*.parquet".into()])]
+        );
+        assert!(configs[1].default);
+        assert_eq!(configs[1].splits[0].1, ["a/test-*", "b/test-*"]);
+        std::fs::write(&card, "---\nconfigs: [\n---\n").unwrap();
+        let error = read_card_configs(&card).unwrap_err().to_string();
+        assert!(
+            error.contains("README.md") && error.contains("configs"),
+            "{error}"
+        );
     }
 
     #[test]
