@@ -38,6 +38,7 @@ fn rollouts(vocab: u32) -> (Vec<Vec<u32>>, Vec<Completion>) {
                 sample_index: s,
                 completion_tokens: tokens.len(),
                 tokens,
+                eos_token: None,
                 text: String::new(),
                 finish_reason: FinishReason::Length,
                 prompt_tokens: prompt.len(),
@@ -52,7 +53,7 @@ fn with_mu_1_and_no_kl_the_update_is_the_group_normalised_policy_gradient() {
     let config = common::tiny(Architecture::Qwen2, 61);
     let t = common::trainable(&config, 13, DType::F32);
     let (prompts, completions) = rollouts(61);
-    let batch = RolloutBatch::new(&prompts, &completions, None, false, &Device::Cpu).unwrap();
+    let batch = RolloutBatch::new(&prompts, &completions, false, &Device::Cpu).unwrap();
     let rewards = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0];
     let (adv, flat) = advantages(&rewards, 4, AdvantageScaling::Group);
     assert_eq!(flat, 0);
@@ -63,7 +64,7 @@ fn with_mu_1_and_no_kl_the_update_is_the_group_normalised_policy_gradient() {
     )
     .unwrap();
     let old = batch
-        .log_probs(&t.model.detached().unwrap())
+        .log_probs(&t.model.detached().unwrap(), 1.0)
         .unwrap()
         .logp
         .detach();
@@ -72,7 +73,7 @@ fn with_mu_1_and_no_kl_the_update_is_the_group_normalised_policy_gradient() {
     let grpo_grads = loss.loss.backward().unwrap();
 
     // The policy gradient written out: -(1/B) Σ_i A_i · mean_t log π(o_it).
-    let logp = batch.log_probs(&t.model).unwrap().logp;
+    let logp = batch.log_probs(&t.model, 1.0).unwrap().logp;
     let mask = batch.target_mask().unwrap();
     let per_sequence = ((logp * &mask).unwrap().sum(1).unwrap() / mask.sum(1).unwrap()).unwrap();
     let pg = (per_sequence * &adv_t)
@@ -105,7 +106,8 @@ fn advantages_are_group_relative_and_flat_groups_are_counted() {
     );
     assert_eq!(flat, 1, "the second group has no reward spread");
     assert!(adv[4..].iter().all(|&a| a == 0.0));
-    let expected = 0.5 / (0.5 + 1e-4);
+    // Unbiased (n − 1) std, as TRL: sqrt(4 × 0.25 / 3).
+    let expected = 0.5 / ((1.0f64 / 3.0).sqrt() + 1e-4);
     assert!(
         (adv[0] - expected).abs() < 1e-12 && (adv[1] + expected).abs() < 1e-12,
         "{adv:?}"
@@ -124,6 +126,7 @@ fn rewards_score_accuracy_format_and_overlong_separately() {
     let gold_checker = distill::verify::Checker::Gold;
     let item = |completion: &'static str, tokens: usize| Scored {
         prompt: "What is 2+2?",
+        prefill: "",
         completion,
         gold: "4",
         checker: &gold_checker,

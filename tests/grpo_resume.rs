@@ -1,16 +1,20 @@
 //! GRPO checkpoints: a `distill grpo` run killed with SIGKILL and resumed with `--resume` ends with
 //! the weights, reward curve and compute accounting of an uninterrupted run, bit for bit (CPU), with
-//! μ = 2 updates per rollout batch and the KL term on.
+//! μ = 2 updates per rollout batch, the KL term on and a policy that learns from its first step (a
+//! length reward that spreads in every group, rollouts at temperature 0.9): the optimiser's moments,
+//! step count (bias correction) and learning-rate schedule must all resume where they were.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-fn grpo_command(policy: &str, out: &Path, resume: bool) -> Command {
+fn grpo_command(policy: &str, config: &Path, out: &Path, resume: bool) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_distill"));
     command.args([
         "grpo",
+        "--config",
+        config.to_str().unwrap(),
         "--policy",
         policy,
         "--prompts",
@@ -43,14 +47,51 @@ fn grpo_command(policy: &str, out: &Path, resume: bool) -> Command {
 #[test]
 fn kill_9_then_resume_gives_the_uninterrupted_runs_weights_and_curve() {
     let tmp = tempfile::tempdir().unwrap();
-    let policy = common::synthetic_student(tmp.path(), 8);
+    let policy = common::early_stopping_student(tmp.path(), 8);
+    // Shorter completions earn more; a cosine schedule with warmup makes the learning rate depend
+    // on the optimiser step too.
+    let config = tmp.path().join("grpo.toml");
+    std::fs::write(
+        &config,
+        "temperature = 0.9\nwarmup_steps = 4\ndecay = \"cosine\"\n\
+         [rewards]\naccuracy = 0.0\nlength_penalty = 1.0\n",
+    )
+    .unwrap();
 
     let straight = tmp.path().join("straight");
-    let status = grpo_command(&policy, &straight, false).status().unwrap();
+    let status = grpo_command(&policy, &config, &straight, false)
+        .status()
+        .unwrap();
     assert!(status.success());
+    let records =
+        distill::train::metrics::MetricsLog::read(&straight.join("metrics.jsonl")).unwrap();
+    let spread_steps = records
+        .iter()
+        .filter(|r| r["zero_std_group_fraction"].as_f64().unwrap() < 1.0)
+        .count();
+    assert_eq!(
+        spread_steps,
+        records.len(),
+        "every step has groups with reward spread"
+    );
+    let weights = |dir: &Path| {
+        candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap()
+    };
+    let (before, after) = (
+        weights(Path::new(&policy)),
+        weights(&straight.join("final")),
+    );
+    let moved = before
+        .iter()
+        .filter(|(name, t)| common::max_abs_diff(t, &after[name.as_str()]) > 1e-4)
+        .count();
+    assert_eq!(moved, before.len(), "every weight moved");
 
     let killed = tmp.path().join("killed");
-    let mut child = grpo_command(&policy, &killed, false).spawn().unwrap();
+    let mut child = grpo_command(&policy, &config, &killed, false)
+        .spawn()
+        .unwrap();
     let marker = killed.join("checkpoints").join("step-000006");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     while !marker.exists() && std::time::Instant::now() < deadline {
@@ -75,7 +116,9 @@ fn kill_9_then_resume_gives_the_uninterrupted_runs_weights_and_curve() {
     };
     let before_resume = first_six(&killed);
     assert_eq!(before_resume.len(), 6);
-    let status = grpo_command(&policy, &killed, true).status().unwrap();
+    let status = grpo_command(&policy, &config, &killed, true)
+        .status()
+        .unwrap();
     assert!(status.success());
     assert_eq!(
         first_six(&killed),

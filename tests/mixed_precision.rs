@@ -1,7 +1,7 @@
 //! Mixed precision and MFU: bf16 compute over f32 master weights gives every weight an f32
 //! gradient close to the f32 run's, a bf16 SFT run learns like an f32 one and saves f32 weights, and
 //! the logged MFU is the PaLM FLOP count of the step over its time and the configured peak; a bf16
-//! GRPO run takes finite steps.
+//! GRPO run on a policy with reward spread takes finite steps that move every weight.
 
 mod common;
 
@@ -185,10 +185,11 @@ fn the_logged_mfu_is_the_steps_palm_flops_over_time_and_peak() {
 }
 
 #[test]
-fn a_bf16_grpo_run_takes_finite_steps_and_saves_f32_weights() {
+fn a_bf16_grpo_run_takes_finite_steps_that_move_the_weights_and_saves_f32_weights() {
     use distill::data::synth::{generate_tasks, TaskKind};
     let tmp = tempfile::tempdir().unwrap();
-    let policy = common::synthetic_student(tmp.path(), 5);
+    // Completions of varied length and a length reward: every group has reward spread.
+    let policy = common::early_stopping_student(tmp.path(), 5);
     let problems: Vec<_> = generate_tasks(TaskKind::Arithmetic, 1, 8, 8)
         .unwrap()
         .iter()
@@ -196,7 +197,7 @@ fn a_bf16_grpo_run_takes_finite_steps_and_saves_f32_weights() {
         .collect();
     let out = tmp.path().join("grpo");
     let config: distill::train::grpo::GrpoConfig = toml::from_str(&format!(
-        "policy = {policy:?}\nout = {:?}\nsteps = 3\ngroup_size = 4\nprompts_per_step = 2\nmax_new_tokens = 12\nbeta = 0.05\nprecision = \"bf16\"\n",
+        "policy = {policy:?}\nout = {:?}\nsteps = 3\ngroup_size = 4\nprompts_per_step = 2\nmax_new_tokens = 12\nbeta = 0.05\nmu = 2\nlearning_rate = 1e-3\nprecision = \"bf16\"\n[rewards]\naccuracy = 0.0\nlength_penalty = 1.0\n",
         out.display().to_string()
     ))
     .unwrap();
@@ -213,8 +214,21 @@ fn a_bf16_grpo_run_takes_finite_steps_and_saves_f32_weights() {
             );
         }
     }
+    assert!(
+        records
+            .iter()
+            .all(|r| r["zero_std_group_fraction"].as_f64().unwrap() < 1.0),
+        "every step has groups with reward spread"
+    );
     let saved =
         candle_core::safetensors::load(summary.model_dir.join("model.safetensors"), &Device::Cpu)
             .unwrap();
     assert!(saved.values().all(|t| t.dtype() == DType::F32));
+    let initial =
+        candle_core::safetensors::load(Path::new(&policy).join("model.safetensors"), &Device::Cpu)
+            .unwrap();
+    for (name, before) in &initial {
+        let change = common::max_abs_diff(before, &saved[name]);
+        assert!(change > 1e-4, "{name} moved only {change:e}");
+    }
 }

@@ -33,7 +33,7 @@ fn every_parameter_gets_a_finite_nonzero_gradient() {
     for arch in ARCHS {
         let config = common::tiny(arch, 97);
         let t = common::trainable(&config, 11, DType::F32);
-        let expected = distill::model::init::parameter_shapes(&config).len();
+        let expected = config.tensor_shapes().len();
         assert_eq!(
             t.params.len(),
             expected,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{llama, qwen2, qwen3};
-use distill::model::config::Llama3RopeScaling;
+use distill::model::config::{Llama3RopeScaling, RopeScaling};
 use distill::model::init::random_weights;
 use distill::model::{Architecture, Decoder, ModelConfig};
 
@@ -115,12 +115,12 @@ fn llama_logits_match_candle_transformers() {
 #[test]
 fn llama3_rope_scaling_matches_candle_transformers() {
     let config = ModelConfig {
-        rope_scaling: Some(Llama3RopeScaling {
+        rope_scaling: Some(RopeScaling::Llama3(Llama3RopeScaling {
             factor: 8.0,
             low_freq_factor: 1.0,
             high_freq_factor: 4.0,
             original_max_position_embeddings: 64,
-        }),
+        })),
         ..common::tiny(Architecture::Llama, 97)
     };
     llama_parity(&config, 25);

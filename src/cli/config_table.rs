@@ -52,6 +52,11 @@ impl ConfigTable {
         table.insert(last.to_string(), value.into());
     }
 
+    /// Whether the file gave top-level `key` (before any flag was set).
+    pub fn contains(&self, key: &str) -> bool {
+        self.table.contains_key(key)
+    }
+
     /// Sets `key` to a path.
     pub fn set_path(&mut self, key: &str, value: Option<&PathBuf>) {
         self.set(key, value.map(|p| p.display().to_string()));

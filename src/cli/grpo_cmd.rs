@@ -52,7 +52,8 @@ pub struct GrpoArgs {
     /// Updates per batch of rollouts (μ).
     #[arg(long)]
     pub mu: Option<usize>,
-    /// Lower and upper clip range.
+    /// Lower and upper clip range (the upper one only when --epsilon-high and the config file's
+    /// `epsilon_high` do not set it).
     #[arg(long)]
     pub epsilon: Option<f64>,
     /// Upper clip range (DAPO's clip-higher), when different from --epsilon.
@@ -95,8 +96,13 @@ impl GrpoArgs {
         table.set("learning_rate", self.lr);
         table.set("beta", self.beta);
         table.set("mu", int(self.mu));
+        // --epsilon sets both clip ranges, except an upper one given on its own (flag or file).
+        let upper_given = table.contains("epsilon_high");
         table.set("epsilon_low", self.epsilon);
-        table.set("epsilon_high", self.epsilon_high.or(self.epsilon));
+        table.set(
+            "epsilon_high",
+            self.epsilon_high.or(self.epsilon.filter(|_| !upper_given)),
+        );
         table.set_enum("loss", self.loss);
         table.set("mask_truncated", self.mask_truncated.then_some(true));
         table.set("max_flops", self.max_flops);

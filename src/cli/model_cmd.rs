@@ -1,4 +1,4 @@
-//! `distill model init | inspect | sample`.
+//! `distill model init | inspect | sample | export`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use crate::model::generate::{generate, GenerationConfig, GenerationRequest};
 use crate::model::init::{random_weights, Preset};
 use crate::model::load::{self, ModelSource};
-use crate::model::save::{save_hf_dir, torch_dtype_name};
+use crate::model::save::{save_hf_dir, save_hf_dir_keeping, torch_dtype_name};
 use crate::model::{Decoder, ModelConfig, SamplerConfig, Tokenizer};
 use crate::runtime::parse_device;
 
@@ -22,6 +22,42 @@ pub enum ModelCommand {
     Inspect(InspectArgs),
     /// Print a model's continuation of a prompt (temperature 0 = greedy).
     Sample(SampleArgs),
+    /// Write a model (any form `--model` takes, e.g. a llama2.c .bin) as a Hugging Face directory.
+    Export(ExportArgs),
+}
+
+/// `distill model export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Model directory, hub id (org/name) or llama2.c .bin file.
+    pub model: String,
+    /// Output directory (config.json, model.safetensors, generation_config.json, tokenizer files).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// dtype of the written weights.
+    #[arg(long, value_enum, default_value_t = ExportDtype::F32)]
+    pub dtype: ExportDtype,
+}
+
+/// The dtypes `distill model export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportDtype {
+    /// float32.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// float16.
+    F16,
+}
+
+impl ExportDtype {
+    fn dtype(self) -> DType {
+        match self {
+            ExportDtype::F32 => DType::F32,
+            ExportDtype::Bf16 => DType::BF16,
+            ExportDtype::F16 => DType::F16,
+        }
+    }
 }
 
 /// `distill model init`.
@@ -86,6 +122,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
         ModelCommand::Init(args) => init(&args),
         ModelCommand::Inspect(args) => inspect(&args),
         ModelCommand::Sample(args) => sample(&args),
+        ModelCommand::Export(args) => export(&args),
     }
 }
 
@@ -108,6 +145,24 @@ fn init(args: &InitArgs) -> anyhow::Result<()> {
         config.architecture.hf_class(),
         config.parameter_count(),
         args.seed,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let loaded = load::load(&args.model, &Device::Cpu, args.dtype.dtype())?;
+    save_hf_dir_keeping(
+        &loaded.model,
+        &loaded.tokenizer,
+        &loaded.eos_token_ids,
+        loaded.generation_config.as_ref(),
+        &args.out,
+    )?;
+    println!(
+        "wrote {} ({}) to {}",
+        loaded.model.config().architecture.hf_class(),
+        torch_dtype_name(args.dtype.dtype()),
         args.out.display()
     );
     Ok(())

@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::card::{how_to_load, CardConfig, DatasetCard};
 use crate::data::hashing::sha256_u64;
 use crate::data::sources::Problem;
+use crate::generate::prompts::{full_generation, think_prefill};
 use crate::model::{self, generate, GenerationConfig, GenerationRequest, SamplerConfig};
-use crate::train::grpo::render_prompt;
+use crate::train::grpo::render_prompt_text;
 use crate::verify::grade;
 use samples::{samples_path, write_samples, SampleRow};
 use scoring::{aggregate, score_problem, GradedSample, ProblemScore};
@@ -231,17 +232,26 @@ pub fn run_eval(config: &EvalConfig, problems: &[Problem]) -> anyhow::Result<Eva
     let progress = crate::progress::bar(problems.len() as u64, "eval");
     let mut rows = Vec::with_capacity(problems.len() * config.k);
     for chunk in problems.chunks(config.batch_size.max(1)) {
-        let requests = chunk
+        let texts = chunk
             .iter()
             .map(|problem| {
+                render_prompt_text(
+                    &loaded.tokenizer,
+                    problem,
+                    config.system_prompt.as_deref(),
+                    &config.instruction,
+                )
+                .with_context(|| format!("rendering the prompt of problem {}", problem.id))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let requests = chunk
+            .iter()
+            .zip(&texts)
+            .map(|(problem, text)| {
                 Ok(GenerationRequest {
-                    prompt: render_prompt(
-                        &loaded.tokenizer,
-                        problem,
-                        config.system_prompt.as_deref(),
-                        &config.instruction,
-                    )
-                    .with_context(|| format!("rendering the prompt of problem {}", problem.id))?,
+                    prompt: loaded.tokenizer.encode(text, false).with_context(|| {
+                        format!("tokenizing the prompt of problem {}", problem.id)
+                    })?,
                     seed: sha256_u64(format!("eval/{}/{}", config.seed, problem.id).as_bytes()),
                 })
             })
@@ -250,13 +260,17 @@ pub fn run_eval(config: &EvalConfig, problems: &[Problem]) -> anyhow::Result<Eva
         completions.sort_by_key(|c| (c.prompt_index, c.sample_index));
         for completion in completions {
             let problem = &chunk[completion.prompt_index];
-            let verdict = grade(&problem.answer, &problem.metadata, &completion.text)
+            let generation = full_generation(
+                think_prefill(&texts[completion.prompt_index]),
+                &completion.text,
+            );
+            let verdict = grade(&problem.answer, &problem.metadata, &generation)
                 .map_err(|e| anyhow::anyhow!("problem {}: field metadata: {e}", problem.id))?;
             rows.push(SampleRow {
                 id: problem.id.clone(),
                 source: problem.source.clone(),
                 sample_index: completion.sample_index as u32,
-                completion: completion.text,
+                completion: generation,
                 answer: verdict.answer,
                 correct: verdict.correct,
                 tokens: completion.completion_tokens as u32,

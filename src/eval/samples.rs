@@ -50,7 +50,8 @@ pub struct SampleRow {
     pub source: String,
     /// Which of the problem's k samples this is.
     pub sample_index: u32,
-    /// The completion text.
+    /// The graded text: the chat template's prefill (R1-Distill's `<think>\n`, when it opens the
+    /// thought) followed by the completion, as generate stores its `generation`.
     pub completion: String,
     /// The extracted final answer, if any.
     pub answer: Option<String>,

@@ -102,6 +102,19 @@ impl FilterConfig {
         if self.rows_per_shard == 0 {
             return bad("`rows_per_shard` must be at least 1");
         }
+        let r = &self.readability;
+        if !band.contains(&r.min_script_share) {
+            return bad("`min_script_share` is a share of words: it must be within 0..=1");
+        }
+        if !band.contains(&r.max_ngram_repeat_ratio) {
+            return bad("`max_ngram_repeat_ratio` must be within 0..=1");
+        }
+        if r.ngram_size == 0 {
+            return bad("`ngram_size` must be at least 1");
+        }
+        if r.min_completion_tokens > r.max_completion_tokens {
+            return bad("`min_completion_tokens` is above `max_completion_tokens`");
+        }
         Ok(())
     }
 

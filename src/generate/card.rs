@@ -88,7 +88,8 @@ pub fn generate_card(
     }
 }
 
-/// The teacher as a card shows it (never an API key: only the variable's name is in the config).
+/// The teacher as a card shows it: never an API key (only its variable's name is in the config)
+/// nor credentials in the endpoint URL.
 fn teacher_description(teacher: &TeacherConfig) -> String {
     match teacher {
         TeacherConfig::Local { model, dtype, .. } => format!("`{model}` (local, {dtype})"),
@@ -97,6 +98,10 @@ fn teacher_description(teacher: &TeacherConfig) -> String {
             endpoint,
             api,
             ..
-        } => format!("`{model}` at {endpoint} ({api:?} API)"),
+        } => {
+            // Credentials in the URL (`user:password@`) never reach the card.
+            let shown = crate::teacher::redact::Redactor::new(endpoint, None).scrub(endpoint);
+            format!("`{model}` at {shown} ({api:?} API)")
+        }
     }
 }

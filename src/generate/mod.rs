@@ -35,7 +35,7 @@ use crate::data::sources::Problem;
 use crate::data::split::WorkerSplit;
 use crate::data::DataError;
 use crate::model::ModelError;
-use crate::teacher::{PromptJob, SamplingParams, TeacherError};
+use crate::teacher::{PromptJob, SamplingParams, Teacher, TeacherError};
 use prompts::{problem_seed, RenderedPrompt, Renderer};
 use sink::{RowSink, Totals};
 use summary::Progress;
@@ -145,6 +145,38 @@ fn plan<'a>(
     (pending, rows_skipped)
 }
 
+/// Checks every prompt against the teacher's limits before anything is sampled, and names the
+/// problems that do not fit (a local model's context: prompt + `max_new_tokens`).
+fn refuse_prompts_that_do_not_fit(
+    teacher: &dyn Teacher,
+    problems: &[Problem],
+    rendered: &[RenderedPrompt],
+    max_new_tokens: usize,
+) -> Result<(), GenerateError> {
+    const SHOWN: usize = 5;
+    let mut refused = Vec::new();
+    for (problem, prompt) in problems.iter().zip(rendered) {
+        if let Err(e) = teacher.check_prompt(&prompt.prompt, max_new_tokens) {
+            refused.push(format!("problem {}: {e}", problem.id));
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let more = refused.len().saturating_sub(SHOWN);
+    refused.truncate(SHOWN);
+    Err(GenerateError::Config(format!(
+        "{} prompt(s) do not fit the teacher; nothing was sampled:\n  {}{}",
+        refused.len() + more,
+        refused.join("\n  "),
+        if more > 0 {
+            format!("\n  … and {more} more")
+        } else {
+            String::new()
+        }
+    )))
+}
+
 /// Runs the generate stage for `config` (this worker's share when split) and writes
 /// `summary.json` beside the shards.
 pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, GenerateError> {
@@ -164,6 +196,12 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         .map(|problem| renderer.render(problem))
         .collect::<Result<Vec<_>, _>>()?;
     let mut teacher = built.into_teacher();
+    refuse_prompts_that_do_not_fit(
+        teacher.as_ref(),
+        &problems,
+        &rendered,
+        config.max_new_tokens,
+    )?;
     let info = teacher.describe();
 
     let out_dir = if split.num_shards() == 1 {

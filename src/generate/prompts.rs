@@ -7,7 +7,9 @@
 use super::config::GenerateConfig;
 use super::GenerateError;
 use crate::data::hashing::sha256_u64;
-use crate::data::prompt_source::{load_files, problem_texts, prompt_files, SynthSpec};
+use crate::data::prompt_source::{
+    load_files, load_prompts, problem_texts, prompt_files, SynthSpec,
+};
 use crate::data::sources::{load_builtin_named, load_problems, Adapter, ColumnMapping, Problem};
 use crate::model::{ChatOptions, Message, Tokenizer};
 
@@ -59,11 +61,18 @@ fn load_file(config: &GenerateConfig) -> Result<Vec<Problem>, GenerateError> {
                     "--answer-column/--id-column need --problem-column".into(),
                 ));
             }
-            let adapter = adapter.as_deref().map(Adapter::from_name).transpose()?;
-            let files = prompt_files(&config.prompts)?;
-            Ok(load_files(&files, |file| {
-                load_builtin_named(&file.path, adapter, &file.stem)
-            })?)
+            match adapter {
+                Some(name) => {
+                    let adapter = Adapter::from_name(name)?;
+                    let files = prompt_files(&config.prompts)?;
+                    Ok(load_files(&files, |file| {
+                        load_builtin_named(&file.path, Some(adapter), &file.stem)
+                    })?)
+                }
+                // The reader every verb uses: a detected format (files or a Hub split), else
+                // `problem` + `answer` columns.
+                None => Ok(load_prompts(&config.prompts)?),
+            }
         }
     }
 }

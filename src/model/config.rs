@@ -1,13 +1,22 @@
 //! The shape of a decoder: Hugging Face `config.json` read into [`ModelConfig`] and written back.
 //!
 //! One config covers Qwen2/Qwen2.5, Qwen3 and Llama 2/3.x. The architectures differ only in flags
-//! (`qkv_bias`, `qk_norm`, `rope_scaling`, `tie_word_embeddings`), never in separate layer code.
+//! (`qkv_bias`, `mlp_bias`, `qk_norm`, `rope_scaling`, `tie_word_embeddings`), never in separate
+//! layer code.
+//!
+//! Reading follows transformers' rules for both layouts it writes (v4's top-level `rope_theta` /
+//! `rope_scaling`, v5's `rope_parameters`; see [`super::rope_scaling`]) and its per-architecture
+//! defaults for absent fields. A field that changes the math and that distill does not implement
+//! (an activation other than SiLU, sliding-window attention switched on, an unknown RoPE type) is an
+//! error naming the file and field; every other field is carried in `extra` and written back.
 
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
 use super::error::{ModelError, Result};
+use super::rope_scaling::{self as rope_params};
+pub use super::rope_scaling::{Llama3RopeScaling, RopeScaling, YarnRopeScaling};
 
 /// The decoder families distill implements with one code path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,19 +58,6 @@ impl Architecture {
     }
 }
 
-/// Llama 3.x frequency-dependent RoPE scaling (`rope_scaling.rope_type == "llama3"`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Llama3RopeScaling {
-    /// Overall scale factor applied to low frequencies.
-    pub factor: f64,
-    /// Wavelength boundary (as a fraction of the original context) below which frequencies are scaled.
-    pub low_freq_factor: f64,
-    /// Wavelength boundary above which frequencies are kept.
-    pub high_freq_factor: f64,
-    /// Context length the model was pretrained with.
-    pub original_max_position_embeddings: usize,
-}
-
 /// Everything the decoder needs to know about a model's shape and numerics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
@@ -85,14 +81,17 @@ pub struct ModelConfig {
     pub rms_norm_eps: f64,
     /// RoPE base frequency.
     pub rope_theta: f64,
-    /// Llama 3.x RoPE scaling, when the config asks for it.
-    pub rope_scaling: Option<Llama3RopeScaling>,
+    /// RoPE frequency scaling (linear, Llama 3.x, YaRN), when the config asks for it.
+    pub rope_scaling: Option<RopeScaling>,
     /// Longest context the model supports.
     pub max_position_embeddings: usize,
     /// Whether the output projection reuses the embedding matrix.
     pub tie_word_embeddings: bool,
-    /// Whether q/k/v projections carry a bias.
+    /// Whether q/k/v projections carry a bias (Qwen2 always; Llama and Qwen3 with
+    /// `attention_bias`, which also gives `o_proj` a bias: see [`ModelConfig::o_proj_bias`]).
     pub qkv_bias: bool,
+    /// Whether the MLP's gate/up/down projections carry a bias (Llama's `mlp_bias`).
+    pub mlp_bias: bool,
     /// Whether query and key heads are RMS-normalised (Qwen3).
     pub qk_norm: bool,
     /// Beginning-of-sequence token, when the model has one.
@@ -117,6 +116,9 @@ const OWNED_FIELDS: &[&str] = &[
     "rms_norm_eps",
     "rope_theta",
     "rope_scaling",
+    "rope_parameters",
+    "mlp_bias",
+    "dtype",
     "max_position_embeddings",
     "tie_word_embeddings",
     "attention_bias",
@@ -161,11 +163,16 @@ impl ModelConfig {
                 ));
             }
         }
+        let defaults = ClassDefaults::of(architecture);
         let hidden_size = fields.usize("hidden_size")?;
+        let num_hidden_layers = fields.usize("num_hidden_layers")?;
         let num_attention_heads = fields.usize("num_attention_heads")?;
-        let num_key_value_heads = fields
-            .optional_usize("num_key_value_heads")?
-            .unwrap_or(num_attention_heads);
+        // An explicit null means "as many as query heads"; an absent field is the class default.
+        let num_key_value_heads = match fields.map.get("num_key_value_heads") {
+            Some(Value::Null) => num_attention_heads,
+            Some(_) => fields.usize("num_key_value_heads")?,
+            None => defaults.num_key_value_heads.unwrap_or(num_attention_heads),
+        };
         if num_attention_heads == 0 || num_key_value_heads == 0 {
             return Err(config_error(
                 origin,
@@ -180,7 +187,7 @@ impl ModelConfig {
                 &format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"),
             ));
         }
-        let head_dim = match fields.optional_usize("head_dim")? {
+        let head_dim = match fields.optional_usize("head_dim")?.or(defaults.head_dim) {
             Some(d) => d,
             None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
             None => {
@@ -198,29 +205,41 @@ impl ModelConfig {
                 "must be even for rotary embeddings",
             ));
         }
-        let qkv_bias = match architecture {
-            Architecture::Qwen2 => true,
-            _ => fields.optional_bool("attention_bias")?.unwrap_or(false),
+        let attention_bias = fields.optional_bool("attention_bias")?.unwrap_or(false);
+        let (qkv_bias, mlp_bias) = match architecture {
+            // transformers' Qwen2 always has q/k/v biases and never reads attention_bias or mlp_bias.
+            Architecture::Qwen2 => (true, false),
+            Architecture::Qwen3 => (attention_bias, false),
+            Architecture::Llama => (
+                attention_bias,
+                fields.optional_bool("mlp_bias")?.unwrap_or(false),
+            ),
         };
+        if architecture != Architecture::Llama {
+            refuse_sliding_window(&fields, num_hidden_layers)?;
+        }
+        let max_position_embeddings = fields
+            .optional_usize("max_position_embeddings")?
+            .unwrap_or(defaults.max_position_embeddings);
+        let (rope_theta, rope_scaling) = rope_params::parse(&fields, max_position_embeddings)?;
         Ok(ModelConfig {
             architecture,
             vocab_size: fields.usize("vocab_size")?,
             hidden_size,
             intermediate_size: fields.usize("intermediate_size")?,
-            num_hidden_layers: fields.usize("num_hidden_layers")?,
+            num_hidden_layers,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
             rms_norm_eps: fields.optional_f64("rms_norm_eps")?.unwrap_or(1e-6),
-            rope_theta: fields.optional_f64("rope_theta")?.unwrap_or(10_000.0),
-            rope_scaling: parse_rope_scaling(&fields)?,
-            max_position_embeddings: fields
-                .optional_usize("max_position_embeddings")?
-                .unwrap_or(4096),
+            rope_theta,
+            rope_scaling,
+            max_position_embeddings,
             tie_word_embeddings: fields
                 .optional_bool("tie_word_embeddings")?
                 .unwrap_or(false),
             qkv_bias,
+            mlp_bias,
             qk_norm: architecture == Architecture::Qwen3,
             bos_token_id: fields.optional_u32("bos_token_id")?,
             eos_token_ids: fields.token_ids("eos_token_id")?,
@@ -230,6 +249,11 @@ impl ModelConfig {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         })
+    }
+
+    /// Whether `o_proj` carries a bias: Llama and Qwen3 with `attention_bias` (Qwen2 never).
+    pub fn o_proj_bias(&self) -> bool {
+        self.qkv_bias && self.architecture != Architecture::Qwen2
     }
 
     /// The `config.json` transformers reads for this model, with `torch_dtype` set to `dtype`.
@@ -251,6 +275,7 @@ impl ModelConfig {
             "tie_word_embeddings": self.tie_word_embeddings,
             "hidden_act": "silu",
             "torch_dtype": torch_dtype,
+            "dtype": torch_dtype,
         });
         if let Value::Object(owned) = owned {
             map.extend(owned);
@@ -258,18 +283,14 @@ impl ModelConfig {
         if self.architecture != Architecture::Qwen2 {
             map.insert("attention_bias".into(), json!(self.qkv_bias));
         }
+        if self.architecture == Architecture::Llama {
+            map.insert("mlp_bias".into(), json!(self.mlp_bias));
+        }
         map.insert(
             "rope_scaling".into(),
-            match self.rope_scaling {
-                Some(s) => json!({
-                    "rope_type": "llama3",
-                    "factor": s.factor,
-                    "low_freq_factor": s.low_freq_factor,
-                    "high_freq_factor": s.high_freq_factor,
-                    "original_max_position_embeddings": s.original_max_position_embeddings,
-                }),
-                None => Value::Null,
-            },
+            self.rope_scaling
+                .as_ref()
+                .map_or(Value::Null, RopeScaling::to_hf_json),
         );
         map.insert("bos_token_id".into(), json!(self.bos_token_id));
         map.insert(
@@ -289,9 +310,15 @@ impl ModelConfig {
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
         let attention = d * q + 2 * d * kv + q * d;
-        let bias = if self.qkv_bias { q + 2 * kv } else { 0 };
+        let bias =
+            if self.qkv_bias { q + 2 * kv } else { 0 } + if self.o_proj_bias() { d } else { 0 };
         let qk_norm = if self.qk_norm { 2 * self.head_dim } else { 0 };
-        let mlp = 3 * d * self.intermediate_size;
+        let mlp = 3 * d * self.intermediate_size
+            + if self.mlp_bias {
+                2 * self.intermediate_size + d
+            } else {
+                0
+            };
         let layer = attention + bias + qk_norm + mlp + 2 * d;
         let embed = self.vocab_size * d;
         let head = if self.tie_word_embeddings { 0 } else { embed };
@@ -304,48 +331,130 @@ impl ModelConfig {
         Fields { map: &map, origin }.token_ids("eos_token_id")
     }
 
+    /// The name and shape of every tensor this config implies, in Hugging Face naming (a tied
+    /// output projection is the embedding and is not listed).
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (d, i, hd) = (self.hidden_size, self.intermediate_size, self.head_dim);
+        let q = self.num_attention_heads * hd;
+        let kv = self.num_key_value_heads * hd;
+        let mut shapes = vec![(
+            "model.embed_tokens.weight".to_string(),
+            vec![self.vocab_size, d],
+        )];
+        for layer in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{layer}");
+            let mut add = |name: &str, dims: Vec<usize>| shapes.push((format!("{p}.{name}"), dims));
+            add("input_layernorm.weight", vec![d]);
+            add("post_attention_layernorm.weight", vec![d]);
+            add("self_attn.q_proj.weight", vec![q, d]);
+            add("self_attn.k_proj.weight", vec![kv, d]);
+            add("self_attn.v_proj.weight", vec![kv, d]);
+            add("self_attn.o_proj.weight", vec![d, q]);
+            if self.qkv_bias {
+                add("self_attn.q_proj.bias", vec![q]);
+                add("self_attn.k_proj.bias", vec![kv]);
+                add("self_attn.v_proj.bias", vec![kv]);
+            }
+            if self.o_proj_bias() {
+                add("self_attn.o_proj.bias", vec![d]);
+            }
+            if self.qk_norm {
+                add("self_attn.q_norm.weight", vec![hd]);
+                add("self_attn.k_norm.weight", vec![hd]);
+            }
+            add("mlp.gate_proj.weight", vec![i, d]);
+            add("mlp.up_proj.weight", vec![i, d]);
+            add("mlp.down_proj.weight", vec![d, i]);
+            if self.mlp_bias {
+                add("mlp.gate_proj.bias", vec![i]);
+                add("mlp.up_proj.bias", vec![i]);
+                add("mlp.down_proj.bias", vec![d]);
+            }
+        }
+        shapes.push(("model.norm.weight".to_string(), vec![d]));
+        if !self.tie_word_embeddings {
+            shapes.push(("lm_head.weight".to_string(), vec![self.vocab_size, d]));
+        }
+        shapes
+    }
+
     /// Query heads that share one key/value head.
     pub fn group_size(&self) -> usize {
         self.num_attention_heads / self.num_key_value_heads
     }
 }
 
-fn parse_rope_scaling(fields: &Fields) -> Result<Option<Llama3RopeScaling>> {
-    let Some(value) = fields.map.get("rope_scaling") else {
-        return Ok(None);
-    };
-    if value.is_null() {
-        return Ok(None);
+/// transformers' defaults for fields a `config.json` may leave out, where they differ by class.
+struct ClassDefaults {
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    max_position_embeddings: usize,
+}
+
+impl ClassDefaults {
+    fn of(architecture: Architecture) -> Self {
+        match architecture {
+            Architecture::Qwen2 => ClassDefaults {
+                num_key_value_heads: Some(32),
+                head_dim: None,
+                max_position_embeddings: 32_768,
+            },
+            Architecture::Qwen3 => ClassDefaults {
+                num_key_value_heads: Some(32),
+                head_dim: Some(128),
+                max_position_embeddings: 32_768,
+            },
+            Architecture::Llama => ClassDefaults {
+                num_key_value_heads: None,
+                head_dim: None,
+                max_position_embeddings: 2048,
+            },
+        }
     }
-    let Value::Object(inner) = value else {
-        return Err(config_error(
-            fields.origin,
-            "rope_scaling",
-            "expected an object or null",
-        ));
-    };
-    let origin = format!("{} (rope_scaling)", fields.origin);
-    let sub = Fields {
-        map: inner,
-        origin: &origin,
-    };
-    let kind = match sub.optional_string("rope_type")? {
-        Some(kind) => kind,
-        None => sub.string("type")?,
-    };
-    if kind != "llama3" {
-        return Err(config_error(
-            fields.origin,
-            "rope_scaling.rope_type",
-            &format!("unsupported RoPE scaling {kind:?}; only \"llama3\" is implemented"),
-        ));
+}
+
+/// Qwen2/Qwen3 sliding-window attention: a layer slides when `use_sliding_window` is true,
+/// `sliding_window` is set, and its `layer_types` entry (by default: index ≥ `max_window_layers`)
+/// is `sliding_attention`. distill implements full attention only, so that is refused.
+fn refuse_sliding_window(fields: &Fields, layers: usize) -> Result<()> {
+    let on = fields.optional_bool("use_sliding_window")?.unwrap_or(false);
+    let window = fields
+        .map
+        .get("sliding_window")
+        .map_or(Some(4096), Value::as_u64);
+    if !on || window.is_none() {
+        return Ok(());
     }
-    Ok(Some(Llama3RopeScaling {
-        factor: sub.f64("factor")?,
-        low_freq_factor: sub.f64("low_freq_factor")?,
-        high_freq_factor: sub.f64("high_freq_factor")?,
-        original_max_position_embeddings: sub.usize("original_max_position_embeddings")?,
-    }))
+    let sliding_layers: Vec<usize> = match fields.present("layer_types") {
+        Some(Value::Array(types)) => types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.as_str() == Some("sliding_attention"))
+            .map(|(i, _)| i)
+            .collect(),
+        Some(other) => {
+            return Err(config_error(
+                fields.origin,
+                "layer_types",
+                &format!("expected a list of strings, found {other}"),
+            ))
+        }
+        None => {
+            let first = fields.optional_usize("max_window_layers")?.unwrap_or(28);
+            (first..layers).collect()
+        }
+    };
+    if sliding_layers.is_empty() {
+        return Ok(());
+    }
+    Err(config_error(
+        fields.origin,
+        "use_sliding_window",
+        &format!(
+            "sliding-window attention is on for layers {sliding_layers:?} (window {}); distill implements full attention only",
+            window.unwrap_or_default()
+        ),
+    ))
 }
 
 /// Parses a JSON document, naming `origin` and the line and column of a syntax error.
@@ -369,7 +478,7 @@ fn json_object(text: &str, origin: &str) -> Result<Map<String, Value>> {
     }
 }
 
-fn config_error(file: &str, field: &str, message: &str) -> ModelError {
+pub(super) fn config_error(file: &str, field: &str, message: &str) -> ModelError {
     ModelError::Config {
         file: file.to_string(),
         field: field.to_string(),
@@ -378,13 +487,13 @@ fn config_error(file: &str, field: &str, message: &str) -> ModelError {
 }
 
 /// Typed access to the fields of one JSON object, with errors that name the file and field.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    origin: &'a str,
+pub(super) struct Fields<'a> {
+    pub(super) map: &'a Map<String, Value>,
+    pub(super) origin: &'a str,
 }
 
 impl Fields<'_> {
-    fn present(&self, name: &str) -> Option<&Value> {
+    pub(super) fn present(&self, name: &str) -> Option<&Value> {
         self.map.get(name).filter(|v| !v.is_null())
     }
 
@@ -400,7 +509,7 @@ impl Fields<'_> {
         )
     }
 
-    fn optional_usize(&self, name: &str) -> Result<Option<usize>> {
+    pub(super) fn optional_usize(&self, name: &str) -> Result<Option<usize>> {
         self.present(name)
             .map(|v| {
                 v.as_u64()
@@ -424,17 +533,17 @@ impl Fields<'_> {
             .transpose()
     }
 
-    fn optional_f64(&self, name: &str) -> Result<Option<f64>> {
+    pub(super) fn optional_f64(&self, name: &str) -> Result<Option<f64>> {
         self.present(name)
             .map(|v| v.as_f64().ok_or_else(|| self.wrong(name, "a number", v)))
             .transpose()
     }
 
-    fn f64(&self, name: &str) -> Result<f64> {
+    pub(super) fn f64(&self, name: &str) -> Result<f64> {
         self.optional_f64(name)?.ok_or_else(|| self.missing(name))
     }
 
-    fn optional_bool(&self, name: &str) -> Result<Option<bool>> {
+    pub(super) fn optional_bool(&self, name: &str) -> Result<Option<bool>> {
         self.present(name)
             .map(|v| {
                 v.as_bool()
@@ -443,7 +552,7 @@ impl Fields<'_> {
             .transpose()
     }
 
-    fn optional_string(&self, name: &str) -> Result<Option<String>> {
+    pub(super) fn optional_string(&self, name: &str) -> Result<Option<String>> {
         self.present(name)
             .map(|v| {
                 v.as_str()

@@ -130,7 +130,14 @@ impl Attention {
                 cfg.qkv_bias,
                 dtype,
             )?,
-            o_proj: Linear::load(weights, &format!("{prefix}.o_proj"), d, q, false, dtype)?,
+            o_proj: Linear::load(
+                weights,
+                &format!("{prefix}.o_proj"),
+                d,
+                q,
+                cfg.o_proj_bias(),
+                dtype,
+            )?,
             q_norm: if cfg.qk_norm {
                 Some(norm("q_norm")?)
             } else {
@@ -207,11 +214,11 @@ struct Mlp {
 
 impl Mlp {
     fn load(weights: &Weights, prefix: &str, cfg: &ModelConfig, dtype: DType) -> Result<Self> {
-        let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let (d, i, bias) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
         Ok(Mlp {
-            gate_proj: Linear::load(weights, &format!("{prefix}.gate_proj"), i, d, false, dtype)?,
-            up_proj: Linear::load(weights, &format!("{prefix}.up_proj"), i, d, false, dtype)?,
-            down_proj: Linear::load(weights, &format!("{prefix}.down_proj"), d, i, false, dtype)?,
+            gate_proj: Linear::load(weights, &format!("{prefix}.gate_proj"), i, d, bias, dtype)?,
+            up_proj: Linear::load(weights, &format!("{prefix}.up_proj"), i, d, bias, dtype)?,
+            down_proj: Linear::load(weights, &format!("{prefix}.down_proj"), d, i, bias, dtype)?,
         })
     }
 
@@ -286,6 +293,13 @@ impl DecoderLayer {
     }
 }
 
+/// Checkpoint tensors the decoder may leave unused: `lm_head.weight` under tied embeddings
+/// (transformers ties it to the embedding and ignores the stored copy) and the `rotary_emb.inv_freq`
+/// buffers older checkpoints saved (recomputed from the config).
+fn is_ignorable_tensor(name: &str, tied: bool) -> bool {
+    (tied && name == "lm_head.weight") || name.ends_with(".rotary_emb.inv_freq")
+}
+
 /// A decoder-only transformer in the Qwen/Llama family.
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -306,6 +320,9 @@ impl Decoder {
         device: &Device,
     ) -> Result<Self> {
         let cfg = config;
+        weights.check_accounted_for(&cfg.tensor_shapes(), |name| {
+            is_ignorable_tensor(name, cfg.tie_word_embeddings)
+        })?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::load(weights, &format!("model.layers.{i}"), cfg, dtype))
             .collect::<Result<Vec<_>>>()?;
@@ -424,6 +441,21 @@ impl Decoder {
             *last = self.config.vocab_size;
         }
         Ok(logits.reshape(out_dims)?)
+    }
+
+    /// Refuses a prompt of `prompt_tokens` that may grow by `max_new_tokens` past the context the
+    /// model was trained for (`max_position_embeddings`): positions beyond it were never trained,
+    /// and the output there is garbage.
+    pub fn check_fits(&self, prompt_tokens: usize, max_new_tokens: usize) -> Result<()> {
+        let context = self.config.max_position_embeddings;
+        if prompt_tokens + max_new_tokens > context {
+            return Err(ModelError::Invalid(format!(
+                "a {prompt_tokens}-token prompt plus up to {max_new_tokens} new tokens exceeds the \
+                 model's context of {context} tokens (max_position_embeddings); shorten the prompt \
+                 or lower max_new_tokens"
+            )));
+        }
+        Ok(())
     }
 
     /// A key/value cache sized for `batch` rows of up to `capacity` positions.

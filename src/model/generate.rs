@@ -73,6 +73,9 @@ pub struct Completion {
     pub sample_index: usize,
     /// Generated ids, without the EOS that ended it.
     pub tokens: Vec<u32>,
+    /// The EOS id that ended it, when one did: with several EOS ids (Llama-3.x-Instruct's
+    /// `[128001, 128008, 128009]`) the one actually sampled, which a trainer must append.
+    pub eos_token: Option<u32>,
     /// Decoded text, cut before a stop string.
     pub text: String,
     /// Why it ended.
@@ -81,6 +84,20 @@ pub struct Completion {
     pub prompt_tokens: usize,
     /// Tokens generated, counting the EOS that ended it.
     pub completion_tokens: usize,
+}
+
+/// Stops generation on NaN/Inf logits (broken weights), naming the step, instead of sampling
+/// garbage: a non-finite element makes the sum non-finite, one cheap reduction per step.
+fn require_finite(logits: &Tensor, step: usize) -> Result<()> {
+    let sum = logits.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+    if sum.is_finite() {
+        return Ok(());
+    }
+    Err(ModelError::Invalid(format!(
+        "the model's logits hold NaN or Inf at generation step {step} (of {} rows): the weights \
+         are broken (non-finite values in model.safetensors?) or overflowed in this dtype",
+        logits.dim(0)?
+    )))
 }
 
 /// The seed of sample `sample` of a request seeded with `seed` (SplitMix64 of both).
@@ -99,7 +116,7 @@ struct Row {
     tokens: Vec<u32>,
     text: String,
     finished: Option<FinishReason>,
-    hit_eos: bool,
+    eos_token: Option<u32>,
 }
 
 /// Generates `config.n` completions for every request, all in one batch.
@@ -116,6 +133,11 @@ pub fn generate(
         return Err(ModelError::Invalid(format!(
             "prompt {i} is empty: generation needs at least one token"
         )));
+    }
+    for (i, request) in requests.iter().enumerate() {
+        model
+            .check_fits(request.prompt.len(), config.max_new_tokens)
+            .map_err(|e| ModelError::Invalid(format!("prompt {i}: {e}")))?;
     }
     let device = model.device();
     let prompt_len = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
@@ -150,7 +172,7 @@ pub fn generate(
                 tokens: Vec::new(),
                 text: String::new(),
                 finished: None,
-                hit_eos: false,
+                eos_token: None,
             });
         }
     }
@@ -165,6 +187,7 @@ pub fn generate(
     let padded = row_pads.iter().any(|&p| p > 0);
 
     for step in 0..config.max_new_tokens {
+        require_finite(&logits, step)?;
         let tokens = sample_rows(&logits, &mut rows, &config.sampler)?;
         for (row, token) in rows.iter_mut().zip(tokens) {
             if let Some(token) = token {
@@ -201,7 +224,8 @@ pub fn generate(
     rows.into_iter()
         .map(|row| {
             let prompt = &requests[row.prompt_index].prompt;
-            let cut_at_stop_string = row.finished == Some(FinishReason::Stop) && !row.hit_eos;
+            let cut_at_stop_string =
+                row.finished == Some(FinishReason::Stop) && row.eos_token.is_none();
             let text = if cut_at_stop_string {
                 row.text
             } else {
@@ -210,9 +234,10 @@ pub fn generate(
             Ok(Completion {
                 prompt_index: row.prompt_index,
                 sample_index: row.sample_index,
-                completion_tokens: row.tokens.len() + usize::from(row.hit_eos),
+                completion_tokens: row.tokens.len() + usize::from(row.eos_token.is_some()),
                 prompt_tokens: prompt.len(),
                 tokens: row.tokens,
+                eos_token: row.eos_token,
                 text,
                 finish_reason: row.finished.unwrap_or(FinishReason::Length),
             })
@@ -271,7 +296,7 @@ fn advance_row(
     config: &GenerationConfig,
 ) -> Result<()> {
     if config.eos_token_ids.contains(&token) {
-        row.hit_eos = true;
+        row.eos_token = Some(token);
         row.finished = Some(FinishReason::Stop);
         return Ok(());
     }

@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde_json::Map;
 
-use super::config::{Architecture, Llama3RopeScaling, ModelConfig};
+use super::config::{Architecture, Llama3RopeScaling, ModelConfig, RopeScaling};
 use super::decoder::Decoder;
 use super::error::{ModelError, Result};
 use super::weights::Weights;
@@ -57,6 +57,7 @@ fn shape(
         max_position_embeddings: 32_768,
         tie_word_embeddings: true,
         qkv_bias: architecture == Architecture::Qwen2,
+        mlp_bias: false,
         qk_norm: architecture == Architecture::Qwen3,
         bos_token_id: None,
         eos_token_ids: Vec::new(),
@@ -79,12 +80,12 @@ impl Preset {
                 rms_norm_eps: 1e-5,
                 rope_theta: 500_000.0,
                 max_position_embeddings: 131_072,
-                rope_scaling: Some(Llama3RopeScaling {
+                rope_scaling: Some(RopeScaling::Llama3(Llama3RopeScaling {
                     factor: 32.0,
                     low_freq_factor: 1.0,
                     high_freq_factor: 4.0,
                     original_max_position_embeddings: 8192,
-                }),
+                })),
                 ..shape(Architecture::Llama, 128_256, 2048, 8192, 16, 32, 8, 64)
             },
         };
@@ -113,7 +114,7 @@ pub fn random_weights(config: &ModelConfig, seed: u64, device: &Device) -> Resul
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let normal = Normal::new(0.0f32, 0.02).map_err(|e| ModelError::Invalid(e.to_string()))?;
     let mut weights = Weights::new("(random init)");
-    for (name, dims) in parameter_shapes(config) {
+    for (name, dims) in config.tensor_shapes() {
         let count: usize = dims.iter().product();
         let data: Vec<f32> = if name.ends_with("norm.weight") {
             vec![1.0; count]
@@ -129,46 +130,4 @@ pub fn random_weights(config: &ModelConfig, seed: u64, device: &Device) -> Resul
 pub fn random_decoder(config: &ModelConfig, seed: u64, device: &Device) -> Result<Decoder> {
     let weights = random_weights(config, seed, device)?;
     Decoder::from_weights(config, &weights, candle_core::DType::F32, device)
-}
-
-/// The name and shape of every parameter `config` implies, in HF naming.
-pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (d, i, hd) = (
-        config.hidden_size,
-        config.intermediate_size,
-        config.head_dim,
-    );
-    let q = config.num_attention_heads * hd;
-    let kv = config.num_key_value_heads * hd;
-    let mut shapes = vec![(
-        "model.embed_tokens.weight".to_string(),
-        vec![config.vocab_size, d],
-    )];
-    for layer in 0..config.num_hidden_layers {
-        let p = format!("model.layers.{layer}");
-        let mut add = |name: &str, dims: Vec<usize>| shapes.push((format!("{p}.{name}"), dims));
-        add("input_layernorm.weight", vec![d]);
-        add("post_attention_layernorm.weight", vec![d]);
-        add("self_attn.q_proj.weight", vec![q, d]);
-        add("self_attn.k_proj.weight", vec![kv, d]);
-        add("self_attn.v_proj.weight", vec![kv, d]);
-        add("self_attn.o_proj.weight", vec![d, q]);
-        if config.qkv_bias {
-            add("self_attn.q_proj.bias", vec![q]);
-            add("self_attn.k_proj.bias", vec![kv]);
-            add("self_attn.v_proj.bias", vec![kv]);
-        }
-        if config.qk_norm {
-            add("self_attn.q_norm.weight", vec![hd]);
-            add("self_attn.k_norm.weight", vec![hd]);
-        }
-        add("mlp.gate_proj.weight", vec![i, d]);
-        add("mlp.up_proj.weight", vec![i, d]);
-        add("mlp.down_proj.weight", vec![d, i]);
-    }
-    shapes.push(("model.norm.weight".to_string(), vec![d]));
-    if !config.tie_word_embeddings {
-        shapes.push(("lm_head.weight".to_string(), vec![config.vocab_size, d]));
-    }
-    shapes
 }

@@ -190,6 +190,7 @@ fn config_of(h: &Header) -> ModelConfig {
         max_position_embeddings: h.seq_len,
         tie_word_embeddings: h.shared_classifier,
         qkv_bias: false,
+        mlp_bias: false,
         qk_norm: false,
         bos_token_id: Some(Llama2cTokenizer::BOS),
         eos_token_ids: vec![Llama2cTokenizer::EOS],

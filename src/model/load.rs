@@ -41,6 +41,9 @@ pub struct LoadedModel {
     pub source: ModelSource,
     /// The dtype the weights were stored in (computation may use another).
     pub stored_dtype: DType,
+    /// The source's `generation_config.json` as it was (sampling defaults and all), when it has one:
+    /// an export keeps its fields (see [`super::save::save_hf_dir_keeping`]).
+    pub generation_config: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Resolves a user's model reference: an existing directory, a llama2.c `.bin` file (its tokenizer is
@@ -80,12 +83,14 @@ pub fn load_source(source: ModelSource, device: &Device, dtype: DType) -> Result
             let stored_dtype = weights.dtype().unwrap_or(dtype);
             let model = Decoder::from_weights(&config, &weights, dtype, device)?;
             let eos_token_ids = eos_ids(dir, &config, &tokenizer)?;
+            let generation_config = read_generation_config(dir)?;
             Ok(LoadedModel {
                 model,
                 tokenizer,
                 eos_token_ids,
                 source,
                 stored_dtype,
+                generation_config,
             })
         }
         ModelSource::Llama2c {
@@ -102,6 +107,7 @@ pub fn load_source(source: ModelSource, device: &Device, dtype: DType) -> Result
                 eos_token_ids,
                 source,
                 stored_dtype: DType::F32,
+                generation_config: None,
             })
         }
     }
@@ -163,6 +169,27 @@ fn require_file(dir: &Path, name: &str) -> Result<PathBuf> {
     }
 }
 
+/// The JSON object in `dir/generation_config.json`, when the file exists.
+fn read_generation_config(
+    dir: &Path,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    let path = dir.join("generation_config.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| ModelError::Config {
+            file: path.display().to_string(),
+            field: "(document)".into(),
+            message: format!("not a JSON object: {e}"),
+        })
+}
+
 fn eos_ids(dir: &Path, config: &ModelConfig, tokenizer: &Tokenizer) -> Result<Vec<u32>> {
     let generation = dir.join("generation_config.json");
     if generation.is_file() {
@@ -183,7 +210,11 @@ fn eos_ids(dir: &Path, config: &ModelConfig, tokenizer: &Tokenizer) -> Result<Ve
 }
 
 fn llama2c_tokenizer_beside(checkpoint: &Path) -> Result<PathBuf> {
-    let dir = checkpoint.parent().unwrap_or(Path::new("."));
+    // A bare file name has an empty parent: the checkpoint is in the working directory.
+    let dir = match checkpoint.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
     let named = dir.join("tokenizer.bin");
     if named.is_file() {
         return Ok(named);

@@ -13,6 +13,7 @@ pub mod kv_cache;
 pub mod llama2c;
 pub mod load;
 pub mod rope;
+pub mod rope_scaling;
 pub mod sampling;
 pub mod save;
 pub mod tokenizer;

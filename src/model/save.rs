@@ -29,6 +29,19 @@ pub fn save_hf_dir(
     eos_token_ids: &[u32],
     dir: &Path,
 ) -> Result<()> {
+    save_hf_dir_keeping(model, tokenizer, eos_token_ids, None, dir)
+}
+
+/// [`save_hf_dir`] for a model trained from a source whose `generation_config.json` was
+/// `source_generation`: the exported one keeps every field of it (temperature, top_p, top_k,
+/// do_sample, …) and overrides only `bos_token_id` and `eos_token_id`.
+pub fn save_hf_dir_keeping(
+    model: &Decoder,
+    tokenizer: &Tokenizer,
+    eos_token_ids: &[u32],
+    source_generation: Option<&serde_json::Map<String, serde_json::Value>>,
+    dir: &Path,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
         path: dir.to_path_buf(),
         source,
@@ -40,22 +53,20 @@ pub fn save_hf_dir(
         .collect();
     let weights_path = dir.join("model.safetensors");
     let tmp = temporary_path(&weights_path);
-    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| ModelError::Weights {
-        file: tmp.display().to_string(),
-        tensor: "(all)".into(),
-        message: format!("cannot write: {e}"),
-    })?;
+    write_safetensors(&tensors, &tmp)?;
     rename(&tmp, &weights_path)?;
 
     let mut config = model.config().clone();
     config.eos_token_ids = eos_token_ids.to_vec();
     let config_json = config.to_hf_json(torch_dtype_name(model.dtype()));
     write_atomic(&dir.join("config.json"), &pretty(&config_json))?;
-    let generation = json!({
-        "bos_token_id": config.bos_token_id,
-        "eos_token_id": eos_token_ids,
-    });
-    write_atomic(&dir.join("generation_config.json"), &pretty(&generation))?;
+    let mut generation = source_generation.cloned().unwrap_or_default();
+    generation.insert("bos_token_id".into(), json!(config.bos_token_id));
+    generation.insert("eos_token_id".into(), json!(eos_token_ids));
+    write_atomic(
+        &dir.join("generation_config.json"),
+        &pretty(&serde_json::Value::Object(generation)),
+    )?;
 
     for source in tokenizer.source_files() {
         let name = match source.extension().and_then(|e| e.to_str()) {
@@ -85,6 +96,40 @@ fn temporary_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     path.with_file_name(name)
+}
+
+/// Writes `tensors` to the safetensors file `path`, readable as the umask allows (the safetensors
+/// writer itself creates files 0600, which hid trained models from other users of a machine).
+pub fn write_safetensors(
+    tensors: &HashMap<String, candle_core::Tensor>,
+    path: &Path,
+) -> Result<()> {
+    candle_core::safetensors::save(tensors, path).map_err(|e| ModelError::Weights {
+        file: path.display().to_string(),
+        tensor: "(all)".into(),
+        message: format!("cannot write: {e}"),
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = 0o666 & !process_umask();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// The process's umask, from `/proc/self/status` (0o022 where that is unavailable).
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.

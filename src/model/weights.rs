@@ -66,6 +66,52 @@ impl Weights {
         Ok(tensor.to_dtype(dtype)?)
     }
 
+    /// Checks that the tensors are exactly those named in `expected`, apart from names `ignorable`
+    /// accepts; the error lists every missing tensor, or else every tensor nothing would use.
+    pub fn check_accounted_for(
+        &self,
+        expected: &[(String, Vec<usize>)],
+        ignorable: impl Fn(&str) -> bool,
+    ) -> Result<()> {
+        let expected_names: std::collections::BTreeSet<&str> =
+            expected.iter().map(|(name, _)| name.as_str()).collect();
+        let missing: Vec<&str> = expected_names
+            .iter()
+            .copied()
+            .filter(|name| !self.tensors.contains_key(*name))
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(ModelError::Weights {
+                file: self.file_of(first).to_string(),
+                tensor: name_list(&missing),
+                message: format!(
+                    "{} tensor(s) config.json implies are missing from the checkpoint{}",
+                    missing.len(),
+                    shown_note(missing.len())
+                ),
+            });
+        }
+        let unused: Vec<&str> = self
+            .tensors
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !expected_names.contains(name) && !ignorable(name))
+            .collect();
+        if let Some(first) = unused.first() {
+            return Err(ModelError::Weights {
+                file: self.file_of(first).to_string(),
+                tensor: name_list(&unused),
+                message: format!(
+                    "{} tensor(s) in the checkpoint are not used by the model config.json describes{} \
+                     (a flag such as attention_bias or mlp_bias may be wrong)",
+                    unused.len(),
+                    shown_note(unused.len())
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Whether a tensor named `name` is present.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
@@ -109,5 +155,22 @@ impl Weights {
             self.insert(name, tensor, file.clone());
         }
         Ok(())
+    }
+}
+
+/// How many names an error lists.
+const NAMES_SHOWN: usize = 8;
+
+/// The first [`NAMES_SHOWN`] names, for the `tensor` of an error (which quotes it in backticks).
+fn name_list(names: &[&str]) -> String {
+    names[..names.len().min(NAMES_SHOWN)].join("`, `")
+}
+
+/// "(the first 8 shown)" when a list was cut.
+fn shown_note(count: usize) -> String {
+    if count > NAMES_SHOWN {
+        format!(" (the first {NAMES_SHOWN} shown)")
+    } else {
+        String::new()
     }
 }

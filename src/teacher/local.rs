@@ -48,6 +48,11 @@ impl Teacher for LocalTeacher {
         }
     }
 
+    fn check_prompt(&self, prompt: &str, max_new_tokens: usize) -> Result<(), TeacherError> {
+        let tokens = self.loaded.tokenizer.encode(prompt, false)?;
+        Ok(self.loaded.model.check_fits(tokens.len(), max_new_tokens)?)
+    }
+
     fn sample(
         &mut self,
         batch: &[PromptJob],

@@ -10,6 +10,7 @@
 
 pub mod local;
 pub mod openai;
+pub mod redact;
 mod response;
 pub mod retry;
 
@@ -128,6 +129,13 @@ impl From<crate::model::ModelError> for TeacherError {
 pub trait Teacher {
     /// Who this teacher is (recorded in every row).
     fn describe(&self) -> TeacherInfo;
+
+    /// Refuses a rendered prompt that cannot be sampled with `max_new_tokens` new tokens (a local
+    /// model's context); checked for every prompt before any sampling starts. Endpoints enforce
+    /// their own limits, so the default accepts everything.
+    fn check_prompt(&self, _prompt: &str, _max_new_tokens: usize) -> Result<(), TeacherError> {
+        Ok(())
+    }
 
     /// Samples `params.n` completions for every job; the result holds exactly one
     /// [`TeacherSample`] per (job, sample index), in any order.

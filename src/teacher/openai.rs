@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::redact::Redactor;
 use super::response::{parse_response, snippet};
 use super::retry::{is_retryable_status, RetryPolicy};
 use super::{PromptJob, SamplingParams, Teacher, TeacherError, TeacherInfo, TeacherSample};
@@ -60,6 +61,9 @@ pub struct OpenAiConfig {
 pub struct OpenAiTeacher {
     agent: ureq::Agent,
     url: String,
+    /// `url` with any credentials replaced: what rows, summaries and errors show.
+    shown_url: String,
+    redactor: Redactor,
     model: String,
     api: ApiKind,
     api_key: Option<String>,
@@ -70,7 +74,7 @@ pub struct OpenAiTeacher {
 impl std::fmt::Debug for OpenAiTeacher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenAiTeacher")
-            .field("url", &self.url)
+            .field("url", &self.shown_url)
             .field("model", &self.model)
             .field("api", &self.api)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
@@ -112,9 +116,13 @@ impl OpenAiTeacher {
             ));
         }
         let agent = ureq::AgentBuilder::new().timeout(config.timeout).build();
+        let url = endpoint_url(&config.endpoint, config.api);
+        let redactor = Redactor::new(&url, api_key.as_deref());
         Ok(OpenAiTeacher {
             agent,
-            url: endpoint_url(&config.endpoint, config.api),
+            shown_url: redactor.scrub(&url),
+            redactor,
+            url,
             model: config.model.clone(),
             api: config.api,
             api_key,
@@ -169,10 +177,10 @@ impl OpenAiTeacher {
                         .map(Duration::from_secs);
                     let text = response.into_string().unwrap_or_default();
                     let failure = TeacherError::Status {
-                        endpoint: self.url.clone(),
+                        endpoint: self.shown_url.clone(),
                         status,
                         attempts: attempt,
-                        message: snippet(&text),
+                        message: snippet(&self.redactor.scrub(&text)),
                     };
                     if !is_retryable_status(status) {
                         return Err(failure);
@@ -200,9 +208,9 @@ impl OpenAiTeacher {
             .strip_prefix(&prefix)
             .map_or(message.clone(), str::to_string);
         TeacherError::Transport {
-            endpoint: self.url.clone(),
+            endpoint: self.shown_url.clone(),
             attempts,
-            message,
+            message: self.redactor.scrub(&message),
         }
     }
 
@@ -216,9 +224,9 @@ impl OpenAiTeacher {
         let body = self.body(job, params).to_string();
         let (status, text) = self.post(&body)?;
         let malformed = |message: String| TeacherError::MalformedResponse {
-            endpoint: self.url.clone(),
+            endpoint: self.shown_url.clone(),
             status,
-            message,
+            message: self.redactor.scrub(&message),
         };
         let parsed = parse_response(&text, self.api, params.n).map_err(malformed)?;
         Ok(parsed.into_samples(job_index, job.seed))
@@ -241,7 +249,7 @@ fn is_retryable_transport(kind: ureq::ErrorKind) -> bool {
 impl Teacher for OpenAiTeacher {
     fn describe(&self) -> TeacherInfo {
         TeacherInfo {
-            name: format!("{}@{}", self.model, self.url),
+            name: format!("{}@{}", self.model, self.shown_url),
             // Large waves: with streaming, a slow request only gates the end of its wave.
             batch_size: self.concurrency.saturating_mul(64),
             parameters: None,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::optim::AdamW;
 use super::trainable::TrainableDecoder;
-use crate::model::save::{save_hf_dir, write_atomic};
+use crate::model::save::{save_hf_dir_keeping, write_atomic};
 use crate::model::{ModelError, Result, Tokenizer};
 
 /// Where a run is in its data and schedule.
@@ -24,6 +24,11 @@ pub struct TrainerState {
     pub batch_in_epoch: usize,
     /// Tokens trained on so far.
     pub tokens_seen: u64,
+    /// AdamW steps taken so far (its bias correction and the learning-rate schedule run on them):
+    /// `step` for SFT, μ × `step` for GRPO. Written from the optimiser by [`save_checkpoint`];
+    /// absent in checkpoints from before it was recorded, which then resume at `step`.
+    #[serde(default)]
+    pub optimizer_steps: Option<u64>,
     /// Hash of the configuration that must match on resume.
     pub config_hash: String,
 }
@@ -43,12 +48,36 @@ pub fn checkpoint_dir(root: &Path, step: u64) -> PathBuf {
     root.join("checkpoints").join(format!("step-{step:06}"))
 }
 
-/// Writes a checkpoint of `trainable` and `optimizer` at `state.step`; returns its directory.
+/// The model a run trains and exports: its tokenizer, EOS ids and the source's generation defaults.
+#[derive(Clone, Copy)]
+pub struct ExportInfo<'a> {
+    /// The tokenizer saved beside the weights.
+    pub tokenizer: &'a Tokenizer,
+    /// Ids that end generation.
+    pub eos_token_ids: &'a [u32],
+    /// The source model's `generation_config.json`, whose fields an export keeps.
+    pub generation_config: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+impl ExportInfo<'_> {
+    /// Saves `trainable`'s weights as an HF directory `dir` with this tokenizer and generation config.
+    pub fn save(&self, trainable: &TrainableDecoder, dir: &Path) -> Result<()> {
+        save_hf_dir_keeping(
+            &trainable.model,
+            self.tokenizer,
+            self.eos_token_ids,
+            self.generation_config,
+            dir,
+        )
+    }
+}
+
+/// Writes a checkpoint of `trainable` and `optimizer` at `state.step` (recording the optimiser's
+/// step count in the trainer state); returns its directory.
 pub fn save_checkpoint(
     root: &Path,
     trainable: &TrainableDecoder,
-    tokenizer: &Tokenizer,
-    eos_token_ids: &[u32],
+    export: &ExportInfo<'_>,
     optimizer: &AdamW,
     state: &TrainerState,
 ) -> Result<PathBuf> {
@@ -57,17 +86,15 @@ pub fn save_checkpoint(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| io_error(&tmp, e))?;
     }
-    save_hf_dir(&trainable.model, tokenizer, eos_token_ids, &tmp)?;
+    export.save(trainable, &tmp)?;
     let moments: HashMap<String, candle_core::Tensor> =
         optimizer.state_tensors()?.into_iter().collect();
-    candle_core::safetensors::save(&moments, tmp.join(OPTIMIZER_FILE)).map_err(|e| {
-        ModelError::Weights {
-            file: tmp.join(OPTIMIZER_FILE).display().to_string(),
-            tensor: "(all)".into(),
-            message: format!("cannot write: {e}"),
-        }
-    })?;
-    let json = serde_json::to_vec_pretty(state).map_err(|e| ModelError::Invalid(e.to_string()))?;
+    crate::model::save::write_safetensors(&moments, &tmp.join(OPTIMIZER_FILE))?;
+    let state = TrainerState {
+        optimizer_steps: Some(optimizer.steps()),
+        ..state.clone()
+    };
+    let json = serde_json::to_vec_pretty(&state).map_err(|e| ModelError::Invalid(e.to_string()))?;
     write_atomic(&tmp.join(STATE_FILE), &json)?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
@@ -105,6 +132,7 @@ pub fn start_or_resume(
         epoch: 0,
         batch_in_epoch: 0,
         tokens_seen: 0,
+        optimizer_steps: None,
         config_hash: config_hash.to_string(),
     };
     let Some(dir) = latest_checkpoint(out).filter(|_| resume) else {
@@ -147,6 +175,10 @@ pub fn load_checkpoint(
     }
     let optimizer_path = dir.join(OPTIMIZER_FILE);
     let moments = candle_core::safetensors::load(&optimizer_path, &Device::Cpu)?;
-    optimizer.load_state(&moments, state.step, &optimizer_path.display().to_string())?;
+    optimizer.load_state(
+        &moments,
+        state.optimizer_steps.unwrap_or(state.step),
+        &optimizer_path.display().to_string(),
+    )?;
     Ok(state)
 }

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::checkpoint::{save_checkpoint, start_or_resume};
+use super::checkpoint::{save_checkpoint, start_or_resume, ExportInfo};
 use super::compute::estimated_flops;
 use super::loss::next_token_log_probs_and_entropy;
 use super::metrics::{plot_curves, MetricsLog};
@@ -25,6 +25,7 @@ use super::schedule::{Decay, Schedule};
 use super::trainable::{cast_decoder, TrainableDecoder};
 use crate::data::hashing::{sha256_hex, sha256_u64};
 use crate::data::sources::Problem;
+use crate::generate::prompts::think_prefill;
 use crate::model::generate::{
     generate, Completion, FinishReason, GenerationConfig, GenerationRequest,
 };
@@ -219,12 +220,12 @@ pub struct RolloutBatch {
 }
 
 impl RolloutBatch {
-    /// Lays out `prompts[c.prompt_index] ++ c.tokens (++ EOS when it ended on one)` for each completion.
-    /// With `mask_truncated`, completions that hit the length limit get no gradient.
+    /// Lays out `prompts[c.prompt_index] ++ c.tokens (++ c.eos_token, the EOS id it sampled, when it
+    /// ended on one)` for each completion. With `mask_truncated`, completions that hit the length
+    /// limit get no gradient.
     pub fn new(
         prompts: &[Vec<u32>],
         completions: &[Completion],
-        eos: Option<u32>,
         mask_truncated: bool,
         device: &Device,
     ) -> model::Result<Self> {
@@ -233,10 +234,7 @@ impl RolloutBatch {
             .map(|c| {
                 let mut seq = prompts[c.prompt_index].clone();
                 seq.extend(&c.tokens);
-                let ended_on_eos = c.completion_tokens > c.tokens.len();
-                if let (true, Some(eos)) = (ended_on_eos, eos) {
-                    seq.push(eos);
-                }
+                seq.extend(c.eos_token);
                 let trains = !(mask_truncated && c.finish_reason == FinishReason::Length);
                 (seq, prompts[c.prompt_index].len(), trains)
             })
@@ -270,10 +268,21 @@ impl RolloutBatch {
         })
     }
 
-    /// Per-token log-probs (and entropies) of the completion tokens under `model`, `[B, T - 1]`.
-    pub fn log_probs(&self, model: &Decoder) -> model::Result<crate::ops::SelectiveLogSoftmax> {
+    /// Per-token log-probs (and entropies) of the completion tokens under `model` at the rollout
+    /// `temperature` (`log_softmax(logits / T)`, the distribution they were sampled from), `[B, T - 1]`.
+    pub fn log_probs(
+        &self,
+        model: &Decoder,
+        temperature: f64,
+    ) -> model::Result<crate::ops::SelectiveLogSoftmax> {
         let hidden = model.forward(&self.ids, &self.positions, None, None)?;
-        next_token_log_probs_and_entropy(&hidden, model.lm_head(), &self.ids, &self.completion_mask)
+        next_token_log_probs_and_entropy(
+            &hidden,
+            model.lm_head(),
+            &self.ids,
+            &self.completion_mask,
+            temperature,
+        )
     }
 
     /// The completion mask aligned with [`RolloutBatch::log_probs`], `[B, T - 1]`.
@@ -292,7 +301,7 @@ pub fn policy_loss(
     advantages: &Tensor,
     config: &GrpoConfig,
 ) -> model::Result<(GrpoLoss, Tensor)> {
-    let current = batch.log_probs(model)?;
+    let current = batch.log_probs(model, f64::from(config.temperature))?;
     objective(&current, batch, old_logp, ref_logp, advantages, config)
 }
 
@@ -332,13 +341,27 @@ fn objective(
     Ok((loss, current.entropy.clone()))
 }
 
-/// The prompt of `problem` rendered with the policy's chat template.
+/// The prompt of `problem` rendered with the policy's chat template, as token ids.
 pub fn render_prompt(
     tokenizer: &Tokenizer,
     problem: &Problem,
     system: Option<&str>,
     instruction: &str,
 ) -> model::Result<Vec<u32>> {
+    tokenizer.encode(
+        &render_prompt_text(tokenizer, problem, system, instruction)?,
+        false,
+    )
+}
+
+/// The prompt of `problem` rendered with the policy's chat template, as text (its end tells
+/// whether the template pre-fills `<think>`, see [`crate::generate::prompts::think_prefill`]).
+pub fn render_prompt_text(
+    tokenizer: &Tokenizer,
+    problem: &Problem,
+    system: Option<&str>,
+    instruction: &str,
+) -> model::Result<String> {
     let mut messages = Vec::new();
     if let Some(system) = system {
         messages.push(Message::new("system", system));
@@ -349,14 +372,13 @@ pub fn render_prompt(
         format!("{}\n\n{instruction}", problem.problem)
     };
     messages.push(Message::user(user));
-    let text = tokenizer.render_chat(
+    tokenizer.render_chat(
         &messages,
         &ChatOptions {
             add_generation_prompt: true,
             enable_thinking: None,
         },
-    )?;
-    tokenizer.encode(&text, false)
+    )
 }
 
 fn config_hash(config: &GrpoConfig) -> String {
@@ -383,9 +405,71 @@ fn step_prompts(problems: &[Problem], step: u64, per_step: usize, seed: u64) -> 
         .collect()
 }
 
+/// The sampling seed of each prompt of step `step`, for the problems `problem_ids` in the step's
+/// order: a hash of the run seed, the step and the problem id. When `prompts_per_step` exceeds the
+/// number of problems a problem occurs more than once in a step; its second and later occurrences
+/// hash their occurrence too, so that they sample groups of their own instead of copies.
+pub fn rollout_seeds(seed: u64, step: u64, problem_ids: &[&str]) -> Vec<u64> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    problem_ids
+        .iter()
+        .map(|&id| {
+            let occurrence = seen.entry(id).or_insert(0);
+            let key = match *occurrence {
+                0 => format!("{seed}/{step}/{id}"),
+                n => format!("{seed}/{step}/{id}/{n}"),
+            };
+            *occurrence += 1;
+            sha256_u64(key.as_bytes())
+        })
+        .collect()
+}
+
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     sum / n.max(1) as f64
+}
+
+impl GrpoConfig {
+    /// Refuses impossible values before anything is loaded.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use super::config_checks::{count_at_least, finite_at_least, fraction};
+        count_at_least(
+            "group_size",
+            self.group_size,
+            2,
+            "a group needs two samples for a baseline",
+        )?;
+        count_at_least(
+            "prompts_per_step",
+            self.prompts_per_step,
+            1,
+            "prompts per rollout step",
+        )?;
+        count_at_least(
+            "max_new_tokens",
+            self.max_new_tokens,
+            1,
+            "tokens per completion",
+        )?;
+        count_at_least("mu", self.mu, 1, "updates per rollout step")?;
+        finite_at_least("learning_rate", self.learning_rate, 0.0)?;
+        fraction("min_lr_ratio", self.min_lr_ratio)?;
+        finite_at_least(
+            "temperature",
+            f64::from(self.temperature),
+            f64::MIN_POSITIVE,
+        )?;
+        finite_at_least("top_p", f64::from(self.top_p), f64::MIN_POSITIVE)?;
+        fraction("top_p", f64::from(self.top_p))?;
+        finite_at_least("epsilon_low", self.epsilon_low, 0.0)?;
+        finite_at_least("epsilon_high", self.epsilon_high, 0.0)?;
+        finite_at_least("beta", self.beta, 0.0)?;
+        if let Some(budget) = self.max_flops {
+            finite_at_least("max_flops", budget, 0.0)?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs GRPO on `problems`; with `resume`, continues from the newest complete checkpoint.
@@ -395,6 +479,7 @@ pub fn run_grpo(
     resume: bool,
 ) -> anyhow::Result<GrpoSummary> {
     let started = Instant::now();
+    config.validate()?;
     if problems.is_empty() {
         bail!("GRPO needs at least one prompt");
     }
@@ -409,6 +494,11 @@ pub fn run_grpo(
     let loaded = model::load(&config.policy, &device, DType::F32)
         .with_context(|| format!("loading policy {}", config.policy))?;
     let tokenizer = &loaded.tokenizer;
+    let export = ExportInfo {
+        tokenizer,
+        eos_token_ids: &loaded.eos_token_ids,
+        generation_config: loaded.generation_config.as_ref(),
+    };
     let compute_dtype = config.precision.compute_dtype(&device);
     let trainable = TrainableDecoder::from_model(&loaded.model)?.computing_in(compute_dtype);
     let reference = if config.beta > 0.0 {
@@ -446,7 +536,6 @@ pub fn run_grpo(
         eos_token_ids: loaded.eos_token_ids.clone(),
         stop_strings: Vec::new(),
     };
-    let eos = loaded.eos_token_ids.first().copied();
     let parameters = loaded.model.config().parameter_count();
     let logged = MetricsLog::read(&config.out.join("metrics.jsonl"))?;
     let logged_total = |key: &str| {
@@ -473,10 +562,10 @@ pub fn run_grpo(
         let chosen_indices =
             step_prompts(problems, state.step, config.prompts_per_step, config.seed);
         let chosen: Vec<&Problem> = chosen_indices.iter().map(|&i| &problems[i]).collect();
-        let prompts: Vec<Vec<u32>> = chosen
+        let prompt_texts: Vec<String> = chosen
             .iter()
             .map(|p| {
-                render_prompt(
+                render_prompt_text(
                     tokenizer,
                     p,
                     config.system_prompt.as_deref(),
@@ -484,23 +573,28 @@ pub fn run_grpo(
                 )
             })
             .collect::<model::Result<_>>()?;
-        let requests: Vec<GenerationRequest> = chosen
+        let prompts: Vec<Vec<u32>> = prompt_texts
             .iter()
-            .zip(&prompts)
-            .map(|(p, ids)| GenerationRequest {
-                prompt: ids.clone(),
-                seed: sha256_u64(format!("{}/{}/{}", config.seed, state.step, p.id).as_bytes()),
+            .map(|text| tokenizer.encode(text, false))
+            .collect::<model::Result<_>>()?;
+        let ids: Vec<&str> = chosen.iter().map(|p| p.id.as_str()).collect();
+        let requests: Vec<GenerationRequest> = prompts
+            .iter()
+            .zip(rollout_seeds(config.seed, state.step, &ids))
+            .map(|(prompt, seed)| GenerationRequest {
+                prompt: prompt.clone(),
+                seed,
             })
             .collect();
         let policy_view = trainable.compute_model()?.detached()?;
         let completions = generate(&policy_view, tokenizer, &requests, &generation)?;
-        let prompt_texts: Vec<String> = chosen.iter().map(|p| p.problem.clone()).collect();
         let scores: Vec<RewardBreakdown> = completions
             .iter()
             .map(|c| {
                 let problem = chosen[c.prompt_index];
                 config.rewards.score(&Scored {
-                    prompt: &prompt_texts[c.prompt_index],
+                    prompt: &problem.problem,
+                    prefill: think_prefill(&prompt_texts[c.prompt_index]),
                     completion: &c.text,
                     gold: &problem.answer,
                     checker: &checkers[chosen_indices[c.prompt_index]],
@@ -515,20 +609,23 @@ pub fn run_grpo(
         let rollout_seconds = rollout_started.elapsed().as_secs_f64();
 
         let update_started = Instant::now();
-        let batch = RolloutBatch::new(&prompts, &completions, eos, config.mask_truncated, &device)?;
+        let batch = RolloutBatch::new(&prompts, &completions, config.mask_truncated, &device)?;
         let advantage = Tensor::from_vec(
             advantage.iter().map(|&a| a as f32).collect::<Vec<_>>(),
             advantage.len(),
             &device,
         )?;
+        let temperature = f64::from(config.temperature);
         let ref_logp = match &reference {
-            Some(reference) => Some(batch.log_probs(reference)?.logp.detach()),
+            Some(reference) => Some(batch.log_probs(reference, temperature)?.logp.detach()),
             None => None,
         };
+        // Loss, clip fraction, KL and entropy summed over the μ iterations; logged as their means.
         let (mut loss_value, mut clip_fraction, mut kl, mut entropy) = (0.0, 0.0, 0.0, 0.0);
         let mut old_logp: Option<Tensor> = None;
-        for _ in 0..config.mu.max(1) {
-            let current = batch.log_probs(&trainable.compute_model()?)?;
+        let mu = config.mu.max(1);
+        for _ in 0..mu {
+            let current = batch.log_probs(&trainable.compute_model()?, temperature)?;
             // The first iteration runs before any update, on the weights that sampled the
             // rollouts: its log-probs are the old policy's, with no extra forward pass.
             let old = old_logp.get_or_insert_with(|| current.logp.detach());
@@ -541,18 +638,19 @@ pub fn run_grpo(
             optimizer.accumulate(&loss.loss.backward()?, 1.0)?;
             let lr = schedule.lr(optimizer.steps());
             optimizer.step(lr)?;
-            loss_value = value;
-            clip_fraction = f64::from(loss.clip_fraction.to_scalar::<f32>()?);
-            kl = f64::from(loss.mean_kl.to_scalar::<f32>()?);
+            loss_value += value / mu as f64;
+            clip_fraction += f64::from(loss.clip_fraction.to_scalar::<f32>()?) / mu as f64;
+            kl += f64::from(loss.mean_kl.to_scalar::<f32>()?) / mu as f64;
             let mask = batch.target_mask()?;
             let count = f64::from(mask.sum_all()?.to_scalar::<f32>()?).max(1.0);
-            entropy = f64::from(
+            entropy += f64::from(
                 (token_entropy.detach() * &mask)?
                     .sum_all()?
                     .to_scalar::<f32>()?,
-            ) / count;
+            ) / count
+                / mu as f64;
         }
-        let step_update_tokens = (batch.tokens * config.mu.max(1)) as u64;
+        let step_update_tokens = (batch.tokens * mu) as u64;
         update_tokens += step_update_tokens;
         let update_seconds = update_started.elapsed().as_secs_f64();
         let generated: u64 = completions.iter().map(|c| c.completion_tokens as u64).sum();
@@ -600,25 +698,13 @@ pub fn run_grpo(
         let last_step = state.step == config.steps
             || !budget_left(rollout_tokens + reference_tokens, update_tokens);
         if save_due || last_step {
-            save_checkpoint(
-                &config.out,
-                &trainable,
-                tokenizer,
-                &loaded.eos_token_ids,
-                &optimizer,
-                &state,
-            )?;
+            save_checkpoint(&config.out, &trainable, &export, &optimizer, &state)?;
         }
     }
     progress.finish_and_clear();
 
     let model_dir = config.out.join("final");
-    crate::model::save::save_hf_dir(
-        &trainable.model,
-        tokenizer,
-        &loaded.eos_token_ids,
-        &model_dir,
-    )?;
+    export.save(&trainable, &model_dir)?;
     let records = MetricsLog::read(&config.out.join("metrics.jsonl"))?;
     let series = |key: &str| -> Vec<(f64, f64)> {
         records

@@ -19,25 +19,40 @@ pub fn next_token_log_probs(
     ids: &Tensor,
     target_mask: &Tensor,
 ) -> Result<Tensor> {
-    Ok(next_token_log_probs_and_entropy(hidden, lm_head, ids, target_mask)?.logp)
+    Ok(next_token_log_probs_and_entropy(hidden, lm_head, ids, target_mask, 1.0)?.logp)
 }
 
-/// [`next_token_log_probs`] together with the entropy of each predictive distribution, `[B, T - 1]`.
+/// [`next_token_log_probs`] of the distribution at `temperature` — `log_softmax(logits / T)`, the
+/// distribution a sampler at temperature `T` draws from, as TRL's GRPO computes its ratios and KL —
+/// together with the entropy of each such distribution, `[B, T - 1]`. The head is divided by `T`
+/// in f32 (at least) before the fused selective log-softmax, which equals dividing the logits.
 pub fn next_token_log_probs_and_entropy(
     hidden: &Tensor,
     lm_head: &Tensor,
     ids: &Tensor,
     target_mask: &Tensor,
+    temperature: f64,
 ) -> Result<SelectiveLogSoftmax> {
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        return Err(crate::model::ModelError::Invalid(format!(
+            "log-probs at temperature {temperature}: the temperature must be positive and finite"
+        )));
+    }
     let (b, t, _) = hidden.dims3()?;
     let inputs = at_least_f32(&hidden.narrow(1, 0, t - 1)?)?;
     let targets = ids.narrow(1, 1, t - 1)?;
     let keep = target_mask.narrow(1, 1, t - 1)?.ne(0.0)?;
     let ignored = Tensor::full(IGNORE_TARGET, (b, t - 1), ids.device())?;
     let targets = keep.where_cond(&targets.contiguous()?, &ignored)?;
+    let head = at_least_f32(lm_head)?;
+    let head = if temperature == 1.0 {
+        head
+    } else {
+        (head / temperature)?
+    };
     Ok(selective_log_softmax(
         &inputs,
-        &at_least_f32(lm_head)?,
+        &head,
         &targets,
         DEFAULT_VOCAB_CHUNK,
     )?)

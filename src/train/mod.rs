@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod compute;
+mod config_checks;
 pub mod grpo;
 pub mod loss;
 pub mod metrics;

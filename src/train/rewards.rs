@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::generate::prompts::full_generation;
 use crate::verify::readability::ngram_repetition;
 use crate::verify::{
     format_reward, grade_with, language_consistency_reward, Checker, VerifyOptions,
@@ -41,7 +42,9 @@ pub struct RewardConfig {
     pub overlong_buffer: usize,
     /// Size of the over-long punishment at the limit.
     pub overlong_penalty: f64,
-    /// Whether the chat template already opened `<think>` in the prompt (R1-Distill).
+    /// Whether the scored text lacks a `<think>` that the prompt opened, for the format term. Rarely
+    /// needed: a prefill the template ends with (R1-Distill's `<think>\n`) is detected and graded
+    /// with the completion (see [`Scored::prefill`]).
     pub think_prefilled: bool,
 }
 
@@ -90,7 +93,11 @@ pub struct RewardBreakdown {
 pub struct Scored<'a> {
     /// The prompt text (for the language term).
     pub prompt: &'a str,
-    /// The full completion text.
+    /// What the chat template opened the assistant turn with (`<think>\n` for R1-Distill, see
+    /// [`crate::generate::prompts::think_prefill`]); empty for most templates. The terms grade
+    /// prefill + completion, as generate/filter do, so a completion cut off mid-thought has no answer.
+    pub prefill: &'a str,
+    /// The sampled completion text (without the prefill).
     pub completion: &'a str,
     /// The gold answer.
     pub gold: &'a str,
@@ -103,28 +110,27 @@ pub struct Scored<'a> {
 }
 
 impl RewardConfig {
-    /// Scores one completion.
+    /// Scores one completion (its prefill and text).
     pub fn score(&self, item: &Scored<'_>) -> RewardBreakdown {
+        let generation = full_generation(item.prefill, item.completion);
         let accuracy = f64::from(u8::from(
             grade_with(
                 item.checker,
                 item.gold,
-                item.completion,
+                &generation,
                 &VerifyOptions::default(),
             )
             .correct,
         ));
         let format = if self.format != 0.0 {
-            format_reward(item.completion, self.think_prefilled)
+            format_reward(&generation, self.think_prefilled && item.prefill.is_empty())
         } else {
             0.0
         };
         let language = if self.language != 0.0 {
-            let reasoning = item
-                .completion
-                .split("</think>")
-                .next()
-                .unwrap_or(item.completion);
+            let reasoning = generation.split("</think>").next().unwrap_or_default();
+            let reasoning = reasoning.trim_start();
+            let reasoning = reasoning.strip_prefix("<think>").unwrap_or(reasoning);
             language_consistency_reward(item.prompt, reasoning)
         } else {
             0.0
@@ -186,6 +192,12 @@ pub enum AdvantageScaling {
 
 /// Group-relative advantages for rewards laid out as consecutive groups of `group_size`; also
 /// returns how many groups had zero reward spread (they carry no learning signal).
+///
+/// The standard deviations are the unbiased ones (Bessel's n − 1, torch's default), as TRL's
+/// `GRPOTrainer` computes them (`trl.trainer.utils.nanstd`), so that distill's advantages — and a
+/// run's updates — are the ones users compare with; a group (or batch) of one has std 0. With
+/// group size G the advantages are those of the population std scaled by `sqrt((G − 1) / G)`
+/// (up to the 1e-4 in the denominator). Checked against TRL in `tests/training_reference.rs`.
 pub fn advantages(
     rewards: &[f64],
     group_size: usize,
@@ -193,9 +205,12 @@ pub fn advantages(
 ) -> (Vec<f64>, usize) {
     const EPS: f64 = 1e-4;
     let stats = |values: &[f64]| {
-        let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
-        let var =
-            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len().max(1) as f64;
+        let n = values.len();
+        let mean = values.iter().sum::<f64>() / n.max(1) as f64;
+        if n < 2 {
+            return (mean, 0.0);
+        }
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
         (mean, var.sqrt())
     };
     let (_, batch_std) = stats(rewards);
@@ -223,6 +238,7 @@ mod tests {
     fn score(config: &RewardConfig, completion: &str, tokens: usize) -> RewardBreakdown {
         config.score(&Scored {
             prompt: "What is 2+2?",
+            prefill: "",
             completion,
             gold: "4",
             checker: &Checker::Gold,

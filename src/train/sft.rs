@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::checkpoint::{latest_checkpoint, save_checkpoint, start_or_resume};
+use super::checkpoint::{latest_checkpoint, save_checkpoint, start_or_resume, ExportInfo};
 use super::compute::{estimated_flops, mfu, peak_flops, training_flops};
 use super::loss::next_token_loss;
 use super::metrics::{plot_curves, MetricsLog};
@@ -52,7 +52,7 @@ pub struct SftConfig {
     /// Rows per micro-batch.
     #[serde(default = "defaults::batch_size")]
     pub batch_size: usize,
-    /// Micro-batches per optimiser step.
+    /// Micro-batches per optimiser step; the step's loss is the mean over all their loss tokens.
     #[serde(default = "defaults::one")]
     pub grad_accum: usize,
     /// Longest example (or packed row) in tokens.
@@ -234,13 +234,39 @@ fn mean_loss(
     Ok(total / count.max(1) as f64)
 }
 
+impl SftConfig {
+    /// Refuses impossible values before anything is loaded.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use super::config_checks::{count_at_least, finite_at_least, fraction};
+        finite_at_least("learning_rate", self.learning_rate, 0.0)?;
+        fraction("min_lr_ratio", self.min_lr_ratio)?;
+        fraction("eval_fraction", self.eval_fraction)?;
+        count_at_least("batch_size", self.batch_size, 1, "examples per micro-batch")?;
+        count_at_least("grad_accum", self.grad_accum, 1, "micro-batches per step")?;
+        count_at_least(
+            "max_length",
+            self.max_length,
+            2,
+            "a prompt token and a target",
+        )?;
+        count_at_least("epochs", self.epochs, 1, "passes over the data")?;
+        Ok(())
+    }
+}
+
 /// Runs SFT; with `resume`, continues from the newest complete checkpoint under `config.out`.
 pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let started = Instant::now();
+    config.validate()?;
     let device = crate::runtime::parse_device(&config.device)?;
     let loaded = model::load(&config.student, &device, DType::F32)
         .with_context(|| format!("loading student {}", config.student))?;
     let dataset = load_dataset(config, &loaded.tokenizer)?;
+    let export = ExportInfo {
+        tokenizer: &loaded.tokenizer,
+        eos_token_ids: &loaded.eos_token_ids,
+        generation_config: loaded.generation_config.as_ref(),
+    };
     let compute_dtype = config.precision.compute_dtype(&device);
     let trainable = TrainableDecoder::from_model(&loaded.model)?.computing_in(compute_dtype);
     let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
@@ -283,14 +309,31 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
         let step_started = Instant::now();
         let (mut step_loss, mut step_tokens, mut step_flops) = (0.0, 0usize, 0.0);
         let model = trainable.compute_model()?;
+        let mut batches = Vec::with_capacity(accum);
         for _ in 0..accum {
             if state.batch_in_epoch >= plan.len() {
                 state.epoch += 1;
                 state.batch_in_epoch = 0;
                 plan = batching.plan(&dataset.train, state.epoch);
             }
-            let batch = Batch::new(&dataset.train, &plan[state.batch_in_epoch], &device)?;
+            batches.push(Batch::new(
+                &dataset.train,
+                &plan[state.batch_in_epoch],
+                &device,
+            )?);
             state.batch_in_epoch += 1;
+        }
+        // The step's loss is the mean over every loss token of its micro-batches (as transformers ≥
+        // 4.46 and TRL normalise accumulated gradients): each micro-batch's token mean is weighted
+        // by its share of the step's loss tokens, so a token weighs the same in a short batch as in
+        // a long one.
+        let step_targets = batches
+            .iter()
+            .map(|b| b.target_tokens)
+            .sum::<usize>()
+            .max(1);
+        for batch in &batches {
+            let share = batch.target_tokens as f64 / step_targets as f64;
             let hidden = model.forward(&batch.ids, &batch.positions, Some(&batch.mask), None)?;
             let loss = next_token_loss(&hidden, model.lm_head(), &batch.ids, &batch.loss_mask)?;
             let value = f64::from(loss.to_scalar::<f32>()?);
@@ -302,8 +345,8 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
                         .map_or("(none)".into(), |p| p.display().to_string())
                 );
             }
-            optimizer.accumulate(&loss.backward()?, 1.0 / accum as f32)?;
-            step_loss += value / accum as f64;
+            optimizer.accumulate(&loss.backward()?, share as f32)?;
+            step_loss += value * share;
             step_tokens += batch.tokens;
             step_flops +=
                 training_flops(loaded.model.config(), batch.example_lengths.iter().copied());
@@ -340,25 +383,13 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
         progress.set_position(state.step);
         let save_due = config.save_every > 0 && state.step.is_multiple_of(config.save_every);
         if save_due || state.step == total_steps {
-            save_checkpoint(
-                &config.out,
-                &trainable,
-                &loaded.tokenizer,
-                &loaded.eos_token_ids,
-                &optimizer,
-                &state,
-            )?;
+            save_checkpoint(&config.out, &trainable, &export, &optimizer, &state)?;
         }
     }
     progress.finish_and_clear();
 
     let model_dir = config.out.join("final");
-    crate::model::save::save_hf_dir(
-        &trainable.model,
-        &loaded.tokenizer,
-        &loaded.eos_token_ids,
-        &model_dir,
-    )?;
+    export.save(&trainable, &model_dir)?;
     write_loss_plot(&config.out)?;
     let summary = SftSummary {
         steps: state.step,

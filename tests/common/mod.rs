@@ -145,3 +145,41 @@ pub fn transformers_logit_check(
         "transformers AutoModelForCausalLM logits match (max abs diff {diff:e})"
     ))
 }
+
+/// A tiny random Qwen2 student (the synthetic BPE tokenizer) whose samples end at varied lengths, so
+/// that a length reward spreads within every group and GRPO has a gradient from its first step:
+/// every token embedding carries one shared constant component, which dominates the final norm's
+/// output, and the EOS row carries more of it, so that EOS is sampled about once in ten tokens
+/// (the rest stays near-uniform). Saved in `dir/student`; returns its path.
+pub fn early_stopping_student(dir: &std::path::Path, seed: u64) -> String {
+    let corpus: Vec<String> = synthetic_conversations(300, 2, 99)
+        .into_iter()
+        .flat_map(|(p, cot)| [distill::data::schema::user_turn(&p.problem), cot])
+        .collect();
+    let tokenizer =
+        distill::model::bpe::train_bpe(&corpus, 400, true, &dir.join("tokenizer")).unwrap();
+    let mut config = tiny_config(Architecture::Qwen2, tokenizer.vocab_size());
+    let eos = tokenizer.eos_token_id().unwrap();
+    config.eos_token_ids = vec![eos];
+    let mut weights = random_weights(&config, seed, &Device::Cpu).unwrap();
+    let name = "model.embed_tokens.weight";
+    let mut embedding: Vec<Vec<f32>> = weights
+        .get(name, &[config.vocab_size, config.hidden_size], DType::F32)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    for (token, row) in embedding.iter_mut().enumerate() {
+        row[0] = if token == eos as usize { 0.75 } else { 0.2 };
+    }
+    weights.insert(
+        name,
+        Tensor::new(embedding, &Device::Cpu).unwrap(),
+        "(early-stopping init)",
+    );
+    let model =
+        distill::model::Decoder::from_weights(&config, &weights, DType::F32, &Device::Cpu).unwrap();
+    let model_dir = dir.join("student");
+    distill::model::save::save_hf_dir(&model, &tokenizer, &config.eos_token_ids, &model_dir)
+        .unwrap();
+    model_dir.to_str().unwrap().to_string()
+}
