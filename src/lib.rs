@@ -14,6 +14,7 @@ pub mod model;
 pub mod ops;
 pub mod output_dir;
 pub mod pipeline;
+pub mod plot_font;
 pub mod progress;
 pub mod runtime;
 pub mod teacher;

@@ -36,7 +36,7 @@ fn shards_read_back_with_the_documented_schema() {
     assert_eq!(manifest.shards.len(), 2);
     assert_eq!(manifest.total_rows, 8);
 
-    let file = File::open(dir.path().join("part-00000.parquet")).unwrap();
+    let file = File::open(dir.path().join("data/part-00000.parquet")).unwrap();
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
     let compression = builder.metadata().row_group(0).column(0).compression();
     assert!(

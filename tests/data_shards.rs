@@ -1,6 +1,7 @@
 //! Crash-safe shards: resume after a crash or a SIGKILL gives exactly the rows of an
-//! uninterrupted run, stale temporary files are removed, recipe mismatches are refused, and
-//! N split workers together write the same rows as one.
+//! uninterrupted run, stale temporary files are removed, recipe mismatches are refused,
+//! N split workers together write the same rows as one, the shards live alone in `data/`, and
+//! directories in the legacy layout (shards beside the manifest) still read and resume.
 
 mod data_common;
 
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use distill::data::schema::{ArrowRow, TraceRow};
 use distill::data::shards::{
-    read_manifest, read_trace_rows, verify_shards, ShardOptions, ShardWriter, MANIFEST_FILE,
+    read_manifest, read_trace_rows, shard_paths, verify_shards, ShardOptions, ShardWriter,
+    DATA_DIR, LEGACY_MANIFEST_FORMAT_VERSION, MANIFEST_FILE, MANIFEST_FORMAT_VERSION,
 };
 use distill::data::split::WorkerSplit;
 
@@ -37,11 +39,16 @@ fn complete_run(dir: &Path, rows: &[TraceRow]) {
     writer.finish().unwrap();
 }
 
+/// The names in `dir` and in its `data/` folder (as `data/NAME`), sorted.
 fn file_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names = Vec::new();
+    for (folder, prefix) in [(dir.to_path_buf(), ""), (dir.join(DATA_DIR), "data/")] {
+        if let Ok(entries) = std::fs::read_dir(folder) {
+            names.extend(
+                entries.map(|e| format!("{prefix}{}", e.unwrap().file_name().to_string_lossy())),
+            );
+        }
+    }
     names.sort();
     names
 }
@@ -71,7 +78,11 @@ fn resume_after_crash_equals_uninterrupted_run() {
         writer.write(row.clone()).unwrap();
     }
     drop(writer); // crash: 28 rows are in 4 shards, 2 buffered rows are lost
-    std::fs::write(dir.path().join(".part-00004.parquet.tmp"), b"half a shard").unwrap();
+    std::fs::write(
+        dir.path().join(DATA_DIR).join(".part-00004.parquet.tmp"),
+        b"half a shard",
+    )
+    .unwrap();
     std::fs::write(dir.path().join(".manifest.json.tmp"), b"{\"format_").unwrap();
 
     std::fs::write(
@@ -270,4 +281,102 @@ fn sigkill_mid_run_then_rerun_equals_uninterrupted_run() {
         .iter()
         .all(|name| !name.ends_with(".tmp")));
     verify_shards(dir.path()).unwrap();
+}
+
+#[test]
+fn shards_live_alone_in_the_data_folder() {
+    let rows = data_common::all_rows(&data_common::problems(PROBLEMS), SAMPLES);
+    let dir = tempfile::tempdir().unwrap();
+    complete_run(dir.path(), &rows);
+    let names = file_names(dir.path());
+    let shards: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("data/part-"))
+        .collect();
+    assert_eq!(shards.len(), rows.len().div_ceil(ROWS_PER_SHARD));
+    assert_eq!(
+        names.len(),
+        shards.len() + 2,
+        "only data/ and manifest.json beside the shards: {names:?}"
+    );
+    let manifest = read_manifest(dir.path()).unwrap();
+    assert_eq!(manifest.format_version, MANIFEST_FORMAT_VERSION);
+    assert_eq!(manifest.shards[0].file, "data/part-00000.parquet");
+}
+
+/// Rewrites a finished directory into the layout of format version 1 (shards beside the
+/// manifest, bare names in it), as distill wrote it before the `data/` folder.
+fn to_legacy_layout(dir: &Path) {
+    let mut manifest = read_manifest(dir).unwrap();
+    for shard in &mut manifest.shards {
+        let name = shard.file.strip_prefix("data/").unwrap().to_string();
+        std::fs::rename(dir.join(&shard.file), dir.join(&name)).unwrap();
+        shard.file = name;
+    }
+    std::fs::remove_dir(dir.join(DATA_DIR)).unwrap();
+    manifest.format_version = LEGACY_MANIFEST_FORMAT_VERSION;
+    let text = serde_json::to_string_pretty(&manifest).unwrap();
+    std::fs::write(dir.join(MANIFEST_FILE), text).unwrap();
+}
+
+#[test]
+fn a_legacy_directory_reads_as_it_is_and_migrates_on_resume() {
+    let expected = uninterrupted_rows();
+    let rows = data_common::all_rows(&data_common::problems(PROBLEMS), SAMPLES);
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = ShardWriter::<TraceRow>::open(dir.path(), options("recipe-a")).unwrap();
+    for row in &rows[..30] {
+        writer.write(row.clone()).unwrap();
+    }
+    writer.finish().unwrap();
+    to_legacy_layout(dir.path());
+    assert!(file_names(dir.path()).contains(&"part-00000.parquet".to_string()));
+
+    let read = read_trace_rows(dir.path()).unwrap();
+    assert_eq!(read.len(), 30, "a reader takes the legacy layout as it is");
+    assert!(
+        file_names(dir.path()).contains(&"part-00000.parquet".to_string()),
+        "reading does not move anything"
+    );
+
+    complete_run(dir.path(), &rows);
+    assert_eq!(read_trace_rows(dir.path()).unwrap(), expected);
+    let manifest = verify_shards(dir.path()).unwrap();
+    assert_eq!(manifest.format_version, MANIFEST_FORMAT_VERSION);
+    assert!(manifest.shards.iter().all(|s| s.file.starts_with("data/")));
+    assert!(
+        file_names(dir.path())
+            .iter()
+            .all(|n| n == MANIFEST_FILE || n == DATA_DIR || n.starts_with("data/part-")),
+        "resuming moved every shard into data/: {:?}",
+        file_names(dir.path())
+    );
+}
+
+#[test]
+fn an_interrupted_migration_still_reads_and_resumes() {
+    let expected = uninterrupted_rows();
+    let rows = data_common::all_rows(&data_common::problems(PROBLEMS), SAMPLES);
+    let dir = tempfile::tempdir().unwrap();
+    complete_run(dir.path(), &rows);
+    to_legacy_layout(dir.path());
+    // Killed after moving the first shard into data/, before the manifest was rewritten.
+    std::fs::create_dir(dir.path().join(DATA_DIR)).unwrap();
+    std::fs::rename(
+        dir.path().join("part-00000.parquet"),
+        dir.path().join("data/part-00000.parquet"),
+    )
+    .unwrap();
+    assert_eq!(
+        shard_paths(dir.path()).unwrap()[0],
+        dir.path().join("data/part-00000.parquet")
+    );
+    assert_eq!(read_trace_rows(dir.path()).unwrap(), expected);
+    verify_shards(dir.path()).unwrap();
+    complete_run(dir.path(), &rows);
+    assert_eq!(read_trace_rows(dir.path()).unwrap(), expected);
+    assert_eq!(
+        read_manifest(dir.path()).unwrap().format_version,
+        MANIFEST_FORMAT_VERSION
+    );
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use distill::data::prompt_source::load_prompts;
-use distill::eval::samples::read_samples;
+use distill::eval::samples::{read_samples, samples_path};
 use distill::eval::{run_eval, EvalConfig, EvalSummary};
 use distill::verify::grade;
 
@@ -63,7 +63,7 @@ fn math500_problems_give_k_graded_samples_each_and_repeat_for_a_seed() {
     assert_eq!(s.per_source["math500-test"].problems, 3);
     assert!((0.0..=1.0).contains(&s.pass_at_1) && (0.0..=1.0).contains(&s.cons_at_k));
 
-    let rows = read_samples(&a.join("samples.parquet")).unwrap();
+    let rows = read_samples(&samples_path(&a)).unwrap();
     assert_eq!(rows.len(), 6);
     let problems = load_prompts(MATH500).unwrap();
     for (i, row) in rows.iter().enumerate() {
@@ -85,10 +85,10 @@ fn math500_problems_give_k_graded_samples_each_and_repeat_for_a_seed() {
     );
 
     assert!(eval(&b, MATH500, &flags).status.success());
-    assert_eq!(read_samples(&b.join("samples.parquet")).unwrap(), rows);
+    assert_eq!(read_samples(&samples_path(&b)).unwrap(), rows);
     let reseeded = ["--limit", "3", "--k", "2", "--seed", "6"];
     assert!(eval(&c, MATH500, &reseeded).status.success());
-    let other = read_samples(&c.join("samples.parquet")).unwrap();
+    let other = read_samples(&samples_path(&c)).unwrap();
     assert_ne!(
         other.iter().map(|r| &r.completion).collect::<Vec<_>>(),
         rows.iter().map(|r| &r.completion).collect::<Vec<_>>()
@@ -111,10 +111,10 @@ fn a_synthetic_spec_is_evaluated_and_batching_does_not_change_the_samples() {
     config.batch_size = 3;
     config.out = tmp.path().join("three");
     run_eval(&config, &problems).unwrap();
-    let rows = read_samples(&tmp.path().join("one/samples.parquet")).unwrap();
+    let rows = read_samples(&samples_path(&tmp.path().join("one"))).unwrap();
     assert_eq!(rows.len(), 9);
     assert_eq!(
-        read_samples(&tmp.path().join("three/samples.parquet")).unwrap(),
+        read_samples(&samples_path(&tmp.path().join("three"))).unwrap(),
         rows
     );
     let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();

@@ -163,7 +163,10 @@ fn drop_column(path: &Path, column: &str) {
 fn malformed_input_names_the_file_and_column() {
     let root = tempfile::tempdir().unwrap();
     write_input(&root.path().join("traces"), &input_rows(), 20);
-    drop_column(&root.path().join("traces/part-00001.parquet"), "answer");
+    drop_column(
+        &root.path().join("traces/data/part-00001.parquet"),
+        "answer",
+    );
     let error = run_filter(&config(root.path(), "out"))
         .unwrap_err()
         .to_string();
@@ -183,13 +186,13 @@ fn malformed_input_names_the_file_and_column() {
     let other = tempfile::tempdir().unwrap();
     write_input(other.path(), &rows[3..4], 1);
     std::fs::copy(
-        other.path().join("part-00000.parquet"),
-        dup.path().join("traces/part-00001.parquet"),
+        other.path().join("data/part-00000.parquet"),
+        dup.path().join("traces/data/part-00001.parquet"),
     )
     .unwrap();
     let mut manifest = read_manifest(&dup.path().join("traces")).unwrap();
     let mut second = manifest.shards[0].clone();
-    second.file = "part-00001.parquet".into();
+    second.file = "data/part-00001.parquet".into();
     manifest.shards.push(second);
     std::fs::write(
         dup.path().join("traces/manifest.json"),

@@ -66,7 +66,7 @@ fn recipe(out: &Path) -> String {
 
 /// Whether each problem's greedy answer in an eval directory is correct, by problem id.
 fn outcomes(dir: &Path) -> BTreeMap<String, bool> {
-    read_samples(&dir.join("samples.parquet"))
+    read_samples(&distill::eval::samples::samples_in(dir))
         .unwrap()
         .into_iter()
         .map(|row| (row.id, row.correct))

@@ -14,10 +14,11 @@ pub struct EvalArgs {
     #[arg(long)]
     pub model: String,
     /// Prompt set: a .jsonl/.parquet file (GSM8K, MATH-500, AIME24, AMC23 as they are, or
-    /// `problem` + `answer` columns) or `synth:arith:difficulty=2:count=8:seed=0`.
+    /// `problem` + `answer` columns), a Hub dataset such as hf:HuggingFaceH4/MATH-500:test, or
+    /// `synth:arith:difficulty=2:count=8:seed=0`.
     #[arg(long)]
     pub prompts: String,
-    /// Output directory (samples.parquet, summary.json).
+    /// Output directory (data/samples.parquet, summary.json, README.md).
     #[arg(long, default_value = "eval")]
     pub out: PathBuf,
     /// Samples per problem.

@@ -14,8 +14,10 @@ use crate::teacher::openai::ApiKind;
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("teacher_kind").required(true).args(["teacher", "endpoint"])))]
 pub struct GenerateArgs {
-    /// Prompt set: a .jsonl/.parquet file, or a synthetic spec such as
-    /// synth:arith:difficulty=3:count=200:seed=1 (kinds: arith, linear, countdown).
+    /// Prompt set: a .jsonl/.parquet file, a Hub dataset hf:ORG/NAME[:CONFIG][:SPLIT] (e.g.
+    /// hf:openai/gsm8k:main:test; from the HF cache, downloaded unless HF_HUB_OFFLINE=1), or a
+    /// synthetic spec such as synth:arith:difficulty=3:count=200:seed=1 (kinds: arith, linear,
+    /// countdown).
     #[arg(long)]
     pub prompts: String,
     /// Built-in layout of the prompt file (gsm8k, math500, aime24, amc23); detected when omitted.

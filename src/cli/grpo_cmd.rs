@@ -15,7 +15,8 @@ pub struct GrpoArgs {
     /// The policy to train: model directory, hub id (org/name) or llama2.c .bin file.
     #[arg(long)]
     pub policy: Option<String>,
-    /// Prompts: a JSONL/Parquet file (GSM8K, MATH-500, AIME24, AMC23 detected) or a synth: spec.
+    /// Prompts: a JSONL/Parquet file (GSM8K, MATH-500, AIME24, AMC23 detected), a Hub dataset
+    /// (hf:openai/gsm8k:main:train) or a synth: spec.
     #[arg(long)]
     pub prompts: String,
     /// Output directory (final/, checkpoints/, metrics.jsonl, reward.svg, summary.json).

@@ -16,8 +16,9 @@ pub struct TrainArgs {
     /// The student: model directory, hub id (org/name) or llama2.c .bin file.
     #[arg(long)]
     pub student: Option<String>,
-    /// Accepted shards (from `distill filter`), or a JSONL/Parquet file or directory with a
-    /// `messages` column or `prompt` + `completion` columns (HF chat datasets, TRL formats).
+    /// Accepted shards (from `distill filter`), or a JSONL/Parquet file or directory, or a Hub
+    /// dataset `hf:ORG/NAME[:CONFIG][:SPLIT]`, with a `messages` column or `prompt` + `completion`
+    /// columns (HF chat datasets, TRL formats).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Output directory (final/, checkpoints/, metrics.jsonl, loss.svg, summary.json).

@@ -1,5 +1,5 @@
 //! Reading what `distill compare` compares: evaluation directories (`summary.json` +
-//! `samples.parquet`), training runs (`summary.json` + `metrics.jsonl` of `distill train` or
+//! `data/samples.parquet`, or `samples.parquet` in directories written before the `data/` folder), training runs (`summary.json` + `metrics.jsonl` of `distill train` or
 //! `distill grpo`) and optional teacher data-generation summaries.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::eval::samples::read_samples;
+use crate::eval::samples::{read_samples, samples_in};
 use crate::eval::{problem_scores, EvalSummary};
 use crate::train::metrics::MetricsLog;
 
@@ -37,7 +37,7 @@ pub fn load_eval(dir: &Path) -> anyhow::Result<EvalRun> {
             summary_path.display()
         )
     })?;
-    let rows = read_samples(&dir.join("samples.parquet"))?;
+    let rows = read_samples(&samples_in(dir))?;
     let scores = problem_scores(&rows);
     Ok(EvalRun {
         dir: dir.to_path_buf(),

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use super::columns::{as_str_column, cell_to_json, for_each_batch, BatchColumns};
 use super::errors::{DataError, Location, Result};
 use super::hashing::sha256_hex;
+use super::hub::{self, HubDatasetSpec};
 use super::schema::read_message_lists;
 use super::shards::{read_trace_rows, MANIFEST_FILE};
 use super::sources::file_extension;
@@ -35,8 +36,12 @@ pub struct Conversation {
 }
 
 /// Reads every conversation under `path`: a shard directory written by distill (it has a
-/// `manifest.json`), a `.jsonl`/`.parquet` file, or a directory of such files (read in name order).
+/// `manifest.json`), a `.jsonl`/`.parquet` file, a directory of such files (read in name order),
+/// or a Hub dataset split named `hf:ORG/NAME[:CONFIG][:SPLIT]` (see [`crate::data::hub`]).
 pub fn load_conversations(path: &Path) -> Result<Vec<Conversation>> {
+    if let Some(spec) = path.to_str().and_then(HubDatasetSpec::parse) {
+        return read_files(&hub::resolve(&spec?)?.files);
+    }
     if path.join(MANIFEST_FILE).is_file() {
         return Ok(read_trace_rows(path)?
             .into_iter()
@@ -62,8 +67,13 @@ pub fn load_conversations(path: &Path) -> Result<Vec<Conversation>> {
             std::io::Error::from(std::io::ErrorKind::NotFound),
         ));
     };
+    read_files(&files)
+}
+
+/// The conversations of `.jsonl`/`.parquet` files, in order.
+fn read_files(files: &[PathBuf]) -> Result<Vec<Conversation>> {
     let mut conversations = Vec::new();
-    for file in &files {
+    for file in files {
         let read = match file_extension(file).as_str() {
             "jsonl" | "json" => read_jsonl(file)?,
             "parquet" => read_parquet(file)?,

@@ -1,14 +1,15 @@
 //! The data layer of `distill`: everything that is read or written between pipeline stages.
 //!
-//! It owns prompt sources ([`sources`]), synthetic reasoning tasks with gold answers ([`synth`]),
+//! It owns prompt sources ([`sources`], [`prompt_source`], Hub datasets in [`hub`]), synthetic reasoning tasks with gold answers ([`synth`]),
 //! their programmatic chain-of-thought writer ([`cot`]), the adaptive difficulty curriculum
 //! ([`curriculum`]), the trace row schema ([`schema`]), crash-safe Parquet shards with a manifest
-//! and resume ([`shards`]), the deterministic multi-worker split ([`split`]), and the conversations
+//! and resume ([`shards`]), the dataset cards written beside them ([`card`]), the deterministic multi-worker split ([`split`]), and the conversations
 //! SFT reads from distill's shards or other tools' datasets ([`conversations`]). It contains no
 //! model code. All fallible functions return [`errors::DataError`], whose messages name the file,
 //! the line or row, and the field at fault. Helpers: [`columns`] (typed Arrow column access with
 //! located errors) and [`hashing`] (SHA-256 for ids, checksums and the split).
 
+pub mod card;
 pub mod columns;
 pub mod conversations;
 pub mod corpus;
@@ -16,6 +17,7 @@ pub mod cot;
 pub mod curriculum;
 pub mod errors;
 pub mod hashing;
+pub mod hub;
 pub mod prompt_source;
 pub mod schema;
 pub mod shards;

@@ -1,15 +1,17 @@
-//! Prompt sources named by one string: a JSONL/Parquet file read by a built-in adapter (GSM8K,
-//! MATH-500, AIME24, AMC23 — detected from the file; other files by their `problem` and `answer`
-//! columns), or a synthetic spec
+//! Prompt sources named by one string: a JSONL/Parquet file or a Hub dataset split
+//! (`hf:ORG/NAME[:CONFIG][:SPLIT]`, see [`crate::data::hub`]) read by a built-in adapter (GSM8K,
+//! MATH-500, AIME24, AMC23, NuminaMath, OpenR1-Math — detected from the file; other files by their
+//! `problem` and `answer` columns), or a synthetic spec
 //! `synth:KIND[:key=value]...` with KIND `arith` (or `arithmetic`), `linear` or `countdown` and keys
 //! `difficulty` (1–8, default 3), `count` (default 100) and `seed` (default 0), e.g.
 //! `synth:arith:difficulty=3:count=200:seed=1`.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::errors::{DataError, Result};
-use super::sources::{load_builtin, load_problems, ColumnMapping, Problem};
+use super::hub::{self, HubDatasetSpec};
+use super::sources::{file_stem, load_builtin_named, load_problems, ColumnMapping, Problem};
 use super::synth::{generate_tasks, SynthTask, TaskKind};
 
 /// A parsed `synth:` prompt source.
@@ -86,23 +88,80 @@ impl SynthSpec {
     }
 }
 
-/// The problems of a prompt source string: a `synth:` spec, or a file read by its built-in adapter
-/// (detected), or else by its `problem` and `answer` columns.
+/// One data file of a prompt source and the name its problems' source is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptFile {
+    /// The `.jsonl`/`.parquet` file.
+    pub path: PathBuf,
+    /// The set's name: the file stem of a local file, the split of a Hub dataset (`test`).
+    pub stem: String,
+}
+
+/// The data files of a prompt source that is not synthetic: the file itself, or the files of a
+/// Hub dataset's split (`hf:ORG/NAME[:CONFIG][:SPLIT]`, see [`crate::data::hub`]).
+pub fn prompt_files(source: &str) -> Result<Vec<PromptFile>> {
+    match HubDatasetSpec::parse(source) {
+        Some(spec) => {
+            let dataset = hub::resolve(&spec?)?;
+            Ok(dataset
+                .files
+                .into_iter()
+                .map(|path| PromptFile {
+                    path,
+                    stem: dataset.split.clone(),
+                })
+                .collect())
+        }
+        None => Ok(vec![PromptFile {
+            path: PathBuf::from(source),
+            stem: file_stem(Path::new(source)),
+        }]),
+    }
+}
+
+/// The licence of a prompt source when it declares one (a Hub dataset's card `license`).
+pub fn prompt_license(source: &str) -> Option<String> {
+    let spec = HubDatasetSpec::parse(source)?.ok()?;
+    hub::resolve(&spec).ok()?.license
+}
+
+/// The problems of several files of one set, in file order; a problem id seen in an earlier file
+/// is skipped (sharded Hub splits may repeat a problem).
+pub fn load_files(
+    files: &[PromptFile],
+    load: impl Fn(&PromptFile) -> Result<Vec<Problem>>,
+) -> Result<Vec<Problem>> {
+    let mut seen = HashSet::new();
+    let mut problems = Vec::new();
+    for file in files {
+        problems.extend(
+            load(file)?
+                .into_iter()
+                .filter(|p| seen.insert(p.id.clone())),
+        );
+    }
+    Ok(problems)
+}
+
+/// The problems of a prompt source string: a `synth:` spec, or a file (or Hub dataset split)
+/// read by its built-in adapter (detected), or else by its `problem` and `answer` columns.
 pub fn load_prompts(source: &str) -> Result<Vec<Problem>> {
     if let Some(spec) = SynthSpec::parse(source) {
         return spec?.problems();
     }
-    let path = Path::new(source);
-    match load_builtin(path, None) {
-        Err(DataError::UndetectedFormat { .. }) => {
-            let name = path.file_stem().map_or_else(
-                || "prompts".to_string(),
-                |s| s.to_string_lossy().into_owned(),
-            );
-            load_problems(path, &ColumnMapping::new(&name, "problem", "answer"))
+    load_files(&prompt_files(source)?, |file| {
+        match load_builtin_named(&file.path, None, &file.stem) {
+            Err(DataError::UndetectedFormat { .. }) => {
+                let name = if file.stem.is_empty() {
+                    "prompts"
+                } else {
+                    file.stem.as_str()
+                };
+                load_problems(&file.path, &ColumnMapping::new(name, "problem", "answer"))
+            }
+            other => other,
         }
-        other => other,
-    }
+    })
 }
 
 /// The problem texts of every source in `sources` (prompt-source strings as for [`load_prompts`]):

@@ -1,9 +1,18 @@
 //! Crash-safe Parquet shards: [`ShardWriter`] buffers rows and writes zstd Parquet files of
-//! `rows_per_shard` rows (`part-00000.parquet`, …) plus `manifest.json`; the readers
-//! ([`read_shard`], [`read_rows`], [`read_trace_rows`]) read them back.
+//! `rows_per_shard` rows into the directory's `data/` folder (`data/part-00000.parquet`, …) with
+//! `manifest.json` beside that folder; the readers ([`read_shard`], [`read_rows`],
+//! [`read_trace_rows`]) read them back.
+//!
+//! Layout: the Hugging Face Hub's. `data/` holds nothing but Parquet shards (and hidden
+//! temporary files, which every reader skips), so pandas, pyarrow, Polars, DuckDB and
+//! `load_dataset("parquet", data_dir=…)` open it as one table; the manifest, a stage's summary and
+//! its dataset card (`README.md`, see [`crate::data::card`]) sit beside it. Directories written
+//! before this layout (format version 1: shards and manifest side by side) are still read as they
+//! are, and [`ShardWriter::open`] migrates them: it moves their shards into `data/` (one rename
+//! each) and rewrites the manifest.
 //!
 //! Crash safety: every file is written under a hidden temporary name (`.part-00003.parquet.tmp`,
-//! `.manifest.json.tmp`) in the same directory, fsync'd, renamed to its final name, and the
+//! `.manifest.json.tmp`) in its own directory, fsync'd, renamed to its final name, and the
 //! directory fsync'd; a final name therefore always holds a complete file. Rows still buffered
 //! when the process dies are lost, and a rerun regenerates them, because resume skips exactly the
 //! keys (problem id, sample index) present in complete shards.
@@ -32,15 +41,21 @@ use super::schema::{rows_to_batch, ArrowRow, RowKey, TraceRow};
 
 /// File name of the manifest inside a shard directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// Version of the manifest layout written by this code.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// Version of the manifest layout written by this code: 2 lists shards as `data/part-….parquet`.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
+/// The manifest version of directories written before the `data/` folder (shards beside the
+/// manifest); still read, and migrated when a writer opens them.
+pub const LEGACY_MANIFEST_FORMAT_VERSION: u32 = 1;
+/// Folder inside a shard directory that holds the Parquet shards and nothing else.
+pub const DATA_DIR: &str = "data";
 /// Default number of rows per shard.
 pub const DEFAULT_ROWS_PER_SHARD: usize = 1000;
 
 /// One complete shard listed in the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardEntry {
-    /// File name inside the directory, e.g. `part-00000.parquet`.
+    /// Path relative to the shard directory, `/`-separated: `data/part-00000.parquet`
+    /// (format version 1 listed bare names, `part-00000.parquet`).
     pub file: String,
     /// Number of rows.
     pub rows: usize,
@@ -102,6 +117,16 @@ pub fn shard_file_name(index: usize) -> String {
     format!("part-{index:05}.parquet")
 }
 
+/// The manifest entry (`data/<name>`) of the shard file `name`.
+fn data_entry(name: &str) -> String {
+    format!("{DATA_DIR}/{name}")
+}
+
+/// The bare file name of a manifest entry (`data/part-00000.parquet` → `part-00000.parquet`).
+fn entry_name(file: &str) -> &str {
+    file.rsplit('/').next().unwrap_or(file)
+}
+
 /// The shard number of a final shard file name, `None` for other names.
 fn shard_index(name: &str) -> Option<usize> {
     let digits = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
@@ -117,6 +142,47 @@ fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".tmp")
 }
 
+/// Removes this module's temporary files directly in `dir` and returns its final shard files
+/// as (index, name), sorted.
+fn remove_temp_files(dir: &Path) -> Result<Vec<(usize, String)>> {
+    let mut final_shards = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_temp_name(&name) {
+            fs::remove_file(entry.path()).map_err(|e| DataError::io(entry.path(), e))?;
+        } else if let Some(index) = shard_index(&name) {
+            final_shards.push((index, name));
+        }
+    }
+    final_shards.sort();
+    Ok(final_shards)
+}
+
+/// Moves the shards of a directory in the legacy layout (`part-*.parquet` beside
+/// `manifest.json`) into its `data/` folder. Each move is a rename, so a crash leaves every
+/// shard complete in one of the two places; the caller then rewrites the manifest's entries as
+/// `data/<name>`, and [`shard_paths`] finds a shard in either place until it has.
+fn migrate_legacy_layout(dir: &Path) -> Result<()> {
+    let data = dir.join(DATA_DIR);
+    for (_, name) in remove_temp_files(dir)? {
+        let target = data.join(&name);
+        if target.exists() {
+            return Err(DataError::Manifest {
+                path: dir.join(&name),
+                message: format!(
+                    "shard exists both here and as {}; keep the right one and remove the other",
+                    target.display()
+                ),
+            });
+        }
+        fs::create_dir_all(&data).map_err(|e| DataError::io(&data, e))?;
+        fs::rename(dir.join(&name), &target).map_err(|e| DataError::io(&target, e))?;
+    }
+    sync_dir(&data)?;
+    sync_dir(dir)
+}
+
 impl<R: ArrowRow> ShardWriter<R> {
     /// Opens (creating if needed) the shard directory `dir` for writing or resuming; see the
     /// module docs for what resuming checks.
@@ -127,17 +193,7 @@ impl<R: ArrowRow> ShardWriter<R> {
             ));
         }
         fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-        let mut final_shards = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
-            let entry = entry.map_err(|e| DataError::io(dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if is_temp_name(&name) {
-                fs::remove_file(entry.path()).map_err(|e| DataError::io(entry.path(), e))?;
-            } else if let Some(index) = shard_index(&name) {
-                final_shards.push((index, name));
-            }
-        }
-        final_shards.sort();
+        let data = dir.join(DATA_DIR);
         let manifest_path = dir.join(MANIFEST_FILE);
         let mut manifest = if manifest_path.exists() {
             let mut manifest = read_manifest(dir)?;
@@ -161,16 +217,23 @@ impl<R: ArrowRow> ShardWriter<R> {
                 shards: Vec::new(),
             }
         };
+        fs::create_dir_all(&data).map_err(|e| DataError::io(&data, e))?;
+        migrate_legacy_layout(dir)?;
+        let final_shards = remove_temp_files(&data)?;
+        manifest.format_version = MANIFEST_FORMAT_VERSION;
         manifest.rows_per_shard = options.rows_per_shard;
+        for shard in &mut manifest.shards {
+            shard.file = data_entry(entry_name(&shard.file));
+        }
         check_listed_shards(dir, &manifest)?;
         let listed: HashSet<String> = manifest.shards.iter().map(|s| s.file.clone()).collect();
         for (_, name) in final_shards
             .iter()
-            .filter(|(_, name)| !listed.contains(name))
+            .filter(|(_, name)| !listed.contains(&data_entry(name)))
         {
             manifest
                 .shards
-                .push(describe_orphan_shard(&dir.join(name))?);
+                .push(describe_orphan_shard(&data.join(name))?);
         }
         manifest.total_rows = manifest.shards.iter().map(|s| s.rows).sum();
         write_manifest(dir, &manifest)?;
@@ -237,11 +300,11 @@ impl<R: ArrowRow> ShardWriter<R> {
     /// Writes the buffer as the next shard, then the manifest.
     fn flush_shard(&mut self) -> Result<()> {
         let name = shard_file_name(self.next_index);
-        let path = self.dir.join(&name);
+        let path = self.dir.join(DATA_DIR).join(&name);
         let bytes = encode_parquet(&self.buffer, &path)?;
         write_atomically(&path, &bytes)?;
         self.manifest.shards.push(ShardEntry {
-            file: name,
+            file: data_entry(&name),
             rows: self.buffer.len(),
             bytes: bytes.len() as u64,
             sha256: sha256_hex(&bytes),
@@ -317,11 +380,13 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    if manifest.format_version != MANIFEST_FORMAT_VERSION {
+    if ![LEGACY_MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION].contains(&manifest.format_version)
+    {
         return Err(DataError::Manifest {
             path,
             message: format!(
-                "format_version {} is not the supported {MANIFEST_FORMAT_VERSION}",
+                "format_version {} is not one of the supported {LEGACY_MANIFEST_FORMAT_VERSION} \
+                 and {MANIFEST_FORMAT_VERSION}",
                 manifest.format_version
             ),
         });
@@ -354,10 +419,12 @@ fn describe_orphan_shard(path: &Path) -> Result<ShardEntry> {
     let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
     let rows = read_shard_keys(path)?.len();
     Ok(ShardEntry {
-        file: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        file: data_entry(
+            &path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
         rows,
         bytes: bytes.len() as u64,
         sha256: sha256_hex(&bytes),
@@ -394,13 +461,25 @@ pub fn read_shard<R: ArrowRow>(path: &Path) -> Result<Vec<R>> {
     Ok(rows)
 }
 
-/// The shard files of `dir` in manifest order.
+/// The shard files of `dir` in manifest order, in either layout: a legacy entry whose file
+/// has already moved into `data/` (an interrupted migration) is found there.
 pub fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(read_manifest(dir)?
         .shards
         .iter()
-        .map(|shard| dir.join(&shard.file))
+        .map(|shard| shard_path(dir, shard))
         .collect())
+}
+
+/// Where the shard of `entry` is: as listed, or in `data/` when a legacy entry's file moved.
+fn shard_path(dir: &Path, entry: &ShardEntry) -> PathBuf {
+    let listed = dir.join(&entry.file);
+    let moved = dir.join(DATA_DIR).join(entry_name(&entry.file));
+    if !listed.exists() && moved.exists() {
+        moved
+    } else {
+        listed
+    }
 }
 
 /// Reads all shards of `dir` (manifest order) and returns the rows sorted by
@@ -423,7 +502,7 @@ pub fn read_trace_rows(dir: &Path) -> Result<Vec<TraceRow>> {
 pub fn verify_shards(dir: &Path) -> Result<Manifest> {
     let manifest = read_manifest(dir)?;
     for shard in &manifest.shards {
-        let path = dir.join(&shard.file);
+        let path = shard_path(dir, shard);
         let bytes = fs::read(&path).map_err(|e| DataError::io(&path, e))?;
         if bytes.len() as u64 != shard.bytes || sha256_hex(&bytes) != shard.sha256 {
             return Err(DataError::Manifest {

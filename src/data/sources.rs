@@ -1,5 +1,6 @@
 //! Prompt sources: reading problem sets (JSONL or Parquet) into [`Problem`]s with a
-//! [`ColumnMapping`], and the built-in [`Adapter`]s for GSM8K, MATH-500, AIME 2024 and AMC 2023.
+//! [`ColumnMapping`], and the built-in [`Adapter`]s for GSM8K, MATH-500, AIME 2024, AMC 2023,
+//! NuminaMath-1.5 / OpenR1-Math-220k and NuminaMath-CoT.
 //!
 //! Ids are stable across runs and machines: the mapped id column (with a per-set prefix) when
 //! there is one, else `<source>-<first 16 hex digits of sha256(source + "\n" + problem)>`.
@@ -40,6 +41,8 @@ pub enum AnswerFormat {
     /// A number (JSON number or numeric string) in canonical form: integers without leading
     /// zeros or `.0` (`"025"` → `25`, `27.0` → `27`).
     Number,
+    /// A worked solution whose last `\boxed{…}` is the answer (NuminaMath-CoT's `solution`).
+    Boxed,
 }
 
 /// Which columns of a prompt-set file hold what.
@@ -87,24 +90,34 @@ pub enum Adapter {
     Aime24,
     /// AMC 2023 from Qwen2.5-Math eval (`problem`, float `answer`, integer `id`).
     Amc23,
+    /// NuminaMath-1.5 and OpenR1-Math-220k (`problem`, text `answer`, `problem_type`,
+    /// `question_type`, `source`); content-hash ids, the three carried as metadata.
+    Numina,
+    /// NuminaMath-CoT (`problem`, worked `solution` whose last `\boxed{}` is the answer,
+    /// `source`); content-hash ids, `source` carried as metadata.
+    NuminaCot,
 }
 
 impl Adapter {
     /// Every built-in adapter.
-    pub const ALL: [Adapter; 4] = [
+    pub const ALL: [Adapter; 6] = [
         Adapter::Gsm8k,
         Adapter::Math500,
         Adapter::Aime24,
         Adapter::Amc23,
+        Adapter::Numina,
+        Adapter::NuminaCot,
     ];
 
-    /// The adapter's name (`gsm8k`, `math500`, `aime24`, `amc23`).
+    /// The adapter's name (`gsm8k`, `math500`, `aime24`, `amc23`, `numina`, `numinacot`).
     pub fn name(self) -> &'static str {
         match self {
             Adapter::Gsm8k => "gsm8k",
             Adapter::Math500 => "math500",
             Adapter::Aime24 => "aime24",
             Adapter::Amc23 => "amc23",
+            Adapter::Numina => "numina",
+            Adapter::NuminaCot => "numinacot",
         }
     }
 
@@ -139,6 +152,10 @@ impl Adapter {
         let path_text = path.to_string_lossy().to_lowercase();
         let detected = if has("unique_id") && has("subject") && has("level") {
             Some(Adapter::Math500)
+        } else if has("problem") && has("answer") && has("problem_type") && has("question_type") {
+            Some(Adapter::Numina)
+        } else if has("problem") && has("solution") && has("source") && !has("answer") {
+            Some(Adapter::NuminaCot)
         } else if has("question") && has("answer") && first.len() == 2 {
             Some(Adapter::Gsm8k)
         } else if has("problem") && has("answer") && has("url") {
@@ -161,10 +178,13 @@ impl Adapter {
     /// The column mapping of this adapter for `path`; the source is `<name>-<file stem>`,
     /// e.g. `gsm8k-test`.
     pub fn mapping(self, path: &Path) -> ColumnMapping {
-        let stem = path
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        self.mapping_named(&file_stem(path))
+    }
+
+    /// The column mapping of this adapter for a set called `stem`: the source is
+    /// `<name>-<stem>` (a Hub split passes its split name, so `hf:openai/gsm8k:main:test` gives
+    /// `gsm8k-test` like the file `gsm8k/test.jsonl`).
+    pub fn mapping_named(self, stem: &str) -> ColumnMapping {
         let source = format!("{}-{stem}", self.name());
         let id_prefix = format!("{}-", self.name());
         let strings = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
@@ -179,6 +199,15 @@ impl Adapter {
                 metadata: strings(&["subject", "level", "unique_id"]),
                 ..ColumnMapping::new(&source, "problem", "answer")
             },
+            Adapter::Numina => ColumnMapping {
+                metadata: strings(&["problem_type", "question_type", "source"]),
+                ..ColumnMapping::new(&source, "problem", "answer")
+            },
+            Adapter::NuminaCot => ColumnMapping {
+                answer_format: AnswerFormat::Boxed,
+                metadata: strings(&["source"]),
+                ..ColumnMapping::new(&source, "problem", "solution")
+            },
             Adapter::Aime24 | Adapter::Amc23 => ColumnMapping {
                 answer_format: AnswerFormat::Number,
                 id: Some("id".into()),
@@ -192,11 +221,27 @@ impl Adapter {
 
 /// Loads a built-in prompt set; `adapter: None` detects it with [`Adapter::detect`].
 pub fn load_builtin(path: &Path, adapter: Option<Adapter>) -> Result<Vec<Problem>> {
+    load_builtin_named(path, adapter, &file_stem(path))
+}
+
+/// [`load_builtin`] with the set's name given (see [`Adapter::mapping_named`]).
+pub fn load_builtin_named(
+    path: &Path,
+    adapter: Option<Adapter>,
+    stem: &str,
+) -> Result<Vec<Problem>> {
     let adapter = match adapter {
         Some(adapter) => adapter,
         None => Adapter::detect(path)?,
     };
-    load_problems(path, &adapter.mapping(path))
+    load_problems(path, &adapter.mapping_named(stem))
+}
+
+/// The file name of `path` without its extension (empty when it has none).
+pub fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Reads every record of a `.jsonl` or `.parquet` file into [`Problem`]s using `mapping`.
@@ -343,7 +388,13 @@ impl RecordFields<'_> {
                 }
                 Ok(gold)
             }
-            (AnswerFormat::Gsm8k, other) => Err(self.wrong_type(field, "string", other)),
+            (AnswerFormat::Boxed, Value::String(text)) => crate::verify::extract::last_boxed(text)
+                .map(|found| found.answer)
+                .filter(|answer| !answer.is_empty())
+                .ok_or_else(|| self.invalid(field, "no \\boxed{} answer in the solution")),
+            (AnswerFormat::Gsm8k | AnswerFormat::Boxed, other) => {
+                Err(self.wrong_type(field, "string", other))
+            }
             (_, other) => Err(self.wrong_type(field, "string or number", other)),
         }
     }

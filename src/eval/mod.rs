@@ -2,8 +2,9 @@
 //! grade each with the shared verifier, and report pass@1 (mean fraction of correct samples) and
 //! cons@k (majority vote over verified-equivalent answers), overall and per source.
 //!
-//! Outputs in the run directory: `samples.parquet` (one row per sample, see [`samples`]) and
-//! `summary.json` ([`EvalSummary`]).
+//! Outputs in the run directory: `data/samples.parquet` (one row per sample, see [`samples`]),
+//! `summary.json` ([`EvalSummary`]) and a dataset card `README.md` naming the samples as the
+//! `train` split, so `load_dataset(DIR)` opens it.
 
 pub mod samples;
 pub mod scoring;
@@ -16,13 +17,14 @@ use anyhow::{bail, Context};
 use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
+use crate::data::card::{how_to_load, CardConfig, DatasetCard};
 use crate::data::hashing::sha256_u64;
 use crate::data::sources::Problem;
 use crate::generate::prompts::{full_generation, think_prefill};
 use crate::model::{self, generate, GenerationConfig, GenerationRequest, SamplerConfig};
 use crate::train::grpo::render_prompt_text;
 use crate::verify::grade;
-use samples::{write_samples, SampleRow};
+use samples::{samples_path, write_samples, SampleRow};
 use scoring::{aggregate, score_problem, GradedSample, ProblemScore};
 
 /// Every knob of an evaluation (an `[eval]` recipe section).
@@ -31,7 +33,7 @@ use scoring::{aggregate, score_problem, GradedSample, ProblemScore};
 pub struct EvalConfig {
     /// The model: directory, hub id or llama2.c file.
     pub model: String,
-    /// Output directory (`samples.parquet`, `summary.json`).
+    /// Output directory (`data/samples.parquet`, `summary.json`, `README.md`).
     pub out: PathBuf,
     /// Samples per problem.
     #[serde(default = "defaults::k")]
@@ -199,8 +201,9 @@ pub fn accuracy_by_source(
     (overall, per_source)
 }
 
-/// Evaluates `config.model` on `problems` (the first `limit` of them), writes `samples.parquet` and
-/// `summary.json` into `config.out`, and returns the summary.
+/// Evaluates `config.model` on `problems` (the first `limit` of them), writes
+/// `data/samples.parquet`, `summary.json` and the dataset card into `config.out`, and returns the
+/// summary.
 pub fn run_eval(config: &EvalConfig, problems: &[Problem]) -> anyhow::Result<EvalSummary> {
     let started = Instant::now();
     if config.k == 0 {
@@ -279,7 +282,7 @@ pub fn run_eval(config: &EvalConfig, problems: &[Problem]) -> anyhow::Result<Eva
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
-    write_samples(&config.out.join("samples.parquet"), &rows)?;
+    write_samples(&samples_path(&config.out), &rows)?;
     let (overall, per_source) = accuracy_by_source(&problem_scores(&rows));
     let summary = EvalSummary {
         model: config.model.clone(),
@@ -297,5 +300,41 @@ pub fn run_eval(config: &EvalConfig, problems: &[Problem]) -> anyhow::Result<Eva
         &config.out.join("summary.json"),
         &serde_json::to_vec_pretty(&summary)?,
     )?;
+    eval_card(&summary, rows.len()).write(&config.out)?;
     Ok(summary)
+}
+
+/// The dataset card of an eval directory: its samples as the `train` split, the scores and settings.
+fn eval_card(summary: &EvalSummary, rows: usize) -> DatasetCard {
+    let split = CardConfig::default_train();
+    let dir_name = summary
+        .settings
+        .out
+        .file_name()
+        .map_or_else(|| "eval".into(), |n| n.to_string_lossy().into_owned());
+    let mut body = format!(
+        "# Evaluation samples of `{}`
+
+`distill eval`: {} problems × {} samples at temperature          {}, top-p {}, seed {}; pass@1 {:.3}, cons@{} {:.3}. One row per sample (`id`, `source`,          `sample_index`, `completion`, `answer`, `correct`, `tokens`, `finish_reason`).
+
+",
+        summary.model,
+        summary.problems,
+        summary.k,
+        summary.settings.temperature,
+        summary.settings.top_p,
+        summary.settings.seed,
+        summary.pass_at_1,
+        summary.k,
+        summary.cons_at_k,
+    );
+    body.push_str(&how_to_load(&dir_name, &split));
+    DatasetCard {
+        pretty_name: format!("distill eval samples: {}", summary.model),
+        license: None,
+        rows,
+        tags: vec!["evaluation".into()],
+        configs: vec![split],
+        body,
+    }
 }

@@ -1,9 +1,35 @@
 //! `samples.parquet`: one row per sampled completion (id, source, sample_index, completion,
 //! answer, correct, tokens, finish_reason), written to a temporary name then renamed, and read back
 //! by `distill compare`.
+//!
+//! Layout: the file is `data/samples.parquet` of the eval directory, so the `data/` folder opens as
+//! a dataset in every Parquet reader; directories written before that hold it beside
+//! `summary.json`, and [`samples_in`] finds it in either place.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::data::shards::DATA_DIR;
+
+/// File name of the samples table.
+pub const SAMPLES_FILE: &str = "samples.parquet";
+
+/// Where an eval run in `dir` writes its samples: `dir/data/samples.parquet`.
+pub fn samples_path(dir: &Path) -> PathBuf {
+    dir.join(DATA_DIR).join(SAMPLES_FILE)
+}
+
+/// The samples file of the eval directory `dir`: `data/samples.parquet`, or the legacy
+/// `samples.parquet` beside `summary.json` when only that exists.
+pub fn samples_in(dir: &Path) -> PathBuf {
+    let current = samples_path(dir);
+    let legacy = dir.join(SAMPLES_FILE);
+    if !current.exists() && legacy.exists() {
+        legacy
+    } else {
+        current
+    }
+}
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -83,6 +109,9 @@ pub fn write_samples(path: &Path, rows: &[SampleRow]) -> anyhow::Result<()> {
         .write(&batch)
         .with_context(|| path.display().to_string())?;
     writer.close().with_context(|| path.display().to_string())?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| parent.display().to_string())?;
+    }
     crate::model::save::write_atomic(path, &bytes)?;
     Ok(())
 }

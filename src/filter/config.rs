@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::data::hashing::sha256_hex;
+use crate::data::prompt_source::prompt_files;
 use crate::data::shards::{read_manifest, DEFAULT_ROWS_PER_SHARD};
 use crate::verify::{ReadabilityConfig, VerifyOptions};
 
@@ -29,8 +30,8 @@ pub struct FilterConfig {
     pub out: PathBuf,
     /// Which clean correct traces to keep. Default `all`.
     pub policy: Policy,
-    /// Evaluation sets (MATH-500 / GSM8K / AIME24 / AMC23 files) to decontaminate against.
-    /// Default none.
+    /// Evaluation sets (MATH-500 / GSM8K / AIME24 / AMC23 files, or `hf:` Hub datasets) to
+    /// decontaminate against. Default none.
     pub decontaminate: Vec<PathBuf>,
     /// Words per n-gram for decontamination. Default 8.
     pub ngram: usize,
@@ -131,9 +132,12 @@ impl FilterConfig {
     pub fn recipe_hash(&self) -> Result<String, FilterError> {
         let input = read_manifest(&self.input)?;
         let mut eval_files = Vec::new();
-        for path in &self.decontaminate {
-            let bytes = std::fs::read(path).map_err(|e| crate::data::DataError::io(path, e))?;
-            eval_files.push(sha256_hex(&bytes));
+        for source in &self.decontaminate {
+            for file in prompt_files(&source.to_string_lossy())? {
+                let path = &file.path;
+                let bytes = std::fs::read(path).map_err(|e| crate::data::DataError::io(path, e))?;
+                eval_files.push(sha256_hex(&bytes));
+            }
         }
         let description = json!({
             "filter_version": FILTER_VERSION,

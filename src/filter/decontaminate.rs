@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
-use crate::data::sources::load_builtin;
+use crate::data::prompt_source::prompt_files;
+use crate::data::sources::load_builtin_named;
 use crate::data::Result;
 
 /// The lowercase word tokens of `text`.
@@ -59,8 +60,10 @@ impl NgramIndex {
     pub fn from_files(files: &[PathBuf], n: usize) -> Result<Self> {
         let mut index = NgramIndex::new(n);
         for file in files {
-            for problem in load_builtin(file, None)? {
-                index.add(&problem.id, &problem.problem);
+            for part in prompt_files(&file.to_string_lossy())? {
+                for problem in load_builtin_named(&part.path, None, &part.stem)? {
+                    index.add(&problem.id, &problem.problem);
+                }
             }
         }
         Ok(index)

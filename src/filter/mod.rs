@@ -7,8 +7,8 @@
 //! problems — plus the readability checks), then applies the cross-trace rules: exact
 //! deduplication ([`dedup`]), n-gram decontamination of the problem text against evaluation
 //! sets ([`decontaminate`]) and the acceptance policy ([`policy`]). It writes accepted and
-//! rejected [`FilteredRow`] shards, per-problem pass rates ([`pass_rates`]) and a report
-//! ([`report`]) into the output directory ([`output`]). The reason names are in [`reasons`];
+//! rejected [`FilteredRow`] shards, per-problem pass rates ([`pass_rates`]), a report
+//! ([`report`]) and dataset cards ([`card`]) into the output directory ([`output`]). The reason names are in [`reasons`];
 //! the configuration is [`FilterConfig`] ([`config`]).
 //!
 //! Crash safety and resume follow the shard layer: every file is written to a temporary name
@@ -16,6 +16,7 @@
 //! and produces the same outputs as an uninterrupted run; a different configuration is refused
 //! unless `force`, which clears the earlier outputs first.
 
+pub mod card;
 pub mod config;
 pub mod decontaminate;
 pub mod dedup;
@@ -144,6 +145,17 @@ pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
         band,
     };
     let summary = report::summarise(&candidates, &rates, facts, contaminated);
+    let provenance: card::Provenance = candidates
+        .iter()
+        .map(|c| {
+            let row = &c.row;
+            (
+                row.teacher.clone(),
+                row.temperature.to_string(),
+                row.top_p.to_string(),
+            )
+        })
+        .collect();
 
     let bar = progress_bar(config.progress, candidates.len(), "write");
     let shard_options = ShardOptions {
@@ -164,6 +176,7 @@ pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
     }
     bar.finish_and_clear();
     pass_rates::write_pass_rates(&config.out.join(PASS_RATES_FILE), &rates)?;
+    card::write_cards(config, &summary, &provenance)?;
     summary.write(&config.out)?;
     Ok(summary)
 }

@@ -1,8 +1,9 @@
 //! The output directory: its layout, refusing (or with `force`, clearing) outputs of another
 //! configuration, and writing the accepted and rejected shards resumably.
 //!
-//! Layout: `accepted/` and `rejected/` (shard directories of [`FilteredRow`]s with their
-//! manifests), `pass_rates.parquet`, `report.json`, `report.md`. The report and pass-rate files
+//! Layout: `accepted/` and `rejected/` (shard directories of [`FilteredRow`]s: `data/` with
+//! the Parquet shards, `manifest.json` and a short dataset card beside it), `pass_rates.parquet`,
+//! `report.json`, `report.md`, and the dataset card `README.md` naming both splits. The report and pass-rate files
 //! are removed when a run starts and written last, so their presence means the run completed.
 
 use std::fs;
@@ -10,8 +11,9 @@ use std::path::Path;
 
 use indicatif::ProgressBar;
 
+use crate::data::card::CARD_FILE;
 use crate::data::schema::FilteredRow;
-use crate::data::shards::{read_manifest, ShardOptions, ShardWriter, MANIFEST_FILE};
+use crate::data::shards::{read_manifest, ShardOptions, ShardWriter, DATA_DIR, MANIFEST_FILE};
 use crate::data::{DataError, Result};
 
 use super::report::{REPORT_JSON, REPORT_MD};
@@ -45,7 +47,7 @@ pub fn prepare(out: &Path, recipe_hash: &str, force: bool) -> Result<()> {
         }
         clear_shard_dir(&dir)?;
     }
-    for name in [REPORT_JSON, REPORT_MD, PASS_RATES_FILE] {
+    for name in [REPORT_JSON, REPORT_MD, PASS_RATES_FILE, CARD_FILE] {
         let path = out.join(name);
         if path.exists() {
             fs::remove_file(&path).map_err(|e| DataError::io(&path, e))?;
@@ -54,16 +56,23 @@ pub fn prepare(out: &Path, recipe_hash: &str, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Removes the shard files, manifest and temporary files of a shard directory (nothing else).
+/// Removes the shard files, manifest, dataset card and temporary files of a shard directory
+/// (nothing else), in its `data/` folder and, for the legacy layout, beside the manifest.
 fn clear_shard_dir(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
-        let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = name == MANIFEST_FILE
-            || (name.starts_with("part-") && name.ends_with(".parquet"))
-            || (name.starts_with('.') && name.ends_with(".tmp"));
-        if ours {
-            fs::remove_file(entry.path()).map_err(|e| DataError::io(entry.path(), e))?;
+    for folder in [dir.join(DATA_DIR), dir.to_path_buf()] {
+        if !folder.is_dir() {
+            continue;
+        }
+        for entry in fs::read_dir(&folder).map_err(|e| DataError::io(&folder, e))? {
+            let entry = entry.map_err(|e| DataError::io(&folder, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name == MANIFEST_FILE
+                || name == CARD_FILE
+                || (name.starts_with("part-") && name.ends_with(".parquet"))
+                || (name.starts_with('.') && name.ends_with(".tmp"));
+            if ours {
+                fs::remove_file(entry.path()).map_err(|e| DataError::io(entry.path(), e))?;
+            }
         }
     }
     Ok(())

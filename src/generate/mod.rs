@@ -9,10 +9,14 @@
 //! the run seed and the problem id ([`prompts::problem_seed`]), so a resumed, batched
 //! differently or split run writes the same rows as one uninterrupted run.
 //!
+//! Output: the shards in `data/`, with `manifest.json`, `summary.json` and the dataset card
+//! `README.md` ([`card`]) beside that folder.
+//!
 //! Submodules: [`config`] (the serde config and its recipe hash), [`prompts`] (prompt sources
 //! and rendering), [`summary`] (the summary and the progress bar), `teacher_setup` (building
 //! the teacher) and `sink` (samples to rows as they arrive).
 
+pub mod card;
 pub mod config;
 pub mod prompts;
 mod sink;
@@ -300,5 +304,7 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         path: out_dir.join(summary::SUMMARY_FILE),
         source,
     })?;
+    let license = crate::data::prompt_source::prompt_license(&config.prompts);
+    card::generate_card(config, &summary, license).write(&out_dir)?;
     Ok(summary)
 }

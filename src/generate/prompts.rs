@@ -4,13 +4,13 @@
 //!
 //! Synthetic specs (`synth:KIND[:key=value]...`) are parsed by [`crate::data::prompt_source`].
 
-use std::path::Path;
-
 use super::config::GenerateConfig;
 use super::GenerateError;
 use crate::data::hashing::sha256_u64;
-use crate::data::prompt_source::{load_prompts, problem_texts, SynthSpec};
-use crate::data::sources::{load_builtin, load_problems, Adapter, ColumnMapping, Problem};
+use crate::data::prompt_source::{
+    load_files, load_prompts, problem_texts, prompt_files, SynthSpec,
+};
+use crate::data::sources::{load_builtin_named, load_problems, Adapter, ColumnMapping, Problem};
 use crate::model::{ChatOptions, Message, Tokenizer};
 
 /// Loads the configured prompt set, leaves out the problems of `exclude` and keeps the first
@@ -30,9 +30,9 @@ pub fn load_prompt_set(config: &GenerateConfig) -> Result<Vec<Problem>, Generate
     Ok(problems)
 }
 
-/// Loads a prompt file with a custom column mapping, a named adapter or a detected one.
+/// Loads a prompt file (or Hub dataset split) with a custom column mapping, a named adapter or
+/// a detected one.
 fn load_file(config: &GenerateConfig) -> Result<Vec<Problem>, GenerateError> {
-    let path = Path::new(&config.prompts);
     match (&config.problem_column, &config.adapter) {
         (Some(_), Some(_)) => Err(GenerateError::Config(
             "give either --adapter or --problem-column/--answer-column, not both".into(),
@@ -41,15 +41,19 @@ fn load_file(config: &GenerateConfig) -> Result<Vec<Problem>, GenerateError> {
             let answer = config.answer_column.as_deref().ok_or_else(|| {
                 GenerateError::Config("--problem-column needs --answer-column too".into())
             })?;
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "prompts".into());
-            let mapping = ColumnMapping {
-                id: config.id_column.clone(),
-                ..ColumnMapping::new(&stem, problem, answer)
-            };
-            Ok(load_problems(path, &mapping)?)
+            let files = prompt_files(&config.prompts)?;
+            Ok(load_files(&files, |file| {
+                let stem = if file.stem.is_empty() {
+                    "prompts"
+                } else {
+                    file.stem.as_str()
+                };
+                let mapping = ColumnMapping {
+                    id: config.id_column.clone(),
+                    ..ColumnMapping::new(stem, problem, answer)
+                };
+                load_problems(&file.path, &mapping)
+            })?)
         }
         (None, adapter) => {
             if config.answer_column.is_some() || config.id_column.is_some() {
@@ -58,8 +62,15 @@ fn load_file(config: &GenerateConfig) -> Result<Vec<Problem>, GenerateError> {
                 ));
             }
             match adapter {
-                Some(name) => Ok(load_builtin(path, Some(Adapter::from_name(name)?))?),
-                // The reader every verb uses: a detected format, else `problem` + `answer` columns.
+                Some(name) => {
+                    let adapter = Adapter::from_name(name)?;
+                    let files = prompt_files(&config.prompts)?;
+                    Ok(load_files(&files, |file| {
+                        load_builtin_named(&file.path, Some(adapter), &file.stem)
+                    })?)
+                }
+                // The reader every verb uses: a detected format (files or a Hub split), else
+                // `problem` + `answer` columns.
                 None => Ok(load_prompts(&config.prompts)?),
             }
         }

@@ -70,6 +70,7 @@ impl MetricsLog {
 
 /// Plots the named series (each a list of (step, value) points) against the step, as SVG.
 pub fn plot_curves(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
+    crate::plot_font::register();
     let points: Vec<&(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter()).collect();
     if points.is_empty() {
         return Ok(());
