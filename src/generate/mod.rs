@@ -185,14 +185,12 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
     validate(config)?;
     let n = u32::try_from(config.n).map_err(|_| GenerateError::Config("-n is too large".into()))?;
     let split = WorkerSplit::new(config.num_shards, config.shard_index)?;
-    // Each worker of a split writes its own subdirectory, so each claims only that.
+    // Each worker of a split writes (and claims) its own subdirectory.
     let out_dir = if split.num_shards() == 1 {
         config.out.clone()
     } else {
         config.out.join(split.dir_name())
     };
-    let _claim = OutputDir::claim(&out_dir, OutputKind::Traces)
-        .map_err(|e| GenerateError::Config(e.to_string()))?;
     let problems = split.select(prompts::load_prompt_set(config)?, |p| p.id.as_str());
     let built = build_teacher(&config.teacher)?;
     let renderer = Renderer {
@@ -213,6 +211,9 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
     )?;
     let info = teacher.describe();
 
+    // Claimed only now, so bad prompts or a teacher that cannot load leave nothing behind.
+    let _claim = OutputDir::claim(&out_dir, OutputKind::Traces)
+        .map_err(|e| GenerateError::Config(e.to_string()))?;
     let recipe_hash = config.recipe_hash();
     let writer = ShardWriter::<TraceRow>::open(
         &out_dir,
