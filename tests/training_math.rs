@@ -551,7 +551,8 @@ fn eval_grades_the_think_prefill_with_the_completion() {
     ))
     .unwrap();
     distill::eval::run_eval(&config, &problems).unwrap();
-    let rows = distill::eval::samples::read_samples(&out.join("samples.parquet")).unwrap();
+    let rows =
+        distill::eval::samples::read_samples(&distill::eval::samples::samples_path(&out)).unwrap();
     assert_eq!(rows.len(), 6);
     for row in &rows {
         assert!(
