@@ -2,6 +2,8 @@
 //! refused with the file and field named, and every checkpoint tensor is used or reported.
 //! The configs are the transformers-made fixtures of `tests/fixtures/models`, edited one field at a time.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -41,13 +43,6 @@ fn config_error(variant: &str, edit: impl FnOnce(&mut Value)) -> String {
     ModelConfig::from_file(&dir.join("config.json"))
         .unwrap_err()
         .to_string()
-}
-
-fn edit_weights(dir: &Path, edit: impl FnOnce(&mut std::collections::HashMap<String, Tensor>)) {
-    let path = dir.join("model.safetensors");
-    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
-    edit(&mut tensors);
-    candle_core::safetensors::save(&tensors, &path).unwrap();
 }
 
 #[test]
@@ -162,7 +157,7 @@ fn sliding_window_fields_that_leave_every_layer_full_are_accepted() {
 fn a_tensor_nothing_uses_is_an_error_that_lists_it() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = edited_copy("qwen2", scratch.path(), |_| {});
-    edit_weights(&dir, |t| {
+    common::edit_weights(&dir, |t| {
         t.insert(
             "model.layers.0.self_attn.o_proj.bias".into(),
             Tensor::zeros(48, DType::F32, &Device::Cpu).unwrap(),
@@ -215,7 +210,7 @@ fn a_bias_flag_that_disagrees_with_the_checkpoint_is_caught_both_ways() {
 fn a_tied_checkpoint_may_carry_lm_head_and_old_rotary_buffers() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = edited_copy("qwen3", scratch.path(), |_| {});
-    edit_weights(&dir, |t| {
+    common::edit_weights(&dir, |t| {
         let embedding = t["model.embed_tokens.weight"].clone();
         t.insert("lm_head.weight".into(), embedding);
         t.insert(

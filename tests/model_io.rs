@@ -117,14 +117,6 @@ fn save_then_load_is_bit_exact() {
     assert!(leftovers.is_empty(), "no temporary files remain");
 }
 
-/// Rewrites `model.safetensors` of `dir` through `edit`.
-fn edit_weights(dir: &Path, edit: impl FnOnce(&mut std::collections::HashMap<String, Tensor>)) {
-    let path = dir.join("model.safetensors");
-    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
-    edit(&mut tensors);
-    candle_core::safetensors::save(&tensors, &path).unwrap();
-}
-
 #[test]
 fn broken_model_directories_give_errors_that_name_the_file_and_tensor_or_field() {
     let tmp = tempfile::tempdir().unwrap();
@@ -141,7 +133,7 @@ fn broken_model_directories_give_errors_that_name_the_file_and_tensor_or_field()
     };
 
     let missing = copy("missing_tensor");
-    edit_weights(&missing, |t| {
+    common::edit_weights(&missing, |t| {
         t.remove("model.layers.1.mlp.up_proj.weight");
     });
     let message = load_err(&missing);
@@ -153,7 +145,7 @@ fn broken_model_directories_give_errors_that_name_the_file_and_tensor_or_field()
     );
 
     let misshapen = copy("wrong_shape");
-    edit_weights(&misshapen, |t| {
+    common::edit_weights(&misshapen, |t| {
         t.insert(
             "model.norm.weight".into(),
             Tensor::ones(63, DType::F32, &Device::Cpu).unwrap(),

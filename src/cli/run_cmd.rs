@@ -30,7 +30,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         recipe.out = out.clone();
     }
     if args.check {
-        for line in crate::pipeline::check::describe_checks(&recipe)? {
+        let (_, checks) = crate::pipeline::check::check_recipe(&recipe)?;
+        for line in checks {
             println!("ok  {line}");
         }
         println!("recipe {} is ready to run", recipe.name);

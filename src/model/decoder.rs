@@ -293,13 +293,6 @@ impl DecoderLayer {
     }
 }
 
-/// Checkpoint tensors the decoder may leave unused: `lm_head.weight` under tied embeddings
-/// (transformers ties it to the embedding and ignores the stored copy) and the `rotary_emb.inv_freq`
-/// buffers older checkpoints saved (recomputed from the config).
-fn is_ignorable_tensor(name: &str, tied: bool) -> bool {
-    (tied && name == "lm_head.weight") || name.ends_with(".rotary_emb.inv_freq")
-}
-
 /// A decoder-only transformer in the Qwen/Llama family.
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -320,9 +313,6 @@ impl Decoder {
         device: &Device,
     ) -> Result<Self> {
         let cfg = config;
-        weights.check_accounted_for(&cfg.tensor_shapes(), |name| {
-            is_ignorable_tensor(name, cfg.tie_word_embeddings)
-        })?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::load(weights, &format!("model.layers.{i}"), cfg, dtype))
             .collect::<Result<Vec<_>>>()?;

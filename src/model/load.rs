@@ -79,6 +79,9 @@ pub fn load_source(source: ModelSource, device: &Device, dtype: DType) -> Result
         ModelSource::HfDir(dir) => {
             let config = ModelConfig::from_file(&require_file(dir, "config.json")?)?;
             let weights = read_dir_weights(dir, device)?;
+            weights.check_accounted_for(&config.tensor_shapes(), |name| {
+                is_ignorable_tensor(name, config.tie_word_embeddings)
+            })?;
             let tokenizer = Tokenizer::from_dir(dir)?;
             let stored_dtype = weights.dtype().unwrap_or(dtype);
             let model = Decoder::from_weights(&config, &weights, dtype, device)?;
@@ -158,6 +161,13 @@ pub fn read_dir_weights(dir: &Path, device: &Device) -> Result<Weights> {
     }
     weights.read_safetensors(&single, device)?;
     Ok(weights)
+}
+
+/// Checkpoint tensors a model may leave unused: `lm_head.weight` under tied embeddings
+/// (transformers ties it to the embedding and ignores the stored copy) and the `rotary_emb.inv_freq`
+/// buffers older checkpoints saved (recomputed from the config).
+fn is_ignorable_tensor(name: &str, tied: bool) -> bool {
+    (tied && name == "lm_head.weight") || name.ends_with(".rotary_emb.inv_freq")
 }
 
 fn require_file(dir: &Path, name: &str) -> Result<PathBuf> {
@@ -262,21 +272,21 @@ pub fn hub_offline() -> bool {
 
 /// Whether `spec` names a hub model that is neither a local path nor in the HF cache yet.
 pub fn is_uncached_hub_id(spec: &str) -> bool {
-    !Path::new(spec).exists()
-        && is_hub_id(spec)
-        && hf_hub::Cache::from_env()
-            .model(spec.to_string())
-            .get("config.json")
-            .is_none()
+    !Path::new(spec).exists() && is_hub_id(spec) && cached_snapshot(spec).is_none()
+}
+
+/// The snapshot directory of `repo_id` in the HF cache, when its config.json is there.
+fn cached_snapshot(repo_id: &str) -> Option<PathBuf> {
+    let config = hf_hub::Cache::from_env()
+        .model(repo_id.to_string())
+        .get("config.json")?;
+    config.parent().map(Path::to_path_buf)
 }
 
 /// The snapshot directory of `repo_id` in the HF cache, downloading the files a model needs unless offline.
 fn resolve_hub(repo_id: &str) -> Result<PathBuf> {
-    let cache = hf_hub::Cache::from_env().model(repo_id.to_string());
-    if let Some(config) = cache.get("config.json") {
-        if let Some(dir) = config.parent() {
-            return Ok(dir.to_path_buf());
-        }
+    if let Some(dir) = cached_snapshot(repo_id) {
+        return Ok(dir);
     }
     if hub_offline() {
         return Err(ModelError::NotFound(format!(

@@ -12,11 +12,6 @@ use crate::data::prompt_source::load_prompts;
 use crate::model::load::{self, ModelSource};
 use crate::model::{ModelConfig, Tokenizer};
 
-/// Checks `recipe` as described in the module docs; one line per check made.
-pub fn describe_checks(recipe: &Recipe) -> anyhow::Result<Vec<String>> {
-    Ok(check_recipe(recipe)?.1)
-}
-
 /// Checks `recipe` as described in the module docs; returns the stage configurations and one line
 /// per check made.
 pub(crate) fn check_recipe(recipe: &Recipe) -> anyhow::Result<(StageConfigs, Vec<String>)> {

@@ -183,3 +183,14 @@ pub fn early_stopping_student(dir: &std::path::Path, seed: u64) -> String {
         .unwrap();
     model_dir.to_str().unwrap().to_string()
 }
+
+/// Rewrites `dir/model.safetensors` through `edit`.
+pub fn edit_weights(
+    dir: &std::path::Path,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, Tensor>),
+) {
+    let path = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    edit(&mut tensors);
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+}
