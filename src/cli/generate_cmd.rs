@@ -123,6 +123,9 @@ pub struct GenerateArgs {
     /// Resume into a directory written with different settings (its rows are kept).
     #[arg(long)]
     pub force: bool,
+    /// Drop listed shards that are missing or damaged (moved to damaged/) and sample their rows again.
+    #[arg(long)]
+    pub repair: bool,
     /// Write buffered rows as a short shard at least this often, seconds (0 = only full shards).
     #[arg(long, default_value_t = 300)]
     pub flush_every_secs: u64,
@@ -178,6 +181,7 @@ impl GenerateArgs {
             num_shards: self.num_shards,
             shard_index: self.shard_index,
             force: self.force,
+            repair: self.repair,
             flush_every_secs: self.flush_every_secs,
             progress: !self.no_progress,
         })

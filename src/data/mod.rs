@@ -3,7 +3,7 @@
 //! It owns prompt sources ([`sources`], [`prompt_source`], Hub datasets in [`hub`]), synthetic reasoning tasks with gold answers ([`synth`]),
 //! their programmatic chain-of-thought writer ([`cot`]), the adaptive difficulty curriculum
 //! ([`curriculum`]), the trace row schema ([`schema`]), crash-safe Parquet shards with a manifest
-//! and resume ([`shards`]), the dataset cards written beside them ([`card`]), the deterministic multi-worker split ([`split`]), and the conversations
+//! and resume ([`shards`]), dropping damaged shards so their rows are written again ([`repair`]), the dataset cards written beside them ([`card`]), the deterministic multi-worker split ([`split`]), and the conversations
 //! SFT reads from distill's shards or other tools' datasets ([`conversations`]). It contains no
 //! model code. All fallible functions return [`errors::DataError`], whose messages name the file,
 //! the line or row, and the field at fault. Helpers: [`columns`] (typed Arrow column access with
@@ -19,6 +19,7 @@ pub mod errors;
 pub mod hashing;
 pub mod hub;
 pub mod prompt_source;
+pub mod repair;
 pub mod schema;
 pub mod shards;
 pub mod sources;

@@ -362,7 +362,8 @@ fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+/// Writes `dir/manifest.json` atomically.
+pub(crate) fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
     let path = dir.join(MANIFEST_FILE);
     let mut text = serde_json::to_string_pretty(manifest).map_err(|e| DataError::Manifest {
         path: path.clone(),
@@ -472,7 +473,7 @@ pub fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Where the shard of `entry` is: as listed, or in `data/` when a legacy entry's file moved.
-fn shard_path(dir: &Path, entry: &ShardEntry) -> PathBuf {
+pub(crate) fn shard_path(dir: &Path, entry: &ShardEntry) -> PathBuf {
     let listed = dir.join(&entry.file);
     let moved = dir.join(DATA_DIR).join(entry_name(&entry.file));
     if !listed.exists() && moved.exists() {
@@ -502,14 +503,36 @@ pub fn read_trace_rows(dir: &Path) -> Result<Vec<TraceRow>> {
 pub fn verify_shards(dir: &Path) -> Result<Manifest> {
     let manifest = read_manifest(dir)?;
     for shard in &manifest.shards {
-        let path = shard_path(dir, shard);
-        let bytes = fs::read(&path).map_err(|e| DataError::io(&path, e))?;
-        if bytes.len() as u64 != shard.bytes || sha256_hex(&bytes) != shard.sha256 {
-            return Err(DataError::Manifest {
-                path,
-                message: "shard bytes do not match the manifest's size and sha256".into(),
-            });
-        }
+        verify_shard(&shard_path(dir, shard), shard)?;
     }
     Ok(manifest)
+}
+
+/// The listed shards of `dir` with their files, in manifest order (see [`shard_paths`]).
+pub fn listed_shards(dir: &Path) -> Result<Vec<(PathBuf, ShardEntry)>> {
+    Ok(read_manifest(dir)?
+        .shards
+        .into_iter()
+        .map(|shard| (shard_path(dir, &shard), shard))
+        .collect())
+}
+
+/// Checks the file at `path` has the size and SHA-256 that the manifest's `entry` records.
+pub fn verify_shard(path: &Path, entry: &ShardEntry) -> Result<()> {
+    let bytes = fs::read(path).map_err(|e| DataError::Manifest {
+        path: path.to_path_buf(),
+        message: format!("listed shard cannot be read: {e}"),
+    })?;
+    let (size, sha256) = (bytes.len() as u64, sha256_hex(&bytes));
+    if size != entry.bytes || sha256 != entry.sha256 {
+        return Err(DataError::Manifest {
+            path: path.to_path_buf(),
+            message: format!(
+                "shard bytes do not match the manifest: {size} bytes with sha256 {sha256}, \
+                 the manifest records {} bytes with sha256 {} (the file changed after it was written)",
+                entry.bytes, entry.sha256
+            ),
+        });
+    }
+    Ok(())
 }

@@ -1,12 +1,14 @@
-//! Reading the generated shards: every shard file in parallel (rayon), each row remembering
-//! the file and row it came from for error messages, sorted by (problem id, sample index).
+//! Reading the generated shards: every shard file in parallel (rayon), each checked against
+//! the manifest first (size, SHA-256 and row count, as generate's resume does), each row
+//! remembering the file and row it came from for error messages, sorted by (problem id,
+//! sample index).
 
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
 use crate::data::schema::TraceRow;
-use crate::data::shards::{read_shard, shard_paths};
+use crate::data::shards::{listed_shards, read_shard, verify_shard};
 use crate::data::{DataError, Location, Result};
 
 /// A trace and where it was read.
@@ -46,14 +48,30 @@ pub fn invalid_at(files: &[PathBuf], row: &SourcedRow, field: &str, message: Str
     }
 }
 
-/// Reads every shard of `dir`; a key (id, sample index) present twice is an error naming
-/// both places.
+/// Reads every shard of `dir`, each verified against the manifest; a shard that is missing,
+/// changed since it was listed, or holds another number of rows than listed is an error naming
+/// it, as is a key (id, sample index) present twice (naming both places).
 pub fn read_input(dir: &Path) -> Result<Input> {
-    let files = shard_paths(dir)?;
-    let per_file: Vec<Vec<TraceRow>> = files
+    let listed = listed_shards(dir)?;
+    let per_file: Vec<Vec<TraceRow>> = listed
         .par_iter()
-        .map(|path| read_shard::<TraceRow>(path))
+        .map(|(path, entry)| {
+            verify_shard(path, entry)?;
+            let rows = read_shard::<TraceRow>(path)?;
+            if rows.len() != entry.rows {
+                return Err(DataError::Manifest {
+                    path: path.clone(),
+                    message: format!(
+                        "shard holds {} rows, the manifest lists {}",
+                        rows.len(),
+                        entry.rows
+                    ),
+                });
+            }
+            Ok(rows)
+        })
         .collect::<Result<_>>()?;
+    let files: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
     let mut rows: Vec<SourcedRow> = per_file
         .into_iter()
         .enumerate()

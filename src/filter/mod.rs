@@ -101,12 +101,14 @@ fn progress_bar(show: bool, len: usize, message: &'static str) -> ProgressBar {
 /// Runs the filter stage described by `config`; see the module docs.
 pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
     config.validate()?;
-    let _claim = OutputDir::claim(&config.out, OutputKind::Filtered)
-        .map_err(|e| FilterError::Config(e.to_string()))?;
+    // The whole input is read and checked before the output directory is claimed or touched,
+    // so a damaged input leaves a finished run's outputs as they were.
     let recipe_hash = config.recipe_hash()?;
-    output::prepare(&config.out, &recipe_hash, config.force)?;
     let index = NgramIndex::from_files(&config.decontaminate, config.ngram)?;
     let input::Input { files, rows } = input::read_input(&config.input)?;
+    let _claim = OutputDir::claim(&config.out, OutputKind::Filtered)
+        .map_err(|e| FilterError::Config(e.to_string()))?;
+    output::prepare(&config.out, &recipe_hash, config.force)?;
 
     let bar = progress_bar(config.progress, rows.len(), "verify");
     let (readability, options) = (&config.readability, config.verify_options());

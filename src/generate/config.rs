@@ -77,6 +77,10 @@ pub struct GenerateConfig {
     /// Resume into a directory written with a different config (its rows are kept).
     #[serde(default)]
     pub force: bool,
+    /// Before resuming, drop listed shards that are missing or damaged from the manifest
+    /// (their files move to `damaged/`) so their rows are sampled again.
+    #[serde(default)]
+    pub repair: bool,
     /// Write buffered rows as a (short) shard at least this often, in seconds, so a crash
     /// loses little work with a slow teacher; 0 = only full shards.
     #[serde(default = "default_flush_every_secs")]

@@ -7,7 +7,9 @@
 //! [`TraceRow`] per (problem, sample) through [`ShardWriter`]. Rerunning the same config
 //! skips the (problem id, sample index) keys already written; every sample's seed derives from
 //! the run seed and the problem id ([`prompts::problem_seed`]), so a resumed, batched
-//! differently or split run writes the same rows as one uninterrupted run.
+//! differently or split run writes the same rows as one uninterrupted run. With `repair`, listed
+//! shards that are missing or damaged are first dropped from the manifest
+//! ([`crate::data::repair`]), so exactly their rows are sampled again.
 //!
 //! Output: the shards in `data/`, with `manifest.json`, `summary.json` and the dataset card
 //! `README.md` ([`card`]) beside that folder.
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant};
 pub use config::{GenerateConfig, TeacherConfig};
 pub use summary::GenerateSummary;
 
+use crate::data::repair::repair_shards;
 use crate::data::schema::{RowKey, TraceRow};
 use crate::data::shards::{ShardOptions, ShardWriter};
 use crate::data::sources::Problem;
@@ -215,6 +218,11 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
     let _claim = OutputDir::claim(&out_dir, OutputKind::Traces)
         .map_err(|e| GenerateError::Config(e.to_string()))?;
     let recipe_hash = config.recipe_hash();
+    if config.repair {
+        for dropped in repair_shards(&out_dir)? {
+            eprintln!("repair: {dropped}; its rows will be sampled again");
+        }
+    }
     let writer = ShardWriter::<TraceRow>::open(
         &out_dir,
         ShardOptions {
@@ -222,7 +230,14 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
             recipe_hash: recipe_hash.clone(),
             force: config.force,
         },
-    )?;
+    )
+    .map_err(|error| match error {
+        DataError::Manifest { .. } | DataError::Parquet { .. } => GenerateError::Config(format!(
+            "{error}\n(`distill generate --repair` drops a missing or damaged shard from the \
+             manifest, keeping its file in damaged/, and samples its rows again)"
+        )),
+        other => other.into(),
+    })?;
 
     let (pending, rows_skipped) = plan(&problems, rendered, &writer, config.seed, n);
     let problems_already_done = problems.len() - pending.len();

@@ -50,6 +50,7 @@ pub fn local_config(prompts: &str, out: &Path) -> GenerateConfig {
         num_shards: 1,
         shard_index: 0,
         force: false,
+        repair: false,
         flush_every_secs: 0,
         progress: false,
     }
