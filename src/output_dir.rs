@@ -107,12 +107,12 @@ pub enum OutputDirError {
         hint: String,
     },
     /// The file system refused.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -231,7 +231,7 @@ fn infer_kind(dir: &Path) -> Option<OutputKind> {
 fn io(path: &Path, source: std::io::Error) -> OutputDirError {
     OutputDirError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use crate::model::generate::{generate, GenerationConfig, GenerationRequest};
 use crate::model::init::{random_weights, Preset};
 use crate::model::load::{self, ModelSource};
+use crate::model::safetensors_header::check_dir_weights;
 use crate::model::save::{save_hf_dir, save_hf_dir_keeping, torch_dtype_name};
 use crate::model::{Decoder, ModelConfig, SamplerConfig, Tokenizer};
 use crate::output_dir::{refuse_replacing_model, OutputDir, OutputKind};
@@ -184,16 +185,18 @@ fn export(args: &ExportArgs) -> anyhow::Result<()> {
 }
 
 fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
-    let (config, dtype) = match load::resolve(&args.model)? {
+    let (config, dtype, weights) = match load::resolve(&args.model)? {
         ModelSource::HfDir(dir) => {
             let config = ModelConfig::from_file(&dir.join("config.json"))?;
-            (config, stored_dtype(&dir)?)
+            let (dtype, weights) = checked_weights(&dir, &config)?;
+            (config, dtype, weights)
         }
         source @ ModelSource::Llama2c { .. } => {
             let loaded = load::load_source(source, &Device::Cpu, DType::F32)?;
             (
                 loaded.model.config().clone(),
                 "float32 (llama2.c)".to_string(),
+                "read and checked whole (llama2.c)".to_string(),
             )
         }
     };
@@ -218,48 +221,31 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     );
     println!("tied embeddings:  {}", c.tie_word_embeddings);
     println!("eos token ids:    {:?}", c.eos_token_ids);
+    println!("weights:          {weights}");
     Ok(())
 }
 
-/// The dtype of the first tensor in the directory's safetensors header, without reading the weights.
-fn stored_dtype(dir: &Path) -> anyhow::Result<String> {
-    let index = dir.join("model.safetensors.index.json");
-    let file = if index.is_file() {
-        let text = std::fs::read_to_string(&index).with_context(|| index.display().to_string())?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| index.display().to_string())?;
-        let first = value["weight_map"]
-            .as_object()
-            .and_then(|m| m.values().next())
-            .and_then(|v| v.as_str())
-            .with_context(|| format!("{}: weight_map is empty", index.display()))?;
-        dir.join(first)
-    } else {
-        dir.join("model.safetensors")
-    };
-    let mut reader = std::fs::File::open(&file).with_context(|| file.display().to_string())?;
-    let mut len = [0u8; 8];
-    std::io::Read::read_exact(&mut reader, &mut len).with_context(|| file.display().to_string())?;
-    let len = usize::try_from(u64::from_le_bytes(len))
-        .unwrap_or(usize::MAX)
-        .min(100 << 20);
-    let mut header = vec![0u8; len];
-    std::io::Read::read_exact(&mut reader, &mut header)
-        .with_context(|| file.display().to_string())?;
-    let header: serde_json::Value = serde_json::from_slice(&header)
-        .with_context(|| format!("{}: unreadable safetensors header", file.display()))?;
-    let dtype = header
-        .as_object()
-        .and_then(|m| m.iter().find(|(k, _)| *k != "__metadata__"))
-        .and_then(|(_, v)| v["dtype"].as_str())
-        .unwrap_or("unknown");
-    Ok(match dtype {
-        "F32" => torch_dtype_name(DType::F32),
-        "BF16" => torch_dtype_name(DType::BF16),
-        "F16" => torch_dtype_name(DType::F16),
-        other => other,
-    }
-    .to_string())
+/// Checks the directory's safetensors headers against its config (without reading the
+/// weights) and describes them: "N tensors in K file(s), dtypes …".
+fn checked_weights(dir: &Path, config: &ModelConfig) -> anyhow::Result<(String, String)> {
+    let checked = check_dir_weights(dir, config)?;
+    let dtypes: std::collections::BTreeSet<&str> = checked
+        .tensors
+        .values()
+        .map(|t| match t.dtype.as_str() {
+            "F32" => torch_dtype_name(DType::F32),
+            "BF16" => torch_dtype_name(DType::BF16),
+            "F16" => torch_dtype_name(DType::F16),
+            other => other,
+        })
+        .collect();
+    let dtypes = dtypes.into_iter().collect::<Vec<_>>().join(", ");
+    let summary = format!(
+        "{} tensors in {} file(s), every one present with the shape config.json implies",
+        checked.tensors.len(),
+        checked.files.len()
+    );
+    Ok((dtypes, summary))
 }
 
 fn sample(args: &SampleArgs) -> anyhow::Result<()> {

@@ -304,7 +304,7 @@ pub fn for_each_batch(
 ) -> Result<()> {
     let parquet_error = |source| DataError::Parquet {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
@@ -316,7 +316,7 @@ pub fn for_each_batch(
     for batch in builder.build().map_err(parquet_error)? {
         let batch = batch.map_err(|source| DataError::Arrow {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         visit(&BatchColumns::new(&batch, path, first_row))?;
         first_row += batch.num_rows();

@@ -37,13 +37,15 @@ fn in_field(field: &Option<String>) -> String {
 /// Everything that can go wrong reading or writing data files.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// An operating-system error on a file or directory.
-    #[error("{}: {source}", path.display())]
+    /// An operating-system error on a file or directory. The causes of this and the Parquet
+    /// and Arrow variants are part of the message, not `source()`s, so a printed error chain
+    /// shows them once.
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A line of a text file is not valid UTF-8.
     #[error("{}: {location}: not valid UTF-8 at byte offset {byte_offset} of the file{}", path.display(), in_field(field))]
@@ -154,20 +156,20 @@ pub enum DataError {
         id: String,
     },
     /// The Parquet library failed on a file.
-    #[error("{}: parquet error: {source}", path.display())]
+    #[error("{}: parquet error: {cause}", path.display())]
     Parquet {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: parquet::errors::ParquetError,
+        cause: parquet::errors::ParquetError,
     },
     /// The Arrow library failed building or reading a batch for a file.
-    #[error("{}: arrow error: {source}", path.display())]
+    #[error("{}: arrow error: {cause}", path.display())]
     Arrow {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: arrow::error::ArrowError,
+        cause: arrow::error::ArrowError,
     },
     /// No built-in adapter has this name.
     #[error("unknown prompt-set adapter `{name}` (known: gsm8k, math500, aime24, amc23)")]
@@ -217,7 +219,7 @@ impl DataError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

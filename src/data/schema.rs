@@ -445,6 +445,6 @@ impl ArrowRow for FilteredRow {
 pub fn rows_to_batch<R: ArrowRow>(rows: &[R], path: &std::path::Path) -> Result<RecordBatch> {
     R::to_record_batch(rows).map_err(|source| DataError::Arrow {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })
 }

@@ -321,7 +321,7 @@ fn encode_parquet<R: ArrowRow>(rows: &[R], path: &Path) -> Result<Vec<u8>> {
     let batch = rows_to_batch(rows, path)?;
     let parquet_error = |source| DataError::Parquet {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))

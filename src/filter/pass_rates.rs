@@ -107,11 +107,11 @@ pub fn write_pass_rates(path: &Path, rates: &[PassRate]) -> Result<()> {
     ];
     let arrow_error = |source| DataError::Arrow {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let parquet_error = |source| DataError::Parquet {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_error)?;
     let properties = WriterProperties::builder()

@@ -61,12 +61,12 @@ pub enum GenerateError {
     #[error("{0}")]
     Model(ModelError),
     /// Writing the summary failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -318,7 +318,7 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
     };
     summary.write().map_err(|source| GenerateError::Io {
         path: out_dir.join(summary::SUMMARY_FILE),
-        source,
+        cause: source,
     })?;
     let license = crate::data::prompt_source::prompt_license(&config.prompts);
     card::generate_card(config, &summary, license).write(&out_dir)?;

@@ -62,7 +62,7 @@ pub fn train_bpe(
         .map_err(|e| error(e.to_string()))?;
     std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let json = tokenizer
         .to_string(false)

@@ -133,7 +133,7 @@ impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         Self::from_json_str(&text, &path.display().to_string())
     }

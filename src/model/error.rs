@@ -6,12 +6,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// `config.json` (or a similar JSON file) is malformed or lacks a field.
     #[error("{file}: field `{field}`: {message}")]

@@ -32,7 +32,7 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<(ModelConfig, Wei
     let file = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let header = read_header(&bytes, &file)?;
     let config = config_of(&header);
@@ -265,7 +265,7 @@ impl Llama2cTokenizer {
         let file = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         let error = |message: String| ModelError::Tokenizer {
             file: file.clone(),

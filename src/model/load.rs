@@ -1,7 +1,7 @@
 //! Finding and loading a model: a Hugging Face directory (single or sharded safetensors), a hub id
 //! through the standard HF cache (`HF_HOME`, `HF_HUB_OFFLINE`), or a llama2.c `.bin` checkpoint.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
@@ -55,6 +55,9 @@ pub fn resolve(spec: &str) -> Result<ModelSource> {
         return Ok(ModelSource::HfDir(path.to_path_buf()));
     }
     if path.is_file() {
+        if path.extension().is_none_or(|e| e != "bin") {
+            return Err(not_a_model_file(path));
+        }
         return Ok(ModelSource::Llama2c {
             checkpoint: path.to_path_buf(),
             tokenizer: llama2c_tokenizer_beside(path)?,
@@ -116,15 +119,27 @@ pub fn load_source(source: ModelSource, device: &Device, dtype: DType) -> Result
     }
 }
 
-/// All weights of an HF directory: `model.safetensors`, or every shard named by
-/// `model.safetensors.index.json`.
-pub fn read_dir_weights(dir: &Path, device: &Device) -> Result<Weights> {
+/// The safetensors files of an HF directory: `model.safetensors`, or every shard that
+/// `model.safetensors.index.json` names, with the file the index assigns each tensor.
+#[derive(Debug)]
+pub struct WeightFiles {
+    /// The files, each once, in name order.
+    pub files: Vec<PathBuf>,
+    /// Tensor name → the file the index says holds it (empty for a single file).
+    pub expected_in: BTreeMap<String, PathBuf>,
+    /// The index file, or the single file: where a tensor no file names is reported.
+    pub default_file: PathBuf,
+}
+
+/// Lists the safetensors files of the HF directory `dir` (see [`WeightFiles`]); a file the
+/// index names that does not exist is an error naming it.
+pub fn weight_files(dir: &Path) -> Result<WeightFiles> {
     let index_path = dir.join("model.safetensors.index.json");
     if index_path.is_file() {
         let index_name = index_path.display().to_string();
         let text = std::fs::read_to_string(&index_path).map_err(|source| ModelError::Io {
             path: index_path.clone(),
-            source,
+            cause: source,
         })?;
         let index = parse_json(&text, &index_name)?;
         let map = index
@@ -135,7 +150,7 @@ pub fn read_dir_weights(dir: &Path, device: &Device) -> Result<Weights> {
                 field: "weight_map".into(),
                 message: "missing or not an object".into(),
             })?;
-        let mut weights = Weights::new(index_name.clone());
+        let mut expected_in = BTreeMap::new();
         let mut shards = BTreeSet::new();
         for (tensor, shard) in map {
             let shard = shard.as_str().ok_or_else(|| ModelError::Config {
@@ -143,30 +158,50 @@ pub fn read_dir_weights(dir: &Path, device: &Device) -> Result<Weights> {
                 field: format!("weight_map.{tensor}"),
                 message: "expected a file name".into(),
             })?;
-            weights.expect_in(tensor.clone(), dir.join(shard).display().to_string());
+            expected_in.insert(tensor.clone(), dir.join(shard));
             shards.insert(shard.to_string());
         }
-        for shard in shards {
-            weights.read_safetensors(&require_file(dir, &shard)?, device)?;
-        }
-        return Ok(weights);
+        let files = shards
+            .iter()
+            .map(|shard| require_file(dir, shard))
+            .collect::<Result<_>>()?;
+        return Ok(WeightFiles {
+            files,
+            expected_in,
+            default_file: index_path,
+        });
     }
     let single = dir.join("model.safetensors");
-    let mut weights = Weights::new(single.display().to_string());
     if !single.is_file() {
         return Err(ModelError::NotFound(format!(
             "{}: missing model.safetensors (and no model.safetensors.index.json)",
             dir.display()
         )));
     }
-    weights.read_safetensors(&single, device)?;
+    Ok(WeightFiles {
+        files: vec![single.clone()],
+        expected_in: BTreeMap::new(),
+        default_file: single,
+    })
+}
+
+/// All weights of an HF directory (see [`weight_files`]).
+pub fn read_dir_weights(dir: &Path, device: &Device) -> Result<Weights> {
+    let listed = weight_files(dir)?;
+    let mut weights = Weights::new(listed.default_file.display().to_string());
+    for (tensor, file) in &listed.expected_in {
+        weights.expect_in(tensor.clone(), file.display().to_string());
+    }
+    for file in &listed.files {
+        weights.read_safetensors(file, device)?;
+    }
     Ok(weights)
 }
 
 /// Checkpoint tensors a model may leave unused: `lm_head.weight` under tied embeddings
 /// (transformers ties it to the embedding and ignores the stored copy) and the `rotary_emb.inv_freq`
 /// buffers older checkpoints saved (recomputed from the config).
-fn is_ignorable_tensor(name: &str, tied: bool) -> bool {
+pub(crate) fn is_ignorable_tensor(name: &str, tied: bool) -> bool {
     (tied && name == "lm_head.weight") || name.ends_with(".rotary_emb.inv_freq")
 }
 
@@ -189,7 +224,7 @@ fn read_generation_config(
     }
     let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
         path: path.clone(),
-        source,
+        cause: source,
     })?;
     serde_json::from_str(&text)
         .map(Some)
@@ -205,7 +240,7 @@ fn eos_ids(dir: &Path, config: &ModelConfig, tokenizer: &Tokenizer) -> Result<Ve
     if generation.is_file() {
         let text = std::fs::read_to_string(&generation).map_err(|source| ModelError::Io {
             path: generation.clone(),
-            source,
+            cause: source,
         })?;
         let parsed =
             ModelConfig::eos_ids_from_generation_config(&text, &generation.display().to_string())?;
@@ -217,6 +252,21 @@ fn eos_ids(dir: &Path, config: &ModelConfig, tokenizer: &Tokenizer) -> Result<Ve
         return Ok(config.eos_token_ids.clone());
     }
     Ok(tokenizer.eos_token_id().into_iter().collect())
+}
+
+/// The error for a file given as a model that is no llama2.c checkpoint; a file inside a
+/// Hugging Face model directory points at that directory.
+fn not_a_model_file(path: &Path) -> ModelError {
+    let parent = path.parent().filter(|p| p.join("config.json").is_file());
+    let hint = match parent {
+        Some(dir) => format!(" (did you mean its directory {}?)", dir.display()),
+        None => String::new(),
+    };
+    ModelError::NotFound(format!(
+        "{}: a file that is not a model: give a Hugging Face model directory (config.json and \
+         *.safetensors), a hub id org/name, or a llama2.c checkpoint (.bin){hint}",
+        path.display()
+    ))
 }
 
 fn llama2c_tokenizer_beside(checkpoint: &Path) -> Result<PathBuf> {
@@ -232,7 +282,7 @@ fn llama2c_tokenizer_beside(checkpoint: &Path) -> Result<PathBuf> {
     let candidates: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|source| ModelError::Io {
             path: dir.to_path_buf(),
-            source,
+            cause: source,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -318,7 +368,7 @@ fn download_hub(repo_id: &str) -> Result<PathBuf> {
         Ok(index) => {
             let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
                 path: index,
-                source,
+                cause: source,
             })?;
             let shards: BTreeSet<String> = serde_json::from_str::<Value>(&text)
                 .ok()

@@ -14,6 +14,7 @@ pub mod llama2c;
 pub mod load;
 pub mod rope;
 pub mod rope_scaling;
+pub mod safetensors_header;
 pub mod sampling;
 pub mod save;
 pub mod tokenizer;

@@ -44,7 +44,7 @@ pub fn save_hf_dir_keeping(
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let tensors: HashMap<String, candle_core::Tensor> = model
         .named_parameters()
@@ -78,7 +78,7 @@ pub fn save_hf_dir_keeping(
         };
         let bytes = std::fs::read(source).map_err(|e| ModelError::Io {
             path: source.clone(),
-            source: e,
+            cause: e,
         })?;
         write_atomic(&dir.join(name), &bytes)?;
     }
@@ -114,7 +114,7 @@ pub fn write_safetensors(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
         ModelError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }
     })
 }
@@ -137,7 +137,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temporary_path(path);
     std::fs::write(&tmp, bytes).map_err(|source| ModelError::Io {
         path: tmp.clone(),
-        source,
+        cause: source,
     })?;
     rename(&tmp, path)
 }
@@ -145,6 +145,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 fn rename(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to).map_err(|source| ModelError::Io {
         path: to.to_path_buf(),
-        source,
+        cause: source,
     })
 }

@@ -79,7 +79,7 @@ impl Tokenizer {
             let source =
                 std::fs::read_to_string(&template_file).map_err(|source| ModelError::Io {
                     path: template_file.clone(),
-                    source,
+                    cause: source,
                 })?;
             ChatTemplate::new(
                 &source,
@@ -222,7 +222,7 @@ impl Tokenizer {
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     parse_json(&text, &path.display().to_string())
 }

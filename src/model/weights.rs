@@ -73,43 +73,12 @@ impl Weights {
         expected: &[(String, Vec<usize>)],
         ignorable: impl Fn(&str) -> bool,
     ) -> Result<()> {
-        let expected_names: std::collections::BTreeSet<&str> =
-            expected.iter().map(|(name, _)| name.as_str()).collect();
-        let missing: Vec<&str> = expected_names
-            .iter()
-            .copied()
-            .filter(|name| !self.tensors.contains_key(*name))
-            .collect();
-        if let Some(first) = missing.first() {
-            return Err(ModelError::Weights {
-                file: self.file_of(first).to_string(),
-                tensor: name_list(&missing),
-                message: format!(
-                    "{} tensor(s) config.json implies are missing from the checkpoint{}",
-                    missing.len(),
-                    shown_note(missing.len())
-                ),
-            });
-        }
-        let unused: Vec<&str> = self
-            .tensors
-            .keys()
-            .map(String::as_str)
-            .filter(|name| !expected_names.contains(name) && !ignorable(name))
-            .collect();
-        if let Some(first) = unused.first() {
-            return Err(ModelError::Weights {
-                file: self.file_of(first).to_string(),
-                tensor: name_list(&unused),
-                message: format!(
-                    "{} tensor(s) in the checkpoint are not used by the model config.json describes{} \
-                     (a flag such as attention_bias or mlp_bias may be wrong)",
-                    unused.len(),
-                    shown_note(unused.len())
-                ),
-            });
-        }
-        Ok(())
+        check_names_accounted_for(
+            expected,
+            self.tensors.keys().map(String::as_str),
+            |name| self.file_of(name).to_string(),
+            ignorable,
+        )
     }
 
     /// Whether a tensor named `name` is present.
@@ -142,7 +111,7 @@ impl Weights {
         let file = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         let loaded = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
             ModelError::Weights {
@@ -156,6 +125,54 @@ impl Weights {
         }
         Ok(())
     }
+}
+
+/// Checks that the `present` tensor names are exactly those named in `expected`, apart from
+/// names `ignorable` accepts; the error (naming the file `file_of` gives) lists every missing
+/// tensor, or else every tensor nothing would use.
+pub fn check_names_accounted_for<'a>(
+    expected: &[(String, Vec<usize>)],
+    present: impl Iterator<Item = &'a str>,
+    file_of: impl Fn(&str) -> String,
+    ignorable: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let expected_names: std::collections::BTreeSet<&str> =
+        expected.iter().map(|(name, _)| name.as_str()).collect();
+    let present: std::collections::BTreeSet<&str> = present.collect();
+    let missing: Vec<&str> = expected_names
+        .iter()
+        .copied()
+        .filter(|name| !present.contains(name))
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(ModelError::Weights {
+            file: file_of(first),
+            tensor: name_list(&missing),
+            message: format!(
+                "{} tensor(s) config.json implies are missing from the checkpoint{}",
+                missing.len(),
+                shown_note(missing.len())
+            ),
+        });
+    }
+    let unused: Vec<&str> = present
+        .iter()
+        .copied()
+        .filter(|name| !expected_names.contains(name) && !ignorable(name))
+        .collect();
+    if let Some(first) = unused.first() {
+        return Err(ModelError::Weights {
+            file: file_of(first),
+            tensor: name_list(&unused),
+            message: format!(
+                "{} tensor(s) in the checkpoint are not used by the model config.json describes{} \
+                 (a flag such as attention_bias or mlp_bias may be wrong)",
+                unused.len(),
+                shown_note(unused.len())
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// How many names an error lists.

@@ -39,7 +39,7 @@ const STATE_FILE: &str = "trainer_state.json";
 fn io_error(path: &Path, source: std::io::Error) -> ModelError {
     ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 

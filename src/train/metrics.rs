@@ -17,7 +17,7 @@ pub struct MetricsLog {
 fn io_error(path: &Path, source: std::io::Error) -> ModelError {
     ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 
