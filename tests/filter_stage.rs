@@ -101,7 +101,7 @@ fn labelled_traces_land_where_they_belong() {
             prompt: &row.trace.problem,
             generation: &row.trace.generation,
             finish_reason: row.trace.finish_reason.as_str(),
-            completion_tokens: row.trace.completion_tokens as usize,
+            completion_tokens: row.trace.completion_tokens.map(|t| t as usize),
         };
         assert!(check_readability(&input, &ReadabilityConfig::default()).is_empty());
         assert_eq!(

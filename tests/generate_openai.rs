@@ -80,7 +80,7 @@ fn chat_samples_join_reasoning_and_send_the_request_fields() {
         assert_eq!(row.final_text, format!("answer {i} \\boxed{{{i}}}"));
         let expected_reason = if i == 0 { "stop" } else { "length" };
         assert_eq!(row.finish_reason.as_str(), expected_reason);
-        assert_eq!(row.prompt_tokens, 40);
+        assert_eq!(row.prompt_tokens, Some(40));
         assert_eq!(
             row.teacher,
             format!("deepseek-r1@{}/v1/chat/completions", server.url)
@@ -93,7 +93,7 @@ fn chat_samples_join_reasoning_and_send_the_request_fields() {
         );
     }
     // Usage: the response's 30 completion tokens split over the two equally long samples.
-    let per_problem: Vec<u32> = rows.iter().map(|r| r.completion_tokens).collect();
+    let per_problem: Vec<u32> = rows.iter().map(|r| r.completion_tokens.unwrap()).collect();
     assert_eq!(
         per_problem
             .chunks(2)
@@ -246,7 +246,10 @@ fn completions_api_renders_the_r1_template_and_keeps_the_think_prefill() {
     );
     assert_eq!(row.reasoning, "2 + 2 = 4.");
     assert_eq!(row.final_text, "The answer is \\boxed{4}.");
-    assert_eq!((row.prompt_tokens, row.completion_tokens), (21, 17));
+    assert_eq!(
+        (row.prompt_tokens, row.completion_tokens),
+        (Some(21), Some(17))
+    );
     assert_eq!(row.messages[0].role, "system");
     assert_eq!(row.messages[2].content, row.generation);
 }
@@ -404,4 +407,41 @@ fn rows_finished_before_an_endpoint_failure_are_kept_and_resumed_after() {
     assert_eq!(summary.problems_already_done, 2);
     assert_eq!(server.count(), 4);
     assert_eq!(comparable_rows(tmp.path()).len(), 6);
+}
+
+#[test]
+fn a_response_without_usage_is_counted_with_the_tokenizer_or_recorded_as_null() {
+    let mut body: serde_json::Value = serde_json::from_str(&chat_body(2, 0, 0)).unwrap();
+    body.as_object_mut().unwrap().remove("usage");
+    let body = body.to_string();
+
+    // No tokenizer: the run completes, the counts are null and the summary says how many.
+    let server = {
+        let body = body.clone();
+        FakeServer::start(move |_, _| Reply::Respond(200, body.clone()))
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = endpoint_config(&server, &tmp.path().join("uncounted"), None);
+    let summary = run_generate(&config).unwrap();
+    assert_eq!(summary.samples_without_token_counts, 6);
+    let rows = comparable_rows(&config.out);
+    assert_eq!(rows.len(), 6);
+    assert!(rows
+        .iter()
+        .all(|r| r.prompt_tokens.is_none() && r.completion_tokens.is_none()));
+
+    // With a tokenizer: counted by it.
+    let tokenizer_dir = format!("{DATA}/tokenizer_qwen2_5");
+    let mut config = endpoint_config(&server, &tmp.path().join("counted"), None);
+    if let TeacherConfig::Openai { tokenizer, .. } = &mut config.teacher {
+        *tokenizer = Some(tokenizer_dir.clone());
+    }
+    let summary = run_generate(&config).unwrap();
+    assert_eq!(summary.samples_without_token_counts, 0);
+    let tokenizer = distill::model::Tokenizer::from_dir(Path::new(&tokenizer_dir)).unwrap();
+    let count = |text: &str| Some(tokenizer.encode(text, false).unwrap().len() as u32);
+    for row in comparable_rows(&config.out) {
+        assert_eq!(row.prompt_tokens, count(&row.prompt), "{}", row.prompt);
+        assert_eq!(row.completion_tokens, count(&row.generation));
+    }
 }

@@ -20,7 +20,7 @@ fn trace<'a>(prompt: &'a str, generation: &'a str) -> TraceInput<'a> {
         prompt,
         generation,
         finish_reason: "stop",
-        completion_tokens: 200,
+        completion_tokens: Some(200),
     }
 }
 
@@ -131,12 +131,12 @@ fn prefilled_think_accepts_a_lone_close_tag() {
 fn token_bounds_paragraphs_and_code() {
     let generation = clean_generation();
     let short = TraceInput {
-        completion_tokens: 3,
+        completion_tokens: Some(3),
         ..trace(PROMPT_EN, &generation)
     };
     assert_eq!(issues(&short), vec![ReadabilityIssue::TooShort]);
     let long = TraceInput {
-        completion_tokens: 40_000,
+        completion_tokens: Some(40_000),
         ..trace(PROMPT_EN, &generation)
     };
     assert_eq!(issues(&long), vec![ReadabilityIssue::TooLong]);
@@ -222,7 +222,7 @@ fn real_math500_solutions_are_clean() {
             prompt: problem,
             generation: &generation,
             finish_reason: "stop",
-            completion_tokens: 500,
+            completion_tokens: Some(500),
         };
         let found = check_readability(&input, &config);
         if !found.is_empty() {

@@ -122,7 +122,7 @@ fn random_inputs_never_panic_and_finish_quickly() {
             prompt: &a,
             generation: &b,
             finish_reason: "stop",
-            completion_tokens: 100,
+            completion_tokens: Some(100),
         };
         let _ = check_readability(&trace, &config);
         let took = case_start.elapsed();

@@ -180,6 +180,12 @@ impl<'a> BatchColumns<'a> {
         self.collect_required(name, array, |a, i| a.value(i))
     }
 
+    /// All values of the `UInt32` column `name`, `None` where a value is null.
+    pub fn nullable_u32(&self, name: &str) -> Result<Vec<Option<u32>>> {
+        let array: &UInt32Array = self.typed(name, DataType::UInt32)?;
+        Ok(array.iter().collect())
+    }
+
     /// All values of the required `Float64` column `name`.
     pub fn required_f64(&self, name: &str) -> Result<Vec<f64>> {
         let array: &Float64Array = self.typed(name, DataType::Float64)?;

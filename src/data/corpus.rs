@@ -44,7 +44,7 @@ pub fn programmatic_row(task: &SynthTask, style: ReplyStyle) -> TraceRow {
         answer: problem.answer,
         prompt: user.clone(),
         messages: vec![Message::user(user), Message::assistant(generation.clone())],
-        completion_tokens: 0,
+        completion_tokens: None,
         generation,
         reasoning,
         final_text,
@@ -54,7 +54,7 @@ pub fn programmatic_row(task: &SynthTask, style: ReplyStyle) -> TraceRow {
         seed: task.seed,
         sample_index: 0,
         finish_reason: FinishReason::Stop,
-        prompt_tokens: 0,
+        prompt_tokens: None,
         created_at: rfc3339_utc(std::time::UNIX_EPOCH),
         metadata: problem.metadata,
     }

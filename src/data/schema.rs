@@ -121,10 +121,11 @@ pub struct TraceRow {
     pub sample_index: u32,
     /// Why generation stopped.
     pub finish_reason: FinishReason,
-    /// Prompt length in tokens.
-    pub prompt_tokens: u32,
-    /// Generation length in tokens.
-    pub completion_tokens: u32,
+    /// Prompt length in tokens; `None` (null) when an endpoint reported no usage and no
+    /// tokenizer was given to count it.
+    pub prompt_tokens: Option<u32>,
+    /// Generation length in tokens; `None` (null) as for `prompt_tokens`.
+    pub completion_tokens: Option<u32>,
     /// When the sample was generated, RFC 3339 UTC (see [`rfc3339_utc`]).
     pub created_at: String,
     /// Free-form metadata (stored as a JSON object string).
@@ -176,8 +177,8 @@ fn trace_fields() -> Vec<Field> {
         Field::new("seed", DataType::UInt64, false),
         Field::new("sample_index", DataType::UInt32, false),
         utf8("finish_reason"),
-        Field::new("prompt_tokens", DataType::UInt32, false),
-        Field::new("completion_tokens", DataType::UInt32, false),
+        Field::new("prompt_tokens", DataType::UInt32, true),
+        Field::new("completion_tokens", DataType::UInt32, true),
         utf8("created_at"),
         utf8("metadata"),
     ]
@@ -228,10 +229,8 @@ fn trace_arrays(rows: &[&TraceRow]) -> std::result::Result<Vec<ArrayRef>, ArrowE
             rows.iter().map(|r| r.sample_index),
         )),
         text(|r| r.finish_reason.as_str()),
-        Arc::new(UInt32Array::from_iter_values(
-            rows.iter().map(|r| r.prompt_tokens),
-        )),
-        Arc::new(UInt32Array::from_iter_values(
+        Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.prompt_tokens))),
+        Arc::new(UInt32Array::from_iter(
             rows.iter().map(|r| r.completion_tokens),
         )),
         text(|r| &r.created_at),
@@ -327,8 +326,8 @@ impl ArrowRow for TraceRow {
         let top_p = columns.required_f64("top_p")?;
         let seed = columns.required_u64("seed")?;
         let sample_index = columns.required_u32("sample_index")?;
-        let prompt_tokens = columns.required_u32("prompt_tokens")?;
-        let completion_tokens = columns.required_u32("completion_tokens")?;
+        let prompt_tokens = columns.nullable_u32("prompt_tokens")?;
+        let completion_tokens = columns.nullable_u32("completion_tokens")?;
         let mut rows = Vec::with_capacity(columns.num_rows());
         for (index, messages) in messages.into_iter().enumerate() {
             let finish_reason = FinishReason::parse(finish_reason[index]).ok_or_else(|| {

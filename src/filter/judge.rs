@@ -42,7 +42,7 @@ pub fn judge(
         prompt: &row.problem,
         generation: &row.generation,
         finish_reason: row.finish_reason.as_str(),
-        completion_tokens: row.completion_tokens as usize,
+        completion_tokens: row.completion_tokens.map(|t| t as usize),
     };
     reasons.extend(
         check_readability(&input, readability)

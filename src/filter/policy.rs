@@ -74,7 +74,8 @@ impl Policy {
             if candidate.reasons.is_empty() {
                 let row = &candidate.row;
                 clean.entry(row.id.as_str()).or_default().push((
-                    row.completion_tokens,
+                    // Traces of unknown length rank after every counted one.
+                    row.completion_tokens.unwrap_or(u32::MAX),
                     row.sample_index,
                     index,
                 ));

@@ -15,11 +15,13 @@ use super::pass_rates::PassRate;
 use super::reasons::all_reasons;
 use super::Candidate;
 
-/// Completion-token statistics of a set of traces (all 0 when it is empty). Median and p90
-/// are nearest-rank: the smallest value with at least that share of values at or below it.
+/// Completion-token statistics of a set of traces (all 0 when it is empty), over the traces
+/// whose token count is known (an endpoint without usage and no tokenizer leaves it null).
+/// Median and p90 are nearest-rank: the smallest value with at least that share of values at
+/// or below it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TokenStats {
-    /// Number of traces.
+    /// Number of traces with a known token count.
     pub count: usize,
     /// Mean completion tokens.
     pub mean: f64,
@@ -139,16 +141,18 @@ pub(super) fn summarise(
         .collect();
     let mut per_source: BTreeMap<String, SourceStats> = BTreeMap::new();
     let (mut accepted_tokens, mut rejected_tokens) = (Vec::new(), Vec::new());
+    let mut accepted = 0;
     let mut problems_with_accepted = std::collections::HashSet::new();
     for candidate in candidates {
         let source = per_source.entry(candidate.row.source.clone()).or_default();
         source.traces += 1;
         if candidate.reasons.is_empty() {
             source.accepted += 1;
-            accepted_tokens.push(candidate.row.completion_tokens);
+            accepted += 1;
+            accepted_tokens.extend(candidate.row.completion_tokens);
             problems_with_accepted.insert(candidate.row.id.as_str());
         } else {
-            rejected_tokens.push(candidate.row.completion_tokens);
+            rejected_tokens.extend(candidate.row.completion_tokens);
         }
         for reason in &candidate.reasons {
             *reasons.entry(reason.clone()).or_default() += 1;
@@ -157,7 +161,6 @@ pub(super) fn summarise(
     for stats in per_source.values_mut() {
         stats.acceptance_rate = rate(stats.accepted, stats.traces);
     }
-    let accepted = accepted_tokens.len();
     FilterSummary {
         recipe_hash: facts.recipe_hash.to_string(),
         policy: facts.policy,

@@ -205,7 +205,7 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         .iter()
         .map(|problem| renderer.render(problem))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut teacher = built.into_teacher();
+    let (mut teacher, token_counter) = built.into_parts();
     refuse_prompts_that_do_not_fit(
         teacher.as_ref(),
         &problems,
@@ -251,6 +251,7 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
     };
     let mut sink = RowSink {
         writer,
+        token_counter,
         totals: Totals::default(),
         progress: Progress::new(pending.len(), config.progress),
         flush_every: Duration::from_secs(config.flush_every_secs),
@@ -315,6 +316,7 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         wall_seconds,
         tokens_per_second: totals.completion_tokens as f64 / wall_seconds.max(1e-9),
         finish_reasons: totals.finish_reasons,
+        samples_without_token_counts: totals.samples_without_token_counts,
     };
     summary.write().map_err(|source| GenerateError::Io {
         path: out_dir.join(summary::SUMMARY_FILE),

@@ -10,7 +10,7 @@ use super::Pending;
 use crate::data::schema::{rfc3339_utc, split_generation, TraceRow};
 use crate::data::shards::ShardWriter;
 use crate::data::DataError;
-use crate::model::Message;
+use crate::model::{Message, Tokenizer};
 use crate::teacher::{SamplingParams, TeacherSample};
 
 /// Running totals of a run.
@@ -21,12 +21,15 @@ pub(super) struct Totals {
     pub(super) prompt_tokens: u64,
     pub(super) completion_tokens: u64,
     pub(super) finish_reasons: BTreeMap<String, usize>,
+    pub(super) samples_without_token_counts: usize,
 }
 
 /// Where samples go as the teacher delivers them: rows into the shard writer, counts into
 /// the totals, the progress bar forward, and a time-based flush.
 pub(super) struct RowSink {
     pub(super) writer: ShardWriter<TraceRow>,
+    /// Counts the tokens of samples whose endpoint reported no usage.
+    pub(super) token_counter: Option<Box<Tokenizer>>,
     pub(super) totals: Totals,
     pub(super) progress: Progress,
     pub(super) flush_every: Duration,
@@ -59,10 +62,11 @@ impl RowSink {
                 jobs_done += 1;
                 last_job = Some(sample.job_index);
             }
+            let sample = self.with_token_counts(job, sample);
             let totals = &mut self.totals;
             totals.samples += 1;
-            totals.prompt_tokens += u64::from(sample.prompt_tokens);
-            totals.completion_tokens += u64::from(sample.completion_tokens);
+            totals.prompt_tokens += u64::from(sample.prompt_tokens.unwrap_or(0));
+            totals.completion_tokens += u64::from(sample.completion_tokens.unwrap_or(0));
             *totals
                 .finish_reasons
                 .entry(sample.finish_reason.as_str().to_string())
@@ -83,6 +87,34 @@ impl RowSink {
             self.started.elapsed(),
         );
         Ok(())
+    }
+}
+
+impl RowSink {
+    /// `sample` with the token counts its endpoint did not report counted by the tokenizer,
+    /// when there is one; otherwise they stay unknown, with one warning per run.
+    fn with_token_counts(&mut self, job: &Pending<'_>, mut sample: TeacherSample) -> TeacherSample {
+        if sample.prompt_tokens.is_some() && sample.completion_tokens.is_some() {
+            return sample;
+        }
+        let count = |text: &str| {
+            let counter = self.token_counter.as_ref()?;
+            let ids = counter.encode(text, false).ok()?;
+            u32::try_from(ids.len()).ok()
+        };
+        sample.prompt_tokens = sample.prompt_tokens.or_else(|| count(&job.rendered.prompt));
+        sample.completion_tokens = sample.completion_tokens.or_else(|| count(&sample.text));
+        if sample.prompt_tokens.is_none() || sample.completion_tokens.is_none() {
+            if self.totals.samples_without_token_counts == 0 {
+                eprintln!(
+                    "warning: {} reported no token usage; prompt_tokens and completion_tokens \
+                     are recorded as null (give --tokenizer to count them)",
+                    self.teacher
+                );
+            }
+            self.totals.samples_without_token_counts += 1;
+        }
+        sample
     }
 }
 

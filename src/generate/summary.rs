@@ -49,6 +49,10 @@ pub struct GenerateSummary {
     pub tokens_per_second: f64,
     /// Generated samples per finish reason (`stop`, `length`).
     pub finish_reasons: BTreeMap<String, usize>,
+    /// Samples whose token counts are unknown (null in the rows): the endpoint reported no
+    /// usage and no tokenizer was given to count them.
+    #[serde(default)]
+    pub samples_without_token_counts: usize,
 }
 
 impl GenerateSummary {
@@ -159,6 +163,7 @@ mod tests {
             wall_seconds: 2.0,
             tokens_per_second: 20.0,
             finish_reasons: BTreeMap::from([("stop".to_string(), 4)]),
+            samples_without_token_counts: 0,
         };
         let path = summary.write().unwrap();
         let back: GenerateSummary =

@@ -28,11 +28,12 @@ impl BuiltTeacher {
         }
     }
 
-    /// The teacher, ready to sample.
-    pub(super) fn into_teacher(self) -> Box<dyn Teacher> {
+    /// The teacher, ready to sample, and the tokenizer that counts tokens an endpoint did not
+    /// report (`None` for a local teacher, which counts its own).
+    pub(super) fn into_parts(self) -> (Box<dyn Teacher>, Option<Box<Tokenizer>>) {
         match self {
-            BuiltTeacher::Local(teacher) => teacher,
-            BuiltTeacher::Openai(teacher, _) => teacher,
+            BuiltTeacher::Local(teacher) => (teacher, None),
+            BuiltTeacher::Openai(teacher, tokenizer) => (teacher, tokenizer),
         }
     }
 }

@@ -87,8 +87,8 @@ impl Teacher for LocalTeacher {
                 seed: sample_seed(batch[c.prompt_index].seed, c.sample_index),
                 text: c.text,
                 finish_reason: c.finish_reason,
-                prompt_tokens: saturating_u32(c.prompt_tokens),
-                completion_tokens: saturating_u32(c.completion_tokens),
+                prompt_tokens: Some(saturating_u32(c.prompt_tokens)),
+                completion_tokens: Some(saturating_u32(c.completion_tokens)),
             })
             .collect())
     }

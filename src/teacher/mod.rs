@@ -68,10 +68,10 @@ pub struct TeacherSample {
     pub seed: u64,
     /// Why it ended.
     pub finish_reason: FinishReason,
-    /// Prompt length in tokens.
-    pub prompt_tokens: u32,
-    /// Completion length in tokens.
-    pub completion_tokens: u32,
+    /// Prompt length in tokens; `None` when an endpoint reported no usage.
+    pub prompt_tokens: Option<u32>,
+    /// Completion length in tokens; `None` when an endpoint reported no usage.
+    pub completion_tokens: Option<u32>,
 }
 
 /// Errors of a teacher, typed where the caller may branch (a failed endpoint versus a model).

@@ -32,8 +32,10 @@ struct Choice {
 #[derive(Debug)]
 pub(super) struct ParsedResponse {
     choices: Vec<Choice>,
-    prompt_tokens: u32,
-    completion_tokens: u32,
+    /// `None` when the response has no usage.
+    prompt_tokens: Option<u32>,
+    /// `None` when the response has no usage.
+    completion_tokens: Option<u32>,
 }
 
 impl ParsedResponse {
@@ -44,18 +46,24 @@ impl ParsedResponse {
             .iter()
             .map(|c| c.text.chars().count() as u64)
             .collect();
-        let shares = apportion(u64::from(self.completion_tokens), &lengths);
+        let shares: Vec<Option<u32>> = match self.completion_tokens {
+            Some(total) => apportion(u64::from(total), &lengths)
+                .into_iter()
+                .map(|tokens| Some(u32::try_from(tokens).unwrap_or(u32::MAX)))
+                .collect(),
+            None => vec![None; lengths.len()],
+        };
         self.choices
             .into_iter()
             .zip(shares)
-            .map(|(choice, tokens)| TeacherSample {
+            .map(|(choice, completion_tokens)| TeacherSample {
                 job_index,
                 sample_index: choice.index as u32,
                 text: choice.text,
                 seed,
                 finish_reason: choice.finish_reason,
                 prompt_tokens: self.prompt_tokens,
-                completion_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+                completion_tokens,
             })
             .collect()
     }
@@ -114,15 +122,17 @@ pub(super) fn parse_response(text: &str, api: ApiKind, n: usize) -> Result<Parse
             "expected {n} choices with indices 0..{n}, got indices {indices:?}"
         ));
     }
-    let usage = value
-        .get("usage")
-        .ok_or("no `usage` object (token counts are part of every row)")?;
-    let count = |field: &str| {
-        usage
-            .get(field)
-            .and_then(Value::as_u64)
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| format!("`usage.{field}` is missing or not a count"))
+    // Some servers send no usage (or null): the counts are then unknown, not an error.
+    let usage = value.get("usage").filter(|u| !u.is_null());
+    let count = |field: &str| -> Result<Option<u32>, String> {
+        match usage.and_then(|u| u.get(field)).filter(|v| !v.is_null()) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .map(Some)
+                .ok_or_else(|| format!("`usage.{field}` is not a count: {v}")),
+        }
     };
     Ok(ParsedResponse {
         choices: parsed,

@@ -108,8 +108,8 @@ pub struct TraceInput<'a> {
     pub generation: &'a str,
     /// The engine's finish reason (`"stop"`, `"length"`, …).
     pub finish_reason: &'a str,
-    /// Tokens in the generation.
-    pub completion_tokens: usize,
+    /// Tokens in the generation, when known (the length bounds are checked only then).
+    pub completion_tokens: Option<usize>,
 }
 
 /// Writing systems told apart by the language check.
@@ -137,11 +137,13 @@ pub fn check_readability(
     if trace.finish_reason == "length" {
         issues.push(ReadabilityIssue::Truncated);
     }
-    if trace.completion_tokens < config.min_completion_tokens {
-        issues.push(ReadabilityIssue::TooShort);
-    }
-    if trace.completion_tokens > config.max_completion_tokens {
-        issues.push(ReadabilityIssue::TooLong);
+    if let Some(tokens) = trace.completion_tokens {
+        if tokens < config.min_completion_tokens {
+            issues.push(ReadabilityIssue::TooShort);
+        }
+        if tokens > config.max_completion_tokens {
+            issues.push(ReadabilityIssue::TooLong);
+        }
     }
     if mixes_language(trace.prompt, reasoning, config) {
         issues.push(ReadabilityIssue::LanguageMixing);

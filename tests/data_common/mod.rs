@@ -34,7 +34,7 @@ pub fn trace_row(problem: &Problem, sample_index: u32) -> TraceRow {
         answer: problem.answer.clone(),
         prompt: format!("<｜User｜>{user}<｜Assistant｜><think>\n"),
         messages: vec![Message::user(user), Message::assistant(generation.clone())],
-        completion_tokens: generation.len() as u32 / 3,
+        completion_tokens: Some(generation.len() as u32 / 3),
         generation,
         reasoning,
         final_text,
@@ -48,7 +48,7 @@ pub fn trace_row(problem: &Problem, sample_index: u32) -> TraceRow {
         } else {
             FinishReason::Stop
         },
-        prompt_tokens: 40,
+        prompt_tokens: Some(40),
         created_at: rfc3339_utc(UNIX_EPOCH + Duration::from_secs(1_700_000_000 + index)),
         metadata: serde_json::Map::from_iter([("difficulty".to_string(), json!(2))]),
     }

@@ -51,7 +51,7 @@ pub fn math500_traces() -> (Vec<TraceRow>, usize) {
                 answer: problem.answer.clone(),
                 prompt: format!("<｜User｜>{user}<｜Assistant｜>"),
                 messages: vec![Message::user(user), Message::assistant(generation.clone())],
-                completion_tokens: generation.len().div_ceil(4) as u32,
+                completion_tokens: Some(generation.len().div_ceil(4) as u32),
                 generation,
                 reasoning,
                 final_text,
@@ -61,7 +61,7 @@ pub fn math500_traces() -> (Vec<TraceRow>, usize) {
                 seed: index as u64,
                 sample_index: sample as u32,
                 finish_reason: FinishReason::Stop,
-                prompt_tokens: 100,
+                prompt_tokens: Some(100),
                 created_at: "2026-11-21T10:50:55Z".into(),
                 metadata: problem.metadata.clone(),
             });

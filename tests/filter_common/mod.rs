@@ -53,8 +53,8 @@ pub fn row(id: &str, problem: &str, answer: &str, sample_index: u32, generation:
         seed: u64::from(sample_index),
         sample_index,
         finish_reason: FinishReason::Stop,
-        prompt_tokens: 30,
-        completion_tokens: 80,
+        prompt_tokens: Some(30),
+        completion_tokens: Some(80),
         created_at: "2026-11-21T10:50:55Z".into(),
         metadata: Map::new(),
     }
@@ -62,7 +62,7 @@ pub fn row(id: &str, problem: &str, answer: &str, sample_index: u32, generation:
 
 /// The same row with other completion tokens.
 pub fn with_tokens(mut row: TraceRow, tokens: u32) -> TraceRow {
-    row.completion_tokens = tokens;
+    row.completion_tokens = Some(tokens);
     row
 }
 
