@@ -62,7 +62,7 @@ fn main() -> anyhow::Result<()> {
         let mut tokens = 0u64;
         for chunk in jobs.chunks(batch) {
             for sample in teacher.sample(chunk, &params)? {
-                tokens += u64::from(sample.completion_tokens);
+                tokens += u64::from(sample.completion_tokens.unwrap_or(0));
             }
         }
         let seconds = started.elapsed().as_secs_f64();
