@@ -213,6 +213,17 @@ pub fn refuse_replacing_model(dir: &Path, force: bool) -> Result<(), OutputDirEr
 }
 
 /// What a directory written before markers existed holds, judged by its files.
+/// A hidden temporary name beside `path`, unique to this process and call
+/// (`.NAME.PID-N.tmp`), to be renamed onto `path` once complete: two writers never share a
+/// temporary file even if the lock was bypassed, and every cleanup that removes `.*.tmp`
+/// files still finds it.
+pub fn temp_path_for(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.{}-{call}.tmp", std::process::id()))
+}
+
 fn infer_kind(dir: &Path) -> Option<OutputKind> {
     let has = |name: &str| dir.join(name).exists();
     if has("checkpoints") || has("final") || has("metrics.jsonl") {
@@ -295,4 +306,24 @@ fn take_lock(dir: &Path) -> Result<PathBuf, OutputDirError> {
         pid: 0,
         host,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_hidden_and_never_repeat() {
+        let target = Path::new("/runs/out/manifest.json");
+        let (a, b) = (temp_path_for(target), temp_path_for(target));
+        assert_ne!(a, b);
+        for temp in [a, b] {
+            assert_eq!(temp.parent(), target.parent());
+            let name = temp.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                name.starts_with(".manifest.json.") && name.ends_with(".tmp"),
+                "{name}"
+            );
+        }
+    }
 }

@@ -11,8 +11,8 @@
 //! are, and [`ShardWriter::open`] migrates them: it moves their shards into `data/` (one rename
 //! each) and rewrites the manifest.
 //!
-//! Crash safety: every file is written under a hidden temporary name (`.part-00003.parquet.tmp`,
-//! `.manifest.json.tmp`) in its own directory, fsync'd, renamed to its final name, and the
+//! Crash safety: every file is written under a hidden, per-process temporary name
+//! (`.part-00003.parquet.4711-0.tmp`, `.manifest.json.4711-1.tmp`) in its own directory, fsync'd, renamed to its final name, and the
 //! directory fsync'd; a final name therefore always holds a complete file. Rows still buffered
 //! when the process dies are lost, and a rerun regenerates them, because resume skips exactly the
 //! keys (problem id, sample index) present in complete shards.
@@ -334,16 +334,13 @@ fn encode_parquet<R: ArrowRow>(rows: &[R], path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Writes `bytes` to `.<name>.tmp` beside `path`, fsyncs it, renames it to `path` and fsyncs
+/// Writes `bytes` to a unique hidden temporary file beside `path`
+/// ([`crate::output_dir::temp_path_for`]), fsyncs it, renames it to `path` and fsyncs
 /// the directory, so `path` never holds a partial file (also used for the filter's report and
 /// pass-rate files).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.tmp"));
+    let temp = crate::output_dir::temp_path_for(path);
     let mut file = File::create(&temp).map_err(|e| DataError::io(&temp, e))?;
     file.write_all(bytes).map_err(|e| DataError::io(&temp, e))?;
     file.sync_all().map_err(|e| DataError::io(&temp, e))?;

@@ -59,7 +59,7 @@ impl GenerateSummary {
     /// Writes `summary.json` into the output directory (temp file, then rename).
     pub fn write(&self) -> std::io::Result<PathBuf> {
         let path = self.out_dir.join(SUMMARY_FILE);
-        let temp = self.out_dir.join(format!(".{SUMMARY_FILE}.tmp"));
+        let temp = crate::output_dir::temp_path_for(&path);
         let mut text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         text.push('\n');
         let mut file = File::create(&temp)?;

@@ -52,7 +52,7 @@ pub fn save_hf_dir_keeping(
         .map(|(name, t)| (name, t.detach()))
         .collect();
     let weights_path = dir.join("model.safetensors");
-    let tmp = temporary_path(&weights_path);
+    let tmp = crate::output_dir::temp_path_for(&weights_path);
     write_safetensors(&tensors, &tmp)?;
     rename(&tmp, &weights_path)?;
 
@@ -91,13 +91,6 @@ fn pretty(value: &serde_json::Value) -> Vec<u8> {
     text.into_bytes()
 }
 
-/// `path` with `.tmp` appended to its file name, in the same directory (so the rename is atomic).
-fn temporary_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
 /// Writes `tensors` to the safetensors file `path`, readable as the umask allows (the safetensors
 /// writer itself creates files 0600, which hid trained models from other users of a machine).
 pub fn write_safetensors(
@@ -134,7 +127,7 @@ fn process_umask() -> u32 {
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temporary_path(path);
+    let tmp = crate::output_dir::temp_path_for(path);
     std::fs::write(&tmp, bytes).map_err(|source| ModelError::Io {
         path: tmp.clone(),
         cause: source,
