@@ -85,7 +85,7 @@ fn outputs_are_byte_identical_to_the_in_memory_filter() {
     for (name, policy) in [("all", Policy::All), ("shortest-1", Policy::Shortest(1))] {
         let config = config(root.path(), name, policy);
         let summary = run_filter(&config).unwrap();
-        assert_eq!(summary.contaminated_problems, 40);
+        assert!(summary.contaminated_problems >= 40, "{summary:?}");
         assert!(summary.accepted > 300 && summary.rejected > 100, "{summary:?}");
         runs.insert(name.to_string(), output_hashes(&config.out));
     }
