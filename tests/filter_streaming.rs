@@ -66,7 +66,11 @@ fn output_hashes(out: &Path) -> BTreeMap<String, String> {
                 stack.push(path);
                 continue;
             }
-            let name = path.strip_prefix(out).unwrap().to_string_lossy().into_owned();
+            let name = path
+                .strip_prefix(out)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if name.ends_with(".distill.lock") {
                 continue;
             }
@@ -88,7 +92,10 @@ fn outputs_are_byte_identical_to_the_in_memory_filter() {
         let config = config(&root, name, policy);
         let summary = run_filter(&config).unwrap();
         assert!(summary.contaminated_problems >= 40, "{summary:?}");
-        assert!(summary.accepted > 300 && summary.rejected > 100, "{summary:?}");
+        assert!(
+            summary.accepted > 300 && summary.rejected > 100,
+            "{summary:?}"
+        );
         runs.insert(name.to_string(), output_hashes(&config.out));
     }
     if std::env::var_os("DISTILL_RECORD_FILTER_FIXTURE").is_some() {
@@ -98,4 +105,39 @@ fn outputs_are_byte_identical_to_the_in_memory_filter() {
     let expected: BTreeMap<String, BTreeMap<String, String>> =
         serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
     assert_eq!(runs, expected);
+}
+
+#[test]
+fn spilling_sorted_runs_to_disk_gives_the_same_bytes() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = temp.path().join("run");
+    write_unsorted_input(&root.join("traces"));
+    write_eval_set(&root);
+    let rows = distill::data::shards::read_trace_rows(&root.join("traces")).unwrap();
+    let text: usize = rows
+        .iter()
+        .map(|r| {
+            r.problem.len()
+                + r.answer.len()
+                + r.prompt.len()
+                + r.generation.len()
+                + r.reasoning.len()
+                + r.final_text.len()
+                + r.messages.iter().map(|m| m.content.len()).sum::<usize>()
+        })
+        .sum();
+    assert!(
+        text > 1 << 20,
+        "the input must need several 0.25 MiB runs: {text} bytes"
+    );
+
+    let expected: BTreeMap<String, BTreeMap<String, String>> =
+        serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
+    for (name, policy) in [("all", Policy::All), ("shortest-1", Policy::Shortest(1))] {
+        let mut config = config(&root, name, policy);
+        config.sort_buffer_mb = 0.25;
+        run_filter(&config).unwrap();
+        assert_eq!(output_hashes(&config.out), expected[name], "{name}");
+        assert!(!config.out.join(".sort-runs").exists(), "runs are removed");
+    }
 }

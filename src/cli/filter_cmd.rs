@@ -64,6 +64,9 @@ pub struct FilterArgs {
     /// Replace outputs written with another configuration instead of refusing.
     #[arg(long)]
     pub force: bool,
+    /// Memory for sorting the output, MiB of trace text; larger inputs spill sorted runs to disk.
+    #[arg(long, default_value_t = 512.0)]
+    pub sort_buffer_mb: f64,
 }
 
 impl FilterArgs {
@@ -109,6 +112,7 @@ impl FilterArgs {
             rows_per_shard: self.rows_per_shard,
             force: self.force,
             progress: true,
+            sort_buffer_mb: self.sort_buffer_mb,
             ..FilterConfig::new(&self.input, &self.out)
         })
     }

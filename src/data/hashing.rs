@@ -11,6 +11,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// SHA-256 of `bytes`.
+pub fn sha256_bytes(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
 /// The first 8 bytes of SHA-256 of `bytes`, as a big-endian `u64`.
 pub fn sha256_u64(bytes: &[u8]) -> u64 {
     let digest = Sha256::digest(bytes);

@@ -49,6 +49,9 @@ pub struct FilterConfig {
     pub force: bool,
     /// Show a progress bar on stderr (drawn only on a terminal). Default false.
     pub progress: bool,
+    /// Memory for sorting the output rows, in MiB of trace text: an input larger than this is
+    /// sorted in runs spilled to disk and merged (same outputs either way). Default 512.
+    pub sort_buffer_mb: f64,
 }
 
 impl Default for FilterConfig {
@@ -66,6 +69,7 @@ impl Default for FilterConfig {
             rows_per_shard: DEFAULT_ROWS_PER_SHARD,
             force: false,
             progress: false,
+            sort_buffer_mb: 512.0,
         }
     }
 }
@@ -101,6 +105,9 @@ impl FilterConfig {
         }
         if self.rows_per_shard == 0 {
             return bad("`rows_per_shard` must be at least 1");
+        }
+        if !(self.sort_buffer_mb.is_finite() && self.sort_buffer_mb > 0.0) {
+            return bad("`sort_buffer_mb` must be a positive number of MiB");
         }
         let r = &self.readability;
         if !band.contains(&r.min_script_share) {

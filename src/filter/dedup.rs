@@ -1,5 +1,5 @@
-//! Exact deduplication: among samples of one problem with byte-identical generation text,
-//! the first by (problem id, sample index) is kept and the others get [`DUPLICATE`].
+//! Exact deduplication: among samples of one problem with byte-identical generation text (equal
+//! SHA-256), the first by (problem id, sample index) is kept and the others get [`DUPLICATE`].
 
 use std::collections::HashSet;
 
@@ -8,10 +8,11 @@ use super::Candidate;
 
 /// Marks exact duplicates; `candidates` must be sorted by (id, sample index).
 pub(super) fn mark_duplicates(candidates: &mut [Candidate]) {
-    let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(candidates.len());
+    let mut seen: HashSet<(&str, &[u8; 32])> = HashSet::with_capacity(candidates.len());
     let mut duplicates = Vec::new();
     for (index, candidate) in candidates.iter().enumerate() {
-        let key = (candidate.row.id.as_str(), candidate.row.generation.as_str());
+        let facts = &candidate.facts;
+        let key = (facts.id.as_str(), &facts.generation_hash);
         if !seen.insert(key) {
             duplicates.push(index);
         }

@@ -1,106 +1,194 @@
-//! Reading the generated shards: every shard file in parallel (rayon), each checked against
-//! the manifest first (size, SHA-256 and row count, as generate's resume does), each row
-//! remembering the file and row it came from for error messages, sorted by (problem id,
-//! sample index).
+//! The first pass over the generated shards: every shard file in parallel (rayon), each checked
+//! against the manifest first (size, SHA-256 and row count, as generate's resume does), read in
+//! record batches and judged row by row. Only what the cross-trace rules need is kept per row
+//! ([`Candidate`]: key, source, token count, a hash of the generation, the verdict), so memory
+//! does not grow with the length of the traces; the second pass ([`super::sorted_output`])
+//! reads the rows again to write them.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use indicatif::ProgressBar;
 use rayon::prelude::*;
 
-use crate::data::schema::TraceRow;
-use crate::data::shards::{listed_shards, read_shard, verify_shard};
+use crate::data::columns::for_each_batch;
+use crate::data::schema::{ArrowRow, TraceRow};
+use crate::data::shards::{listed_shards, verify_shard};
 use crate::data::{DataError, Location, Result};
+use crate::verify::{ReadabilityConfig, VerifyOptions};
 
-/// A trace and where it was read.
-#[derive(Debug)]
-pub struct SourcedRow {
-    /// The trace.
-    pub row: TraceRow,
-    /// Index of its file in [`Input::files`].
-    pub file: usize,
-    /// Its row in that file (0-based).
-    pub file_row: usize,
-}
+use super::card::Provenance;
+use super::decontaminate::NgramIndex;
+use super::judge::{judge, Checker};
+use super::{Candidate, RowFacts};
 
-/// Every trace of an input directory.
-#[derive(Debug)]
-pub struct Input {
+/// The shard files of the input and where each one's rows start in the global row numbering.
+#[derive(Debug, Clone)]
+pub struct InputFiles {
     /// The shard files, in manifest order.
     pub files: Vec<PathBuf>,
-    /// The rows, sorted by (id, sample index).
-    pub rows: Vec<SourcedRow>,
+    /// `starts[i]` is the global number of file `i`'s first row; the last entry is the total.
+    pub starts: Vec<u64>,
 }
 
-impl Input {
-    /// An "invalid value" error at `row`'s origin.
-    pub fn invalid(&self, row: &SourcedRow, field: &str, message: String) -> DataError {
-        invalid_at(&self.files, row, field, message)
+impl InputFiles {
+    /// Total rows of the input.
+    pub fn total_rows(&self) -> u64 {
+        self.starts.last().copied().unwrap_or(0)
+    }
+
+    /// The (file, row in file) of global row `position`.
+    pub fn locate(&self, position: u64) -> (&Path, usize) {
+        let file = self.starts.partition_point(|&start| start <= position) - 1;
+        (&self.files[file], (position - self.starts[file]) as usize)
     }
 }
 
-/// An "invalid value" error at `row`'s origin among `files`.
-pub fn invalid_at(files: &[PathBuf], row: &SourcedRow, field: &str, message: String) -> DataError {
-    DataError::InvalidValue {
-        path: files[row.file].clone(),
-        location: Location::Row(row.file_row),
-        field: field.to_string(),
-        message,
-    }
+/// How each row is judged.
+pub struct Judging<'a> {
+    /// Readability thresholds.
+    pub readability: &'a ReadabilityConfig,
+    /// Answer-equivalence options.
+    pub options: VerifyOptions,
+    /// The evaluation n-grams problems are checked against.
+    pub index: &'a NgramIndex,
 }
 
-/// Reads every shard of `dir`, each verified against the manifest; a shard that is missing,
-/// changed since it was listed, or holds another number of rows than listed is an error naming
-/// it, as is a key (id, sample index) present twice (naming both places).
-pub fn read_input(dir: &Path) -> Result<Input> {
+/// What the first pass learned.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    /// The input files.
+    pub(crate) input: InputFiles,
+    /// One candidate per row, sorted by (problem id, sample index).
+    pub(crate) candidates: Vec<Candidate>,
+    /// Contaminated problem id → the evaluation problem it shares an n-gram with.
+    pub(crate) contaminated: BTreeMap<String, String>,
+    /// The distinct (teacher, temperature, top_p) of the rows.
+    pub(crate) provenance: Provenance,
+}
+
+/// What one file contributed.
+struct FileScan {
+    candidates: Vec<Candidate>,
+    contaminated: HashMap<String, Option<String>>,
+    provenance: Provenance,
+}
+
+/// Reads, verifies and judges every shard of `dir` (see the module docs). A shard that is
+/// missing, changed since it was listed, or holds another number of rows than listed is an
+/// error naming it, as is a key (id, sample index) present twice (naming both places).
+pub(crate) fn scan_input(dir: &Path, judging: &Judging<'_>, bar: &ProgressBar) -> Result<Scan> {
     let listed = listed_shards(dir)?;
-    let per_file: Vec<Vec<TraceRow>> = listed
+    let mut starts = vec![0u64];
+    for (_, entry) in &listed {
+        starts.push(starts.last().copied().unwrap_or(0) + entry.rows as u64);
+    }
+    let per_file: Vec<FileScan> = listed
         .par_iter()
-        .map(|(path, entry)| {
+        .zip(&starts)
+        .map(|((path, entry), &start)| {
             verify_shard(path, entry)?;
-            let rows = read_shard::<TraceRow>(path)?;
-            if rows.len() != entry.rows {
+            let scanned = scan_file(path, start, judging, bar)?;
+            if scanned.candidates.len() != entry.rows {
                 return Err(DataError::Manifest {
                     path: path.clone(),
                     message: format!(
                         "shard holds {} rows, the manifest lists {}",
-                        rows.len(),
+                        scanned.candidates.len(),
                         entry.rows
                     ),
                 });
             }
-            Ok(rows)
+            Ok(scanned)
         })
         .collect::<Result<_>>()?;
-    let files: Vec<PathBuf> = listed.into_iter().map(|(path, _)| path).collect();
-    let mut rows: Vec<SourcedRow> = per_file
-        .into_iter()
-        .enumerate()
-        .flat_map(|(file, rows)| {
-            rows.into_iter()
-                .enumerate()
-                .map(move |(file_row, row)| SourcedRow {
-                    row,
-                    file,
-                    file_row,
-                })
-        })
-        .collect();
-    rows.par_sort_unstable_by(|a, b| {
-        (&a.row.id, a.row.sample_index).cmp(&(&b.row.id, b.row.sample_index))
-    });
-    let input = Input { files, rows };
-    if let Some(pair) = input.rows.windows(2).find(|pair| {
-        pair[0].row.id == pair[1].row.id && pair[0].row.sample_index == pair[1].row.sample_index
-    }) {
-        let first = &pair[0];
-        let message = format!(
-            "duplicate key (id `{}`, sample_index {}): also at {} row {}",
-            first.row.id,
-            first.row.sample_index,
-            input.files[first.file].display(),
-            first.file_row
+    let input = InputFiles {
+        files: listed.into_iter().map(|(path, _)| path).collect(),
+        starts,
+    };
+    let mut candidates = Vec::with_capacity(input.total_rows() as usize);
+    let mut contaminated = BTreeMap::new();
+    let mut provenance = Provenance::new();
+    for file in per_file {
+        candidates.extend(file.candidates);
+        contaminated.extend(
+            file.contaminated
+                .into_iter()
+                .filter_map(|(id, eval)| Some((id, eval?))),
         );
-        return Err(input.invalid(&pair[1], "sample_index", message));
+        provenance.extend(file.provenance);
     }
-    Ok(input)
+    candidates.par_sort_unstable_by(|a, b| a.facts.key_cmp(&b.facts));
+    if let Some(pair) = candidates
+        .windows(2)
+        .find(|pair| pair[0].facts.key_cmp(&pair[1].facts).is_eq())
+    {
+        let (first_file, first_row) = input.locate(pair[0].facts.position);
+        let (path, row) = input.locate(pair[1].facts.position);
+        return Err(DataError::InvalidValue {
+            path: path.to_path_buf(),
+            location: Location::Row(row),
+            field: "sample_index".into(),
+            message: format!(
+                "duplicate key (id `{}`, sample_index {}): also at {} row {first_row}",
+                pair[0].facts.id,
+                pair[0].facts.sample_index,
+                first_file.display(),
+            ),
+        });
+    }
+    Ok(Scan {
+        input,
+        candidates,
+        contaminated,
+        provenance,
+    })
+}
+
+/// Judges every row of one shard whose first row has global number `start`, a batch at a time.
+fn scan_file(
+    path: &Path,
+    start: u64,
+    judging: &Judging<'_>,
+    bar: &ProgressBar,
+) -> Result<FileScan> {
+    let mut scanned = FileScan {
+        candidates: Vec::new(),
+        contaminated: HashMap::new(),
+        provenance: Provenance::new(),
+    };
+    for_each_batch(path, None, |columns| {
+        let rows = TraceRow::from_columns(columns)?;
+        let first = start + scanned.candidates.len() as u64;
+        let judged: Vec<Candidate> = rows
+            .par_iter()
+            .enumerate()
+            .map(|(offset, row)| {
+                let checker = Checker::for_metadata(&row.metadata)
+                    .map_err(|message| columns.invalid("metadata", offset, message))?;
+                let judgement = judge(row, &checker, judging.readability, &judging.options);
+                bar.inc(1);
+                Ok(Candidate {
+                    facts: RowFacts::of(row, first + offset as u64),
+                    verified: judgement.verified,
+                    extracted_answer: judgement.extracted_answer,
+                    reasons: judgement.reasons,
+                })
+            })
+            .collect::<Result<_>>()?;
+        for row in &rows {
+            if !scanned.contaminated.contains_key(&row.id) {
+                let eval = judging.index.find(&row.problem).map(str::to_string);
+                scanned.contaminated.insert(row.id.clone(), eval);
+            }
+            scanned.provenance.insert((
+                row.teacher.clone(),
+                row.temperature.to_string(),
+                row.top_p.to_string(),
+            ));
+        }
+        scanned.candidates.extend(judged);
+        Ok(())
+    })?;
+    Ok(scanned)
 }

@@ -2,14 +2,18 @@
 //! data. A trace is accepted only when its final answer is verified correct against the gold
 //! answer and it is readable.
 //!
-//! [`run_filter`] reads the input shards in parallel ([`input`]), judges each trace on its own
-//! ([`mod@judge`]: answer extraction and verification — the countdown checker for countdown
-//! problems — plus the readability checks), then applies the cross-trace rules: exact
-//! deduplication ([`dedup`]), n-gram decontamination of the problem text against evaluation
-//! sets ([`decontaminate`]) and the acceptance policy ([`policy`]). It writes accepted and
-//! rejected [`FilteredRow`] shards, per-problem pass rates ([`pass_rates`]), a report
-//! ([`report`]) and dataset cards ([`card`]) into the output directory ([`output`]). The reason names are in [`reasons`];
-//! the configuration is [`FilterConfig`] ([`config`]).
+//! [`run_filter`] works in two passes so that its memory does not grow with the input. The first
+//! ([`input`]) reads the shards in parallel and judges each trace on its own ([`mod@judge`]:
+//! answer extraction and verification — the countdown checker for countdown problems — plus
+//! the readability checks), keeping per row only a compact [`Candidate`]. The cross-trace rules
+//! then run on those: exact deduplication ([`dedup`]), n-gram decontamination of the problem
+//! text against evaluation sets ([`decontaminate`]) and the acceptance policy ([`policy`]),
+//! followed by per-problem pass rates ([`pass_rates`]), the report ([`report`]) and dataset
+//! cards ([`card`]). The second pass ([`sorted_output`]) reads the rows again and writes the
+//! accepted and rejected [`FilteredRow`] shards in (problem id, sample index) order, sorting in
+//! memory or, for an input larger than `sort_buffer_mb`, through sorted runs spilled to disk.
+//! The output directory is [`output`]; the reason names are in [`reasons`]; the configuration
+//! is [`FilterConfig`] ([`config`]).
 //!
 //! Crash safety and resume follow the shard layer: every file is written to a temporary name
 //! and renamed; a rerun with the same configuration and input skips the rows already written
@@ -27,12 +31,13 @@ pub mod pass_rates;
 pub mod policy;
 pub mod reasons;
 pub mod report;
+pub mod sorted_output;
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 
+use crate::data::hashing::sha256_bytes;
 use crate::data::schema::{FilteredRow, TraceRow};
 use crate::data::shards::ShardOptions;
 use crate::data::DataError;
@@ -44,8 +49,7 @@ pub use pass_rates::{read_pass_rates, PassRate};
 pub use policy::Policy;
 pub use report::{FilterSummary, TokenStats};
 
-use judge::{judge, Checker};
-use output::{ACCEPTED_DIR, PASS_RATES_FILE, REJECTED_DIR};
+use output::PASS_RATES_FILE;
 use reasons::CONTAMINATED;
 use report::RunFacts;
 
@@ -60,11 +64,47 @@ pub enum FilterError {
     Config(String),
 }
 
-/// A trace with its verdict so far.
+/// What the cross-trace rules need to know of a trace, without its text.
+#[derive(Debug, Clone)]
+pub(crate) struct RowFacts {
+    /// Problem id.
+    pub(crate) id: String,
+    /// Prompt-set name.
+    pub(crate) source: String,
+    /// Which sample of the problem.
+    pub(crate) sample_index: u32,
+    /// Generation length in tokens, when known.
+    pub(crate) completion_tokens: Option<u32>,
+    /// SHA-256 of the generation text (exact duplicates share it).
+    pub(crate) generation_hash: [u8; 32],
+    /// The row's global number in the input (see [`input::InputFiles`]).
+    pub(crate) position: u64,
+}
+
+impl RowFacts {
+    /// The facts of `row`, the input's row number `position`.
+    pub(crate) fn of(row: &TraceRow, position: u64) -> Self {
+        RowFacts {
+            id: row.id.clone(),
+            source: row.source.clone(),
+            sample_index: row.sample_index,
+            completion_tokens: row.completion_tokens,
+            generation_hash: sha256_bytes(row.generation.as_bytes()),
+            position,
+        }
+    }
+
+    /// Orders by the row key (problem id, sample index).
+    pub(crate) fn key_cmp(&self, other: &RowFacts) -> Ordering {
+        (&self.id, self.sample_index).cmp(&(&other.id, other.sample_index))
+    }
+}
+
+/// A trace's facts with its verdict so far.
 #[derive(Debug)]
 pub(crate) struct Candidate {
-    /// The trace.
-    pub(crate) row: TraceRow,
+    /// The trace, without its text.
+    pub(crate) facts: RowFacts,
     /// Whether its answer verified.
     pub(crate) verified: bool,
     /// The extracted answer.
@@ -73,13 +113,14 @@ pub(crate) struct Candidate {
     pub(crate) reasons: Vec<String>,
 }
 
-impl From<Candidate> for FilteredRow {
-    fn from(candidate: Candidate) -> Self {
+impl Candidate {
+    /// The output row of `row`, whose candidate this is.
+    pub(crate) fn output_row(&self, row: TraceRow) -> FilteredRow {
         FilteredRow {
-            trace: candidate.row,
-            verified: candidate.verified,
-            extracted_answer: candidate.extracted_answer,
-            reject_reasons: candidate.reasons,
+            trace: row,
+            verified: self.verified,
+            extracted_answer: self.extracted_answer.clone(),
+            reject_reasons: self.reasons.clone(),
         }
     }
 }
@@ -105,34 +146,27 @@ pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
     // so a damaged input leaves a finished run's outputs as they were.
     let recipe_hash = config.recipe_hash()?;
     let index = NgramIndex::from_files(&config.decontaminate, config.ngram)?;
-    let input::Input { files, rows } = input::read_input(&config.input)?;
+    let judging = input::Judging {
+        readability: &config.readability,
+        options: config.verify_options(),
+        index: &index,
+    };
+    let total = crate::data::shards::read_manifest(&config.input)?.total_rows;
+    let bar = progress_bar(config.progress, total, "verify");
+    let input::Scan {
+        input,
+        mut candidates,
+        contaminated,
+        provenance,
+    } = input::scan_input(&config.input, &judging, &bar)?;
+    bar.finish_and_clear();
     let _claim = OutputDir::claim(&config.out, OutputKind::Filtered)
         .map_err(|e| FilterError::Config(e.to_string()))?;
     output::prepare(&config.out, &recipe_hash, config.force)?;
 
-    let bar = progress_bar(config.progress, rows.len(), "verify");
-    let (readability, options) = (&config.readability, config.verify_options());
-    let mut candidates: Vec<Candidate> = rows
-        .into_par_iter()
-        .map(|sourced| {
-            let checker = Checker::for_metadata(&sourced.row.metadata)
-                .map_err(|message| input::invalid_at(&files, &sourced, "metadata", message))?;
-            let judgement = judge(&sourced.row, &checker, readability, &options);
-            bar.inc(1);
-            Ok(Candidate {
-                row: sourced.row,
-                verified: judgement.verified,
-                extracted_answer: judgement.extracted_answer,
-                reasons: judgement.reasons,
-            })
-        })
-        .collect::<Result<_, DataError>>()?;
-    bar.finish_and_clear();
-
     dedup::mark_duplicates(&mut candidates);
-    let contaminated = contaminated_problems(&candidates, &index);
     for candidate in &mut candidates {
-        if contaminated.contains_key(&candidate.row.id) {
+        if contaminated.contains_key(&candidate.facts.id) {
             candidate.reasons.push(CONTAMINATED.to_string());
         }
     }
@@ -147,17 +181,6 @@ pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
         band,
     };
     let summary = report::summarise(&candidates, &rates, facts, contaminated);
-    let provenance: card::Provenance = candidates
-        .iter()
-        .map(|c| {
-            let row = &c.row;
-            (
-                row.teacher.clone(),
-                row.temperature.to_string(),
-                row.top_p.to_string(),
-            )
-        })
-        .collect();
 
     let bar = progress_bar(config.progress, candidates.len(), "write");
     let shard_options = ShardOptions {
@@ -165,33 +188,21 @@ pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
         recipe_hash: recipe_hash.clone(),
         force: false,
     };
-    let (accepted, rejected): (Vec<Candidate>, Vec<Candidate>) = candidates
-        .into_iter()
-        .partition(|candidate| candidate.reasons.is_empty());
-    for (name, rows) in [(ACCEPTED_DIR, accepted), (REJECTED_DIR, rejected)] {
-        output::write_shards(
-            &config.out.join(name),
-            rows.into_iter().map(FilteredRow::from),
-            shard_options.clone(),
-            &bar,
-        )?;
-    }
+    let sorting = sorted_output::Sorting {
+        buffer_bytes: (config.sort_buffer_mb * f64::from(1 << 20)) as usize,
+        runs_dir: config.out.join(sorted_output::RUNS_DIR),
+    };
+    sorted_output::write_sorted(
+        &input,
+        &candidates,
+        &config.out,
+        shard_options,
+        &sorting,
+        &bar,
+    )?;
     bar.finish_and_clear();
     pass_rates::write_pass_rates(&config.out.join(PASS_RATES_FILE), &rates)?;
     card::write_cards(config, &summary, &provenance)?;
     summary.write(&config.out)?;
     Ok(summary)
-}
-
-/// The problems whose text shares an n-gram with an evaluation problem: id → the id of
-/// the first evaluation problem found sharing one.
-fn contaminated_problems(candidates: &[Candidate], index: &NgramIndex) -> BTreeMap<String, String> {
-    let problems: BTreeMap<&str, &str> = candidates
-        .iter()
-        .map(|c| (c.row.id.as_str(), c.row.problem.as_str()))
-        .collect();
-    problems
-        .into_par_iter()
-        .filter_map(|(id, text)| Some((id.to_string(), index.find(text)?.to_string())))
-        .collect()
 }

@@ -47,8 +47,8 @@ pub(super) fn pass_rates(
 ) -> Vec<PassRate> {
     let mut counts: BTreeMap<&str, (&str, u32, u32)> = BTreeMap::new();
     for candidate in candidates {
-        let entry = counts.entry(candidate.row.id.as_str()).or_insert((
-            candidate.row.source.as_str(),
+        let entry = counts.entry(candidate.facts.id.as_str()).or_insert((
+            candidate.facts.source.as_str(),
             0,
             0,
         ));

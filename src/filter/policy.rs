@@ -72,7 +72,7 @@ impl Policy {
         let mut clean: BTreeMap<&str, Vec<(u32, u32, usize)>> = BTreeMap::new();
         for (index, candidate) in candidates.iter().enumerate() {
             if candidate.reasons.is_empty() {
-                let row = &candidate.row;
+                let row = &candidate.facts;
                 clean.entry(row.id.as_str()).or_default().push((
                     // Traces of unknown length rank after every counted one.
                     row.completion_tokens.unwrap_or(u32::MAX),

@@ -144,15 +144,17 @@ pub(super) fn summarise(
     let mut accepted = 0;
     let mut problems_with_accepted = std::collections::HashSet::new();
     for candidate in candidates {
-        let source = per_source.entry(candidate.row.source.clone()).or_default();
+        let source = per_source
+            .entry(candidate.facts.source.clone())
+            .or_default();
         source.traces += 1;
         if candidate.reasons.is_empty() {
             source.accepted += 1;
             accepted += 1;
-            accepted_tokens.extend(candidate.row.completion_tokens);
-            problems_with_accepted.insert(candidate.row.id.as_str());
+            accepted_tokens.extend(candidate.facts.completion_tokens);
+            problems_with_accepted.insert(candidate.facts.id.as_str());
         } else {
-            rejected_tokens.extend(candidate.row.completion_tokens);
+            rejected_tokens.extend(candidate.facts.completion_tokens);
         }
         for reason in &candidate.reasons {
             *reasons.entry(reason.clone()).or_default() += 1;

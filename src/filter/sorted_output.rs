@@ -1,0 +1,252 @@
+//! The second pass: the input rows read again, each joined with its candidate's verdict, and
+//! written to `accepted/` and `rejected/` in (problem id, sample index) order — the order and
+//! bytes of a filter that held everything in memory — with bounded memory.
+//!
+//! Rows are gathered until `buffer_bytes` of trace text; an input that fits is sorted in
+//! memory and written directly. A larger one is cut into sorted runs, each spilled to a
+//! Parquet file in the hidden [`RUNS_DIR`] with small row groups, and the runs are merged (a
+//! k-way merge holding one row group per run). The runs are removed when the pass ends and
+//! at the start of the next run.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::data::columns::{for_each_batch, BatchColumns};
+use crate::data::schema::{rows_to_batch, ArrowRow, FilteredRow, RowKey, TraceRow};
+use crate::data::shards::{ShardOptions, ShardWriter};
+use crate::data::{DataError, Result};
+
+use super::input::InputFiles;
+use super::output::{ACCEPTED_DIR, REJECTED_DIR};
+use super::Candidate;
+
+/// Hidden folder of the output directory that holds the sorted runs while they are merged.
+pub const RUNS_DIR: &str = ".sort-runs";
+
+/// Rows per row group (and per read) in a run file: what the merge holds of each run.
+const RUN_ROW_GROUP: usize = 8;
+
+/// How the rows are sorted.
+#[derive(Debug, Clone)]
+pub struct Sorting {
+    /// Trace text gathered before a run is spilled.
+    pub buffer_bytes: usize,
+    /// Where runs are spilled.
+    pub runs_dir: PathBuf,
+}
+
+/// Writes every input row with its verdict, in key order, into `out`'s `accepted/` and
+/// `rejected/` shard directories (resuming them: rows already written are skipped).
+pub(crate) fn write_sorted(
+    input: &InputFiles,
+    candidates: &[Candidate],
+    out: &Path,
+    options: ShardOptions,
+    sorting: &Sorting,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let mut sink = SplitSink {
+        accepted: ShardWriter::open(&out.join(ACCEPTED_DIR), options.clone())?,
+        rejected: ShardWriter::open(&out.join(REJECTED_DIR), options)?,
+        bar,
+    };
+    remove_runs(&sorting.runs_dir)?;
+    // rank[position] = the sorted index of the input's row `position`.
+    let mut rank = vec![0u32; candidates.len()];
+    for (index, candidate) in candidates.iter().enumerate() {
+        rank[candidate.facts.position as usize] = index as u32;
+    }
+    let mut runs = Vec::new();
+    let mut buffer: Vec<(u32, FilteredRow)> = Vec::new();
+    let mut buffered_bytes = 0;
+    for (file, path) in input.files.iter().enumerate() {
+        let start = input.starts[file];
+        let mut next = start;
+        for_each_batch(path, None, |columns| {
+            for row in TraceRow::from_columns(columns)? {
+                let index = rank[next as usize];
+                next += 1;
+                buffered_bytes += text_bytes(&row);
+                buffer.push((index, candidates[index as usize].output_row(row)));
+            }
+            if buffered_bytes >= sorting.buffer_bytes {
+                runs.push(spill_run(&sorting.runs_dir, runs.len(), &mut buffer)?);
+                buffered_bytes = 0;
+            }
+            Ok(())
+        })?;
+        if next != input.starts[file + 1] {
+            return Err(DataError::Manifest {
+                path: path.clone(),
+                message: "the shard changed while it was being filtered".into(),
+            });
+        }
+    }
+    if runs.is_empty() {
+        buffer.sort_unstable_by_key(|(index, _)| *index);
+        for (_, row) in buffer {
+            sink.write(row)?;
+        }
+    } else {
+        if !buffer.is_empty() {
+            runs.push(spill_run(&sorting.runs_dir, runs.len(), &mut buffer)?);
+        }
+        merge_runs(&runs, &mut sink)?;
+        remove_runs(&sorting.runs_dir)?;
+    }
+    sink.finish()
+}
+
+/// The accepted and rejected shard writers; a row goes to the first when it has no reason.
+struct SplitSink<'a> {
+    accepted: ShardWriter<FilteredRow>,
+    rejected: ShardWriter<FilteredRow>,
+    bar: &'a ProgressBar,
+}
+
+impl SplitSink<'_> {
+    fn write(&mut self, row: FilteredRow) -> Result<()> {
+        if row.reject_reasons.is_empty() {
+            self.accepted.write(row)?;
+        } else {
+            self.rejected.write(row)?;
+        }
+        self.bar.inc(1);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        self.accepted.finish()?;
+        self.rejected.finish()?;
+        Ok(())
+    }
+}
+
+/// The bytes of a trace's text, the measure of the sort buffer.
+fn text_bytes(row: &TraceRow) -> usize {
+    let messages: usize = row.messages.iter().map(|m| m.content.len()).sum();
+    row.problem.len()
+        + row.answer.len()
+        + row.prompt.len()
+        + row.generation.len()
+        + row.reasoning.len()
+        + row.final_text.len()
+        + messages
+}
+
+/// Sorts `buffer`, writes it as run number `number` and empties it.
+fn spill_run(dir: &Path, number: usize, buffer: &mut Vec<(u32, FilteredRow)>) -> Result<PathBuf> {
+    buffer.sort_unstable_by_key(|(index, _)| *index);
+    fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let path = dir.join(format!("run-{number:05}.parquet"));
+    let parquet_error = |cause| DataError::Parquet {
+        path: path.clone(),
+        cause,
+    };
+    let file = File::create(&path).map_err(|e| DataError::io(&path, e))?;
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).map_err(parquet_error)?,
+        ))
+        .set_max_row_group_row_count(Some(RUN_ROW_GROUP))
+        .build();
+    let mut writer = ArrowWriter::try_new(file, FilteredRow::schema(), Some(properties))
+        .map_err(parquet_error)?;
+    let rows: Vec<FilteredRow> = buffer.drain(..).map(|(_, row)| row).collect();
+    for chunk in rows.chunks(RUN_ROW_GROUP) {
+        writer
+            .write(&rows_to_batch(chunk, &path)?)
+            .map_err(parquet_error)?;
+    }
+    writer.close().map_err(parquet_error)?;
+    Ok(path)
+}
+
+/// One run being merged: its reader and the rows of its current row group.
+struct RunCursor {
+    path: PathBuf,
+    reader: ParquetRecordBatchReader,
+    pending: VecDeque<FilteredRow>,
+    rows_read: usize,
+}
+
+impl RunCursor {
+    fn open(path: &Path) -> Result<Self> {
+        let parquet_error = |cause| DataError::Parquet {
+            path: path.to_path_buf(),
+            cause,
+        };
+        let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(parquet_error)?
+            .with_batch_size(RUN_ROW_GROUP)
+            .build()
+            .map_err(parquet_error)?;
+        Ok(RunCursor {
+            path: path.to_path_buf(),
+            reader,
+            pending: VecDeque::new(),
+            rows_read: 0,
+        })
+    }
+
+    /// The run's next row, reading its next row group when the current one is used up.
+    fn next_row(&mut self) -> Result<Option<FilteredRow>> {
+        if self.pending.is_empty() {
+            if let Some(batch) = self.reader.next() {
+                let batch = batch.map_err(|cause| DataError::Arrow {
+                    path: self.path.clone(),
+                    cause,
+                })?;
+                let columns = BatchColumns::new(&batch, &self.path, self.rows_read);
+                self.pending.extend(FilteredRow::from_columns(&columns)?);
+                self.rows_read += batch.num_rows();
+            }
+        }
+        Ok(self.pending.pop_front())
+    }
+}
+
+/// Merges the sorted runs into `sink` in key order.
+fn merge_runs(runs: &[PathBuf], sink: &mut SplitSink<'_>) -> Result<()> {
+    let mut cursors = runs
+        .iter()
+        .map(|path| RunCursor::open(path))
+        .collect::<Result<Vec<_>>>()?;
+    let mut heads: Vec<Option<FilteredRow>> = Vec::with_capacity(cursors.len());
+    let mut heap: BinaryHeap<Reverse<(RowKey, usize)>> = BinaryHeap::new();
+    for (run, cursor) in cursors.iter_mut().enumerate() {
+        let head = cursor.next_row()?;
+        if let Some(row) = &head {
+            heap.push(Reverse((row.key(), run)));
+        }
+        heads.push(head);
+    }
+    while let Some(Reverse((_, run))) = heap.pop() {
+        let Some(row) = heads[run].take() else {
+            continue;
+        };
+        sink.write(row)?;
+        heads[run] = cursors[run].next_row()?;
+        if let Some(next) = &heads[run] {
+            heap.push(Reverse((next.key(), run)));
+        }
+    }
+    Ok(())
+}
+
+/// Removes the run folder and everything in it, if it exists.
+fn remove_runs(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    }
+    Ok(())
+}
