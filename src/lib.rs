@@ -9,6 +9,7 @@ pub mod compare;
 pub mod data;
 pub mod eval;
 pub mod filter;
+pub mod filter_bench;
 pub mod generate;
 pub mod model;
 pub mod ops;

@@ -24,6 +24,31 @@ pub enum BenchCommand {
     Grpo(GrpoBenchArgs),
     /// Training tokens/s and MFU of one shape on a chosen device and precision (prints JSON).
     Train(TrainBenchArgs),
+    /// Traces/s and peak memory of `distill filter` on synthetic R1-like trace sets (prints JSON).
+    Filter(FilterBenchArgs),
+}
+
+/// `distill bench filter`.
+#[derive(Debug, Args)]
+pub struct FilterBenchArgs {
+    /// Sizes of the trace sets to run, one run each (e.g. `--traces 10000 --traces 100000`).
+    #[arg(long, default_values_t = [10_000])]
+    pub traces: Vec<usize>,
+    /// Median reasoning length, KiB (log-normal lengths around it).
+    #[arg(long, default_value_t = 4.0)]
+    pub median_reasoning_kib: f64,
+    /// Samples per problem.
+    #[arg(long, default_value_t = 4)]
+    pub samples_per_problem: usize,
+    /// Passed to `distill filter --sort-buffer-mb`.
+    #[arg(long)]
+    pub sort_buffer_mb: Option<f64>,
+    /// Work directory for the set and the filter's output (default: a fresh temp folder).
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// Keep the set and outputs instead of removing them.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `distill bench train`.
@@ -111,6 +136,31 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
                 "GRPO, tiny preset, 4 prompts × {} completions ≤ {} tokens: {} steps, rollout {:.3} s + update {:.3} s per step",
                 args.group_size, args.max_new_tokens, times.steps, times.rollout_seconds, times.update_seconds
             );
+            return Ok(());
+        }
+        BenchCommand::Filter(args) => {
+            let extra: Vec<String> = args
+                .sort_buffer_mb
+                .map(|mb| vec!["--sort-buffer-mb".to_string(), mb.to_string()])
+                .unwrap_or_default();
+            for (run, &traces) in args.traces.iter().enumerate() {
+                let shape = crate::filter_bench::SyntheticTraces {
+                    traces,
+                    samples_per_problem: args.samples_per_problem,
+                    median_reasoning_bytes: (args.median_reasoning_kib * 1024.0) as usize,
+                    seed: run as u64,
+                };
+                let work = match &args.work {
+                    Some(dir) => dir.join(format!("run-{run}")),
+                    None => crate::filter_bench::default_work_dir().join(format!("run-{run}")),
+                };
+                let result = crate::filter_bench::bench_filter(&work, &shape, &extra, args.keep)?;
+                println!("{}", serde_json::to_string(&result)?);
+            }
+            if args.work.is_none() && !args.keep {
+                // The per-process parent folder, now empty.
+                let _ = std::fs::remove_dir(crate::filter_bench::default_work_dir());
+            }
             return Ok(());
         }
         BenchCommand::Train(args) => {
