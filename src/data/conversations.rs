@@ -19,7 +19,7 @@ use super::errors::{DataError, Location, Result};
 use super::hashing::sha256_hex;
 use super::hub::{self, HubDatasetSpec};
 use super::schema::read_message_lists;
-use super::shards::{read_trace_rows, MANIFEST_FILE};
+use super::shards::{shard_paths, MANIFEST_FILE};
 use super::sources::file_extension;
 use crate::model::Message;
 
@@ -43,19 +43,7 @@ pub fn load_conversations(path: &Path) -> Result<Vec<Conversation>> {
         return read_files(&hub::resolve(&spec?)?.files);
     }
     if path.join(MANIFEST_FILE).is_file() {
-        return Ok(read_trace_rows(path)?
-            .into_iter()
-            .map(|row| Conversation {
-                origin: format!(
-                    "{}: id={} sample={}",
-                    path.display(),
-                    row.id,
-                    row.sample_index
-                ),
-                group: row.id,
-                messages: row.messages,
-            })
-            .collect());
+        return read_shard_conversations(path);
     }
     let files = if path.is_dir() {
         dataset_files(path)?
@@ -68,6 +56,37 @@ pub fn load_conversations(path: &Path) -> Result<Vec<Conversation>> {
         ));
     };
     read_files(&files)
+}
+
+/// The conversations of a distill shard directory, sorted by (id, sample index). Only the
+/// `id`, `sample_index` and `messages` columns are decoded (not the generation, reasoning and
+/// answer copies of the text).
+fn read_shard_conversations(dir: &Path) -> Result<Vec<Conversation>> {
+    let mut keyed = Vec::new();
+    for file in shard_paths(dir)? {
+        for_each_batch(
+            &file,
+            Some(&["id", "sample_index", "messages"]),
+            |columns| {
+                let ids = columns.required_strings("id")?;
+                let samples = columns.required_u32("sample_index")?;
+                let messages = read_message_lists(columns, "messages")?;
+                for ((id, sample), messages) in ids.into_iter().zip(samples).zip(messages) {
+                    keyed.push(((id.to_string(), sample), messages));
+                }
+                Ok(())
+            },
+        )?;
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(keyed
+        .into_iter()
+        .map(|((id, sample), messages)| Conversation {
+            origin: format!("{}: id={id} sample={sample}", dir.display()),
+            group: id,
+            messages,
+        })
+        .collect())
 }
 
 /// The conversations of `.jsonl`/`.parquet` files, in order.
@@ -249,7 +268,9 @@ fn column_messages(
 
 fn read_parquet(path: &Path) -> Result<Vec<Conversation>> {
     let mut conversations = Vec::new();
-    for_each_batch(path, None, |columns| {
+    // Only the columns a conversation is made of are decoded.
+    let wanted = ["messages", "prompt", "completion", "id"];
+    for_each_batch(path, Some(&wanted), |columns| {
         let turns = if columns.get("messages").is_some() || columns.get("prompt").is_none() {
             column_messages(columns, "messages", None)?
         } else {

@@ -29,6 +29,8 @@ pub struct InputFiles {
     pub files: Vec<PathBuf>,
     /// `starts[i]` is the global number of file `i`'s first row; the last entry is the total.
     pub starts: Vec<u64>,
+    /// Bytes of trace text in all rows (see [`text_bytes`]).
+    pub text_bytes: u64,
 }
 
 impl InputFiles {
@@ -70,6 +72,7 @@ pub(crate) struct Scan {
 /// What one file contributed.
 struct FileScan {
     candidates: Vec<Candidate>,
+    text_bytes: u64,
     contaminated: HashMap<String, Option<String>>,
     provenance: Provenance,
 }
@@ -105,6 +108,7 @@ pub(crate) fn scan_input(dir: &Path, judging: &Judging<'_>, bar: &ProgressBar) -
     let input = InputFiles {
         files: listed.into_iter().map(|(path, _)| path).collect(),
         starts,
+        text_bytes: per_file.iter().map(|file| file.text_bytes).sum(),
     };
     let mut candidates = Vec::with_capacity(input.total_rows() as usize);
     let mut contaminated = BTreeMap::new();
@@ -154,6 +158,7 @@ fn scan_file(
 ) -> Result<FileScan> {
     let mut scanned = FileScan {
         candidates: Vec::new(),
+        text_bytes: 0,
         contaminated: HashMap::new(),
         provenance: Provenance::new(),
     };
@@ -177,6 +182,7 @@ fn scan_file(
             })
             .collect::<Result<_>>()?;
         for row in &rows {
+            scanned.text_bytes += text_bytes(row) as u64;
             if !scanned.contaminated.contains_key(&row.id) {
                 let eval = judging.index.find(&row.problem).map(str::to_string);
                 scanned.contaminated.insert(row.id.clone(), eval);
@@ -191,4 +197,16 @@ fn scan_file(
         Ok(())
     })?;
     Ok(scanned)
+}
+
+/// The bytes of a trace's text: the measure of the sort buffer.
+pub fn text_bytes(row: &TraceRow) -> usize {
+    let messages: usize = row.messages.iter().map(|m| m.content.len()).sum();
+    row.problem.len()
+        + row.answer.len()
+        + row.prompt.len()
+        + row.generation.len()
+        + row.reasoning.len()
+        + row.final_text.len()
+        + messages
 }

@@ -17,22 +17,23 @@ use indicatif::ProgressBar;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::data::columns::{for_each_batch, BatchColumns};
 use crate::data::schema::{rows_to_batch, ArrowRow, FilteredRow, RowKey, TraceRow};
 use crate::data::shards::{ShardOptions, ShardWriter};
 use crate::data::{DataError, Result};
 
-use super::input::InputFiles;
+use super::input::{text_bytes, InputFiles};
 use super::output::{ACCEPTED_DIR, REJECTED_DIR};
 use super::Candidate;
 
 /// Hidden folder of the output directory that holds the sorted runs while they are merged.
 pub const RUNS_DIR: &str = ".sort-runs";
 
-/// Rows per row group (and per read) in a run file: what the merge holds of each run.
-const RUN_ROW_GROUP: usize = 8;
+/// Fewest and most rows per row group (and per read) of a run file; between them the size is
+/// chosen so that the merge, holding one row group of every run, needs half the sort buffer.
+const RUN_ROW_GROUP: (usize, usize) = (8, 4096);
 
 /// How the rows are sorted.
 #[derive(Debug, Clone)]
@@ -64,6 +65,7 @@ pub(crate) fn write_sorted(
     for (index, candidate) in candidates.iter().enumerate() {
         rank[candidate.facts.position as usize] = index as u32;
     }
+    let group_rows = run_row_group(input, sorting.buffer_bytes);
     let mut runs = Vec::new();
     let mut buffer: Vec<(u32, FilteredRow)> = Vec::new();
     let mut buffered_bytes = 0;
@@ -78,7 +80,13 @@ pub(crate) fn write_sorted(
                 buffer.push((index, candidates[index as usize].output_row(row)));
             }
             if buffered_bytes >= sorting.buffer_bytes {
-                runs.push(spill_run(&sorting.runs_dir, runs.len(), &mut buffer)?);
+                let number = runs.len();
+                runs.push(spill_run(
+                    &sorting.runs_dir,
+                    number,
+                    group_rows,
+                    &mut buffer,
+                )?);
                 buffered_bytes = 0;
             }
             Ok(())
@@ -97,9 +105,15 @@ pub(crate) fn write_sorted(
         }
     } else {
         if !buffer.is_empty() {
-            runs.push(spill_run(&sorting.runs_dir, runs.len(), &mut buffer)?);
+            let number = runs.len();
+            runs.push(spill_run(
+                &sorting.runs_dir,
+                number,
+                group_rows,
+                &mut buffer,
+            )?);
         }
-        merge_runs(&runs, &mut sink)?;
+        merge_runs(&runs, group_rows, &mut sink)?;
         remove_runs(&sorting.runs_dir)?;
     }
     sink.finish()
@@ -130,20 +144,24 @@ impl SplitSink<'_> {
     }
 }
 
-/// The bytes of a trace's text, the measure of the sort buffer.
-fn text_bytes(row: &TraceRow) -> usize {
-    let messages: usize = row.messages.iter().map(|m| m.content.len()).sum();
-    row.problem.len()
-        + row.answer.len()
-        + row.prompt.len()
-        + row.generation.len()
-        + row.reasoning.len()
-        + row.final_text.len()
-        + messages
+/// Rows per row group of the run files: the merge holds one group of each of the
+/// `input.text_bytes / buffer_bytes` runs in half the buffer (within [`RUN_ROW_GROUP`]).
+fn run_row_group(input: &InputFiles, buffer_bytes: usize) -> usize {
+    let rows = input.total_rows().max(1);
+    let runs = input.text_bytes.div_ceil(buffer_bytes.max(1) as u64).max(1);
+    let row_bytes = (input.text_bytes / rows).max(1);
+    let rows_per_group = (buffer_bytes as u64 / 2) / (runs * row_bytes);
+    (rows_per_group as usize).clamp(RUN_ROW_GROUP.0, RUN_ROW_GROUP.1)
 }
 
-/// Sorts `buffer`, writes it as run number `number` and empties it.
-fn spill_run(dir: &Path, number: usize, buffer: &mut Vec<(u32, FilteredRow)>) -> Result<PathBuf> {
+/// Sorts `buffer`, writes it as run number `number` in row groups of `group_rows`, and
+/// empties it. Run files are read once, by this pass: no dictionaries, no statistics.
+fn spill_run(
+    dir: &Path,
+    number: usize,
+    group_rows: usize,
+    buffer: &mut Vec<(u32, FilteredRow)>,
+) -> Result<PathBuf> {
     buffer.sort_unstable_by_key(|(index, _)| *index);
     fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let path = dir.join(format!("run-{number:05}.parquet"));
@@ -156,12 +174,14 @@ fn spill_run(dir: &Path, number: usize, buffer: &mut Vec<(u32, FilteredRow)>) ->
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).map_err(parquet_error)?,
         ))
-        .set_max_row_group_row_count(Some(RUN_ROW_GROUP))
+        .set_max_row_group_row_count(Some(group_rows))
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::None)
         .build();
     let mut writer = ArrowWriter::try_new(file, FilteredRow::schema(), Some(properties))
         .map_err(parquet_error)?;
     let rows: Vec<FilteredRow> = buffer.drain(..).map(|(_, row)| row).collect();
-    for chunk in rows.chunks(RUN_ROW_GROUP) {
+    for chunk in rows.chunks(group_rows) {
         writer
             .write(&rows_to_batch(chunk, &path)?)
             .map_err(parquet_error)?;
@@ -179,7 +199,7 @@ struct RunCursor {
 }
 
 impl RunCursor {
-    fn open(path: &Path) -> Result<Self> {
+    fn open(path: &Path, group_rows: usize) -> Result<Self> {
         let parquet_error = |cause| DataError::Parquet {
             path: path.to_path_buf(),
             cause,
@@ -187,7 +207,7 @@ impl RunCursor {
         let file = File::open(path).map_err(|e| DataError::io(path, e))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(parquet_error)?
-            .with_batch_size(RUN_ROW_GROUP)
+            .with_batch_size(group_rows)
             .build()
             .map_err(parquet_error)?;
         Ok(RunCursor {
@@ -215,11 +235,11 @@ impl RunCursor {
     }
 }
 
-/// Merges the sorted runs into `sink` in key order.
-fn merge_runs(runs: &[PathBuf], sink: &mut SplitSink<'_>) -> Result<()> {
+/// Merges the sorted runs (row groups of `group_rows`) into `sink` in key order.
+fn merge_runs(runs: &[PathBuf], group_rows: usize, sink: &mut SplitSink<'_>) -> Result<()> {
     let mut cursors = runs
         .iter()
-        .map(|path| RunCursor::open(path))
+        .map(|path| RunCursor::open(path, group_rows))
         .collect::<Result<Vec<_>>>()?;
     let mut heads: Vec<Option<FilteredRow>> = Vec::with_capacity(cursors.len());
     let mut heap: BinaryHeap<Reverse<(RowKey, usize)>> = BinaryHeap::new();

@@ -170,7 +170,8 @@ fn load_dataset(config: &SftConfig, tokenizer: &model::Tokenizer) -> anyhow::Res
         bail!("{}: no rows to train on", config.data.display());
     }
     let (mut train, mut eval) = (Vec::new(), Vec::new());
-    for conversation in &conversations {
+    // Consumed one by one, so each conversation's text is freed once it is tokenised.
+    for conversation in conversations {
         let (tokens, loss_mask) = tokenize_conversation(tokenizer, &conversation.messages)
             .with_context(|| format!("{}: field messages", conversation.origin))?;
         let example = SftExample {
