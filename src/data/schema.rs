@@ -330,19 +330,8 @@ impl ArrowRow for TraceRow {
         let completion_tokens = columns.nullable_u32("completion_tokens")?;
         let mut rows = Vec::with_capacity(columns.num_rows());
         for (index, messages) in messages.into_iter().enumerate() {
-            let finish_reason = FinishReason::parse(finish_reason[index]).ok_or_else(|| {
-                columns.invalid(
-                    "finish_reason",
-                    index,
-                    format!("`{}` is not `stop` or `length`", finish_reason[index]),
-                )
-            })?;
-            let metadata = match serde_json::from_str(metadata[index]) {
-                Ok(Value::Object(map)) => map,
-                _ => {
-                    return Err(columns.invalid("metadata", index, "not a JSON object string"));
-                }
-            };
+            let finish_reason = parse_finish_reason(columns, index, finish_reason[index])?;
+            let metadata = parse_metadata(columns, index, metadata[index])?;
             rows.push(TraceRow {
                 id: id[index].to_string(),
                 source: source[index].to_string(),
@@ -366,6 +355,100 @@ impl ArrowRow for TraceRow {
             });
         }
         Ok(rows)
+    }
+}
+
+/// The columns [`TraceRow::judged_from_columns`] reads.
+pub const JUDGED_COLUMNS: [&str; 12] = [
+    "id",
+    "source",
+    "problem",
+    "answer",
+    "generation",
+    "teacher",
+    "temperature",
+    "top_p",
+    "sample_index",
+    "finish_reason",
+    "completion_tokens",
+    "metadata",
+];
+
+impl TraceRow {
+    /// Rows of a batch read with only [`JUDGED_COLUMNS`] — what judging a trace needs — with
+    /// the other fields left empty (`prompt`, `messages`, `reasoning`, `final_text`,
+    /// `created_at`; `seed` and `prompt_tokens` zero / `None`). Decoding skips the copies of
+    /// the text in `messages` and `reasoning`.
+    pub fn judged_from_columns(columns: &BatchColumns<'_>) -> Result<Vec<Self>> {
+        let text = |name: &str| columns.required_strings(name);
+        let (id, source, problem, answer) = (
+            text("id")?,
+            text("source")?,
+            text("problem")?,
+            text("answer")?,
+        );
+        let (generation, teacher, finish_reason, metadata) = (
+            text("generation")?,
+            text("teacher")?,
+            text("finish_reason")?,
+            text("metadata")?,
+        );
+        let temperature = columns.required_f64("temperature")?;
+        let top_p = columns.required_f64("top_p")?;
+        let sample_index = columns.required_u32("sample_index")?;
+        let completion_tokens = columns.nullable_u32("completion_tokens")?;
+        (0..columns.num_rows())
+            .map(|index| {
+                Ok(TraceRow {
+                    id: id[index].to_string(),
+                    source: source[index].to_string(),
+                    problem: problem[index].to_string(),
+                    answer: answer[index].to_string(),
+                    prompt: String::new(),
+                    messages: Vec::new(),
+                    generation: generation[index].to_string(),
+                    reasoning: String::new(),
+                    final_text: String::new(),
+                    teacher: teacher[index].to_string(),
+                    temperature: temperature[index],
+                    top_p: top_p[index],
+                    seed: 0,
+                    sample_index: sample_index[index],
+                    finish_reason: parse_finish_reason(columns, index, finish_reason[index])?,
+                    prompt_tokens: None,
+                    completion_tokens: completion_tokens[index],
+                    created_at: String::new(),
+                    metadata: parse_metadata(columns, index, metadata[index])?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The `finish_reason` cell `text` of row `index`.
+fn parse_finish_reason(
+    columns: &BatchColumns<'_>,
+    index: usize,
+    text: &str,
+) -> Result<FinishReason> {
+    FinishReason::parse(text).ok_or_else(|| {
+        columns.invalid(
+            "finish_reason",
+            index,
+            format!("`{text}` is not `stop` or `length`"),
+        )
+    })
+}
+
+/// The `metadata` cell `text` of row `index`: a JSON object string.
+fn parse_metadata(
+    columns: &BatchColumns<'_>,
+    index: usize,
+    text: &str,
+) -> Result<serde_json::Map<String, Value>> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(columns.invalid("metadata", index, "not a JSON object string")),
     }
 }
 

@@ -12,7 +12,7 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 
 use crate::data::columns::for_each_batch;
-use crate::data::schema::{ArrowRow, TraceRow};
+use crate::data::schema::{TraceRow, JUDGED_COLUMNS};
 use crate::data::shards::{listed_shards, verify_shard};
 use crate::data::{DataError, Location, Result};
 use crate::verify::{ReadabilityConfig, VerifyOptions};
@@ -29,7 +29,8 @@ pub struct InputFiles {
     pub files: Vec<PathBuf>,
     /// `starts[i]` is the global number of file `i`'s first row; the last entry is the total.
     pub starts: Vec<u64>,
-    /// Bytes of trace text in all rows (see [`text_bytes`]).
+    /// Bytes of trace text in all rows, estimated in the first pass (see
+    /// [`estimated_text_bytes`]).
     pub text_bytes: u64,
 }
 
@@ -162,8 +163,8 @@ fn scan_file(
         contaminated: HashMap::new(),
         provenance: Provenance::new(),
     };
-    for_each_batch(path, None, |columns| {
-        let rows = TraceRow::from_columns(columns)?;
+    for_each_batch(path, Some(&JUDGED_COLUMNS), |columns| {
+        let rows = TraceRow::judged_from_columns(columns)?;
         let first = start + scanned.candidates.len() as u64;
         let judged: Vec<Candidate> = rows
             .par_iter()
@@ -182,7 +183,7 @@ fn scan_file(
             })
             .collect::<Result<_>>()?;
         for row in &rows {
-            scanned.text_bytes += text_bytes(row) as u64;
+            scanned.text_bytes += estimated_text_bytes(row) as u64;
             if !scanned.contaminated.contains_key(&row.id) {
                 let eval = judging.index.find(&row.problem).map(str::to_string);
                 scanned.contaminated.insert(row.id.clone(), eval);
@@ -197,6 +198,13 @@ fn scan_file(
         Ok(())
     })?;
     Ok(scanned)
+}
+
+/// [`text_bytes`] of a row read with only the judged columns: the prompt and the user turn
+/// hold the problem once each, and the reasoning with the final text and the assistant turn
+/// hold the generation once each.
+pub fn estimated_text_bytes(judged: &TraceRow) -> usize {
+    3 * judged.problem.len() + judged.answer.len() + 3 * judged.generation.len()
 }
 
 /// The bytes of a trace's text: the measure of the sort buffer.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::data::columns::{for_each_batch, BatchColumns};
@@ -69,13 +69,17 @@ pub(crate) fn write_sorted(
     let mut runs = Vec::new();
     let mut buffer: Vec<(u32, FilteredRow)> = Vec::new();
     let mut buffered_bytes = 0;
-    for (file, path) in input.files.iter().enumerate() {
-        let start = input.starts[file];
-        let mut next = start;
-        for_each_batch(path, None, |columns| {
-            for row in TraceRow::from_columns(columns)? {
-                let index = rank[next as usize];
-                next += 1;
+    // next[file]: the global number of that file's next row.
+    let mut next: Vec<u64> = input.starts.clone();
+    std::thread::scope(|scope| -> Result<()> {
+        // Decoding the input runs on its own thread, beside sorting and encoding.
+        let (sender, receiver) = std::sync::mpsc::sync_channel(2);
+        scope.spawn(move || read_batches(&input.files, &sender));
+        for message in receiver {
+            let (file, rows): (usize, Vec<TraceRow>) = message?;
+            for row in rows {
+                let index = rank[next[file] as usize];
+                next[file] += 1;
                 buffered_bytes += text_bytes(&row);
                 buffer.push((index, candidates[index as usize].output_row(row)));
             }
@@ -89,9 +93,11 @@ pub(crate) fn write_sorted(
                 )?);
                 buffered_bytes = 0;
             }
-            Ok(())
-        })?;
-        if next != input.starts[file + 1] {
+        }
+        Ok(())
+    })?;
+    for (file, path) in input.files.iter().enumerate() {
+        if next[file] != input.starts[file + 1] {
             return Err(DataError::Manifest {
                 path: path.clone(),
                 message: "the shard changed while it was being filtered".into(),
@@ -117,6 +123,26 @@ pub(crate) fn write_sorted(
         remove_runs(&sorting.runs_dir)?;
     }
     sink.finish()
+}
+
+/// A batch of rows of one file (by index), or the error that ended the reading.
+type Batch = Result<(usize, Vec<TraceRow>)>;
+
+/// Decodes every file in order and sends its rows a batch at a time; stops at the first error
+/// (sent on) or when the receiver is gone.
+fn read_batches(files: &[PathBuf], sender: &std::sync::mpsc::SyncSender<Batch>) {
+    for (file, path) in files.iter().enumerate() {
+        let read = for_each_batch(path, None, |columns| {
+            let rows = TraceRow::from_columns(columns)?;
+            sender
+                .send(Ok((file, rows)))
+                .map_err(|_| DataError::InvalidConfig("the writer stopped".into()))
+        });
+        if let Err(error) = read {
+            let _ = sender.send(Err(error));
+            return;
+        }
+    }
 }
 
 /// The accepted and rejected shard writers; a row goes to the first when it has no reason.
@@ -155,7 +181,8 @@ fn run_row_group(input: &InputFiles, buffer_bytes: usize) -> usize {
 }
 
 /// Sorts `buffer`, writes it as run number `number` in row groups of `group_rows`, and
-/// empties it. Run files are read once, by this pass: no dictionaries, no statistics.
+/// empties it. Run files are read once, by this pass: fast Snappy compression, no
+/// dictionaries, no statistics.
 fn spill_run(
     dir: &Path,
     number: usize,
@@ -171,9 +198,7 @@ fn spill_run(
     };
     let file = File::create(&path).map_err(|e| DataError::io(&path, e))?;
     let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).map_err(parquet_error)?,
-        ))
+        .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(group_rows))
         .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::None)
