@@ -4,9 +4,9 @@
 //!
 //! Rows are gathered until `buffer_bytes` of trace text; an input that fits is sorted in
 //! memory and written directly. A larger one is cut into sorted runs, each spilled to a
-//! Parquet file in the hidden [`RUNS_DIR`] with small row groups, and the runs are merged (a
-//! k-way merge holding one row group per run). The runs are removed when the pass ends and
-//! at the start of the next run.
+//! Parquet file in the hidden [`RUNS_DIR`] with small row groups but the last, which stays in
+//! memory, and the runs are merged (a k-way merge holding one row group per spilled run). The
+//! runs are removed when the pass ends and at the start of the next run.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -104,22 +104,15 @@ pub(crate) fn write_sorted(
             });
         }
     }
+    buffer.sort_unstable_by_key(|(index, _)| *index);
+    let last: Vec<FilteredRow> = buffer.into_iter().map(|(_, row)| row).collect();
     if runs.is_empty() {
-        buffer.sort_unstable_by_key(|(index, _)| *index);
-        for (_, row) in buffer {
+        for row in last {
             sink.write(row)?;
         }
     } else {
-        if !buffer.is_empty() {
-            let number = runs.len();
-            runs.push(spill_run(
-                &sorting.runs_dir,
-                number,
-                group_rows,
-                &mut buffer,
-            )?);
-        }
-        merge_runs(&runs, group_rows, &mut sink)?;
+        // The last run stays in memory and joins the merge.
+        merge_runs(&runs, group_rows, last, &mut sink)?;
         remove_runs(&sorting.runs_dir)?;
     }
     sink.finish()
@@ -260,29 +253,51 @@ impl RunCursor {
     }
 }
 
-/// Merges the sorted runs (row groups of `group_rows`) into `sink` in key order.
-fn merge_runs(runs: &[PathBuf], group_rows: usize, sink: &mut SplitSink<'_>) -> Result<()> {
-    let mut cursors = runs
+/// A sorted run being merged: spilled to a file, or the last one, still in memory.
+enum Run {
+    Spilled(RunCursor),
+    InMemory(std::vec::IntoIter<FilteredRow>),
+}
+
+impl Run {
+    fn next_row(&mut self) -> Result<Option<FilteredRow>> {
+        match self {
+            Run::Spilled(cursor) => cursor.next_row(),
+            Run::InMemory(rows) => Ok(rows.next()),
+        }
+    }
+}
+
+/// Merges the spilled runs (row groups of `group_rows`) and the sorted rows `last` into
+/// `sink` in key order.
+fn merge_runs(
+    spilled: &[PathBuf],
+    group_rows: usize,
+    last: Vec<FilteredRow>,
+    sink: &mut SplitSink<'_>,
+) -> Result<()> {
+    let mut runs = spilled
         .iter()
-        .map(|path| RunCursor::open(path, group_rows))
+        .map(|path| RunCursor::open(path, group_rows).map(Run::Spilled))
         .collect::<Result<Vec<_>>>()?;
-    let mut heads: Vec<Option<FilteredRow>> = Vec::with_capacity(cursors.len());
+    runs.push(Run::InMemory(last.into_iter()));
+    let mut heads: Vec<Option<FilteredRow>> = Vec::with_capacity(runs.len());
     let mut heap: BinaryHeap<Reverse<(RowKey, usize)>> = BinaryHeap::new();
-    for (run, cursor) in cursors.iter_mut().enumerate() {
-        let head = cursor.next_row()?;
+    for (number, run) in runs.iter_mut().enumerate() {
+        let head = run.next_row()?;
         if let Some(row) = &head {
-            heap.push(Reverse((row.key(), run)));
+            heap.push(Reverse((row.key(), number)));
         }
         heads.push(head);
     }
-    while let Some(Reverse((_, run))) = heap.pop() {
-        let Some(row) = heads[run].take() else {
+    while let Some(Reverse((_, number))) = heap.pop() {
+        let Some(row) = heads[number].take() else {
             continue;
         };
         sink.write(row)?;
-        heads[run] = cursors[run].next_row()?;
-        if let Some(next) = &heads[run] {
-            heap.push(Reverse((next.key(), run)));
+        heads[number] = runs[number].next_row()?;
+        if let Some(next) = &heads[number] {
+            heap.push(Reverse((next.key(), number)));
         }
     }
     Ok(())
