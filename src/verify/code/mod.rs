@@ -1,0 +1,87 @@
+//! Code problems: graded by running the completion's program against the problem's tests in
+//! the [sandbox](crate::sandbox).
+//!
+//! * [`suite`]: the tests, stored as the problem's gold answer (JSON), and the metadata marking
+//!   a code problem (`"verifier": "code_tests"`);
+//! * [`extract`]: the program in a completion (last Python code block after `</think>`);
+//! * [`verdict`]: the [`CodeVerdict`] of one run;
+//! * [`grade_code`]: extraction, one sandboxed run of the harness (`harness.py`, which runs the
+//!   solution then each test and reports every result on file descriptor 3) and the verdict.
+//!
+//! The harness runs in the same process as the untrusted program, so a program written to
+//! defeat it (patching the harness, writing fake events to fd 3) can forge its results; the
+//! sandbox contains what such a program can do to the machine, not what it claims.
+
+pub mod extract;
+pub mod suite;
+pub mod verdict;
+
+use serde_json::json;
+
+use crate::sandbox::Sandbox;
+pub use extract::extract_code;
+pub use suite::{code_metadata, IoCase, TestSuite, Tests, CODE_VERIFIER};
+pub use verdict::CodeVerdict;
+
+/// The harness program (see the module docs).
+const HARNESS: &str = include_str!("harness.py");
+
+/// The grade of one completion of a code problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeGrade {
+    /// The extracted program, when there is one.
+    pub code: Option<String>,
+    /// Tests passed.
+    pub passed: usize,
+    /// Tests run.
+    pub total: usize,
+    /// The verdict.
+    pub verdict: CodeVerdict,
+}
+
+impl CodeGrade {
+    /// Whether every test passed.
+    pub fn correct(&self) -> bool {
+        self.verdict == CodeVerdict::Passed
+    }
+
+    /// The share of tests passed (0 without tests).
+    pub fn fraction(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.passed as f64 / self.total as f64
+        }
+    }
+}
+
+/// Runs `code` against `suite` in `sandbox`.
+pub fn run_tests(sandbox: &Sandbox, suite: &TestSuite, code: &str) -> CodeGrade {
+    let total = suite.tests.len();
+    let job = json!({"code": code, "setup": suite.setup, "tests": suite.tests});
+    let (passed, verdict) = match sandbox.run(&["-c".into(), HARNESS.into()], job.to_string().as_bytes()) {
+        Ok(outcome) => verdict::decide(&outcome, total),
+        Err(_) => (0, CodeVerdict::SandboxError),
+    };
+    CodeGrade {
+        code: Some(code.to_string()),
+        passed,
+        total,
+        verdict,
+    }
+}
+
+/// Grades the completion `trace` of a problem whose gold answer is the test suite `gold`;
+/// `Err` when `gold` is not a usable suite.
+pub fn grade_code(sandbox: &Sandbox, gold: &str, trace: &str) -> Result<CodeGrade, String> {
+    let suite = TestSuite::parse(gold)?;
+    Ok(match extract_code(trace) {
+        Some(code) => run_tests(sandbox, &suite, &code),
+        None => CodeGrade {
+            code: None,
+            passed: 0,
+            total: suite.tests.len(),
+            verdict: CodeVerdict::NoCode,
+        },
+    })
+}
