@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::data::hashing::sha256_hex;
 use crate::data::prompt_source::prompt_files;
 use crate::data::shards::{read_manifest, DEFAULT_ROWS_PER_SHARD};
+use crate::sandbox::SandboxSettings;
 use crate::verify::{ReadabilityConfig, VerifyOptions};
 
 use super::policy::Policy;
@@ -49,6 +50,9 @@ pub struct FilterConfig {
     pub force: bool,
     /// Show a progress bar on stderr (drawn only on a terminal). Default false.
     pub progress: bool,
+    /// The sandbox code problems are graded in (started only when the input has code
+    /// problems). Default bubblewrap with default limits.
+    pub sandbox: SandboxSettings,
 }
 
 impl Default for FilterConfig {
@@ -66,6 +70,7 @@ impl Default for FilterConfig {
             rows_per_shard: DEFAULT_ROWS_PER_SHARD,
             force: false,
             progress: false,
+            sandbox: SandboxSettings::default(),
         }
     }
 }
@@ -128,7 +133,8 @@ impl FilterConfig {
 
     /// The hash recorded in the output manifests: SHA-256 of the rules version, every
     /// setting that changes the outputs, the input manifest's shard checksums and the
-    /// evaluation files' bytes (not the paths, `force` or `progress`).
+    /// evaluation files' bytes (not the paths, `force` or `progress`), and the sandbox settings
+    /// when they are not the defaults.
     pub fn recipe_hash(&self) -> Result<String, FilterError> {
         let input = read_manifest(&self.input)?;
         let mut eval_files = Vec::new();
@@ -139,7 +145,7 @@ impl FilterConfig {
                 eval_files.push(sha256_hex(&bytes));
             }
         }
-        let description = json!({
+        let mut description = json!({
             "filter_version": FILTER_VERSION,
             "policy": self.policy.to_string(),
             "ngram": self.ngram,
@@ -151,6 +157,9 @@ impl FilterConfig {
             "input_shards": input.shards.iter().map(|s| &s.sha256).collect::<Vec<_>>(),
             "eval_files": eval_files,
         });
+        if self.sandbox != SandboxSettings::default() {
+            description["sandbox"] = json!(self.sandbox);
+        }
         Ok(sha256_hex(description.to_string().as_bytes()))
     }
 }

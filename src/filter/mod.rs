@@ -4,7 +4,8 @@
 //!
 //! [`run_filter`] reads the input shards in parallel ([`input`]), judges each trace on its own
 //! ([`mod@judge`]: answer extraction and verification — the countdown checker for countdown
-//! problems — plus the readability checks), then applies the cross-trace rules: exact
+//! problems, the program run against the tests in a [sandbox](crate::sandbox) for code problems,
+//! whose result goes into the row's metadata as `code_result` — plus the readability checks), then applies the cross-trace rules: exact
 //! deduplication ([`dedup`]), n-gram decontamination of the problem text against evaluation
 //! sets ([`decontaminate`]) and the acceptance policy ([`policy`]). It writes accepted and
 //! rejected [`FilteredRow`] shards, per-problem pass rates ([`pass_rates`]), a report
@@ -44,6 +45,8 @@ pub use pass_rates::{read_pass_rates, PassRate};
 pub use policy::Policy;
 pub use report::{FilterSummary, TokenStats};
 
+use crate::verify::code::{code_result, CODE_RESULT};
+use crate::verify::grade::is_code_problem;
 use judge::{judge, Checker};
 use output::{ACCEPTED_DIR, PASS_RATES_FILE, REJECTED_DIR};
 use reasons::CONTAMINATED;
@@ -106,6 +109,16 @@ pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
     let recipe_hash = config.recipe_hash()?;
     let index = NgramIndex::from_files(&config.decontaminate, config.ngram)?;
     let input::Input { files, rows } = input::read_input(&config.input)?;
+    let sandbox = if rows.iter().any(|r| is_code_problem(&r.row.metadata)) {
+        Some(
+            config
+                .sandbox
+                .open()
+                .map_err(|e| FilterError::Config(e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let _claim = OutputDir::claim(&config.out, OutputKind::Filtered)
         .map_err(|e| FilterError::Config(e.to_string()))?;
     output::prepare(&config.out, &recipe_hash, config.force)?;
@@ -114,10 +127,19 @@ pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
     let (readability, options) = (&config.readability, config.verify_options());
     let mut candidates: Vec<Candidate> = rows
         .into_par_iter()
-        .map(|sourced| {
-            let checker = Checker::for_metadata(&sourced.row.metadata)
+        .map(|mut sourced| {
+            let checker = Checker::for_problem(&sourced.row.metadata, sandbox.as_ref())
                 .map_err(|message| input::invalid_at(&files, &sourced, "metadata", message))?;
+            checker
+                .check_gold(&sourced.row.answer)
+                .map_err(|message| input::invalid_at(&files, &sourced, "answer", message))?;
             let judgement = judge(&sourced.row, &checker, readability, &options);
+            if let Some(code) = &judgement.code {
+                sourced
+                    .row
+                    .metadata
+                    .insert(CODE_RESULT.into(), code_result(code));
+            }
             bar.inc(1);
             Ok(Candidate {
                 row: sourced.row,

@@ -69,6 +69,36 @@ impl std::str::FromStr for SandboxKind {
     }
 }
 
+/// How a stage's sandbox is set up (a `[sandbox]` table in a recipe, or the `--sandbox` flags):
+/// isolation, concurrency and limits. The sandbox starts only when a run has code problems.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxSettings {
+    /// `bwrap` (default) or `none` (unsandboxed, warned about on every run).
+    pub kind: SandboxKind,
+    /// Programs run at once; `None` (default) = the number of cores.
+    pub concurrency: Option<usize>,
+    /// Resource limits of each run.
+    pub limits: Limits,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            kind: SandboxKind::Bwrap,
+            concurrency: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl SandboxSettings {
+    /// Starts the sandbox these settings describe (see [`Sandbox::new`]).
+    pub fn open(&self) -> Result<std::sync::Arc<Sandbox>, SandboxError> {
+        Sandbox::new(self.kind, self.limits.clone(), self.concurrency).map(std::sync::Arc::new)
+    }
+}
+
 /// The warning printed on every run with [`SandboxKind::None`].
 pub const UNSANDBOXED_WARNING: &str = "warning: --sandbox none: model-written code runs WITHOUT isolation, as the current user, with only resource limits and a timeout; it can read, write and delete your files and use the network";
 

@@ -23,6 +23,14 @@ pub use extract::extract_code;
 pub use suite::{code_metadata, IoCase, TestSuite, Tests, CODE_VERIFIER};
 pub use verdict::CodeVerdict;
 
+/// The metadata key under which stages record a graded code row's [`code_result`].
+pub const CODE_RESULT: &str = "code_result";
+
+/// `{"verdict": NAME, "passed": N, "total": M}` of `grade`, as recorded in row metadata.
+pub fn code_result(grade: &CodeGrade) -> serde_json::Value {
+    json!({"verdict": grade.verdict.name(), "passed": grade.passed, "total": grade.total})
+}
+
 /// The harness program (see the module docs).
 const HARNESS: &str = include_str!("harness.py");
 
@@ -71,11 +79,19 @@ pub fn run_tests(sandbox: &Sandbox, suite: &TestSuite, code: &str) -> CodeGrade 
     }
 }
 
-/// Grades the completion `trace` of a problem whose gold answer is the test suite `gold`;
-/// `Err` when `gold` is not a usable suite.
-pub fn grade_code(sandbox: &Sandbox, gold: &str, trace: &str) -> Result<CodeGrade, String> {
-    let suite = TestSuite::parse(gold)?;
-    Ok(match extract_code(trace) {
+/// Grades the completion `trace` of a problem whose gold answer is the test suite `gold` (a
+/// gold answer that is no usable suite grades as [`CodeVerdict::SandboxError`]; stages check
+/// it up front with [`TestSuite::parse`] to report it with its file and row).
+pub fn grade_code(sandbox: &Sandbox, gold: &str, trace: &str) -> CodeGrade {
+    let Ok(suite) = TestSuite::parse(gold) else {
+        return CodeGrade {
+            code: None,
+            passed: 0,
+            total: 0,
+            verdict: CodeVerdict::SandboxError,
+        };
+    };
+    match extract_code(trace) {
         Some(code) => run_tests(sandbox, &suite, &code),
         None => CodeGrade {
             code: None,
@@ -83,5 +99,5 @@ pub fn grade_code(sandbox: &Sandbox, gold: &str, trace: &str) -> Result<CodeGrad
             total: suite.tests.len(),
             verdict: CodeVerdict::NoCode,
         },
-    })
+    }
 }
