@@ -68,7 +68,7 @@ fn check_set(problems: &[Problem], mutant_stride: usize) -> (Vec<String>, Vec<St
             let code = reference(problem);
             let grade = run_tests(&sandbox, &suite, &code);
             let failed = (grade.verdict != CodeVerdict::Passed)
-                .then(|| format!("{}: {} ({}/{})", problem.id, grade.verdict.name(), grade.passed, grade.total));
+                .then(|| format!("{}: {} ({}/{})", problem.id, grade.verdict.name(), grade.passed(), grade.total()));
             let mut survived = Vec::new();
             let mut mutants = 0;
             if index % mutant_stride == 0 && failed.is_none() {

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
+use super::sandbox_args::SandboxArgs;
 use crate::filter::{run_filter, FilterConfig, FilterSummary, Policy};
+use crate::sandbox::SandboxSettings;
 use crate::verify::ReadabilityConfig;
 
 /// `distill filter`: keep traces whose final answer is verified correct and that are readable.
@@ -64,6 +66,9 @@ pub struct FilterArgs {
     /// Replace outputs written with another configuration instead of refusing.
     #[arg(long)]
     pub force: bool,
+    /// How code problems' programs are run.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 impl FilterArgs {
@@ -109,6 +114,7 @@ impl FilterArgs {
             rows_per_shard: self.rows_per_shard,
             force: self.force,
             progress: true,
+            sandbox: self.sandbox.apply(SandboxSettings::default()),
             ..FilterConfig::new(&self.input, &self.out)
         })
     }

@@ -23,12 +23,15 @@ pub use extract::extract_code;
 pub use suite::{code_metadata, IoCase, TestSuite, Tests, CODE_VERIFIER};
 pub use verdict::CodeVerdict;
 
+/// The start of a [`CodeGrade::outcome_key`].
+pub const OUTCOME_KEY_PREFIX: &str = "tests:";
+
 /// The metadata key under which stages record a graded code row's [`code_result`].
 pub const CODE_RESULT: &str = "code_result";
 
 /// `{"verdict": NAME, "passed": N, "total": M}` of `grade`, as recorded in row metadata.
 pub fn code_result(grade: &CodeGrade) -> serde_json::Value {
-    json!({"verdict": grade.verdict.name(), "passed": grade.passed, "total": grade.total})
+    json!({"verdict": grade.verdict.name(), "passed": grade.passed(), "total": grade.total()})
 }
 
 /// The harness program (see the module docs).
@@ -39,15 +42,36 @@ const HARNESS: &str = include_str!("harness.py");
 pub struct CodeGrade {
     /// The extracted program, when there is one.
     pub code: Option<String>,
-    /// Tests passed.
-    pub passed: usize,
-    /// Tests run.
-    pub total: usize,
+    /// Whether each test passed, in the suite's order (a test that never ran failed).
+    pub outcomes: Vec<bool>,
     /// The verdict.
     pub verdict: CodeVerdict,
 }
 
 impl CodeGrade {
+    /// Tests passed.
+    pub fn passed(&self) -> usize {
+        self.outcomes.iter().filter(|ok| **ok).count()
+    }
+
+    /// Tests in the suite.
+    pub fn total(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    /// The test outcomes as a vote key: `tests:` then `P`/`F` per test and the verdict, e.g.
+    /// `tests:PPF tests_failed`; `None` without a program. Samples vote together (cons@k) when
+    /// their keys are identical.
+    pub fn outcome_key(&self) -> Option<String> {
+        self.code.as_ref()?;
+        let marks: String = self
+            .outcomes
+            .iter()
+            .map(|ok| if *ok { 'P' } else { 'F' })
+            .collect();
+        Some(format!("{OUTCOME_KEY_PREFIX}{marks} {}", self.verdict.name()))
+    }
+
     /// Whether every test passed.
     pub fn correct(&self) -> bool {
         self.verdict == CodeVerdict::Passed
@@ -55,10 +79,10 @@ impl CodeGrade {
 
     /// The share of tests passed (0 without tests).
     pub fn fraction(&self) -> f64 {
-        if self.total == 0 {
+        if self.outcomes.is_empty() {
             0.0
         } else {
-            self.passed as f64 / self.total as f64
+            self.passed() as f64 / self.total() as f64
         }
     }
 }
@@ -67,14 +91,14 @@ impl CodeGrade {
 pub fn run_tests(sandbox: &Sandbox, suite: &TestSuite, code: &str) -> CodeGrade {
     let total = suite.tests.len();
     let job = json!({"code": code, "setup": suite.setup, "tests": suite.tests});
-    let (passed, verdict) = match sandbox.run(&["-c".into(), HARNESS.into()], job.to_string().as_bytes()) {
-        Ok(outcome) => verdict::decide(&outcome, total),
-        Err(_) => (0, CodeVerdict::SandboxError),
-    };
+    let (outcomes, verdict) =
+        match sandbox.run(&["-c".into(), HARNESS.into()], job.to_string().as_bytes()) {
+            Ok(outcome) => verdict::decide(&outcome, total),
+            Err(_) => (vec![false; total], CodeVerdict::SandboxError),
+        };
     CodeGrade {
         code: Some(code.to_string()),
-        passed,
-        total,
+        outcomes,
         verdict,
     }
 }
@@ -86,8 +110,7 @@ pub fn grade_code(sandbox: &Sandbox, gold: &str, trace: &str) -> CodeGrade {
     let Ok(suite) = TestSuite::parse(gold) else {
         return CodeGrade {
             code: None,
-            passed: 0,
-            total: 0,
+            outcomes: Vec::new(),
             verdict: CodeVerdict::SandboxError,
         };
     };
@@ -95,8 +118,7 @@ pub fn grade_code(sandbox: &Sandbox, gold: &str, trace: &str) -> CodeGrade {
         Some(code) => run_tests(sandbox, &suite, &code),
         None => CodeGrade {
             code: None,
-            passed: 0,
-            total: suite.tests.len(),
+            outcomes: vec![false; suite.tests.len()],
             verdict: CodeVerdict::NoCode,
         },
     }

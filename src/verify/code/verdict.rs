@@ -51,8 +51,8 @@ impl CodeVerdict {
     }
 }
 
-/// Tests passed and the verdict of one run of `total` tests.
-pub fn decide(outcome: &RunOutcome, total: usize) -> (usize, CodeVerdict) {
+/// Whether each of the `total` tests passed, and the verdict, of one run.
+pub fn decide(outcome: &RunOutcome, total: usize) -> (Vec<bool>, CodeVerdict) {
     let events: Vec<Value> = String::from_utf8_lossy(&outcome.report)
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
@@ -75,7 +75,8 @@ pub fn decide(outcome: &RunOutcome, total: usize) -> (usize, CodeVerdict) {
             _ => {}
         }
     }
-    let passed = passed.iter().filter(|ok| **ok).count();
+    let outcomes = passed;
+    let passed = outcomes.iter().filter(|ok| **ok).count();
     let verdict = if !has("start") && !outcome.timed_out {
         CodeVerdict::SandboxError
     } else if has("done") && passed == total {
@@ -89,5 +90,5 @@ pub fn decide(outcome: &RunOutcome, total: usize) -> (usize, CodeVerdict) {
     } else {
         CodeVerdict::TestsFailed
     };
-    (passed, verdict)
+    (outcomes, verdict)
 }
