@@ -12,7 +12,9 @@ use distill::verify::code::{run_tests, CodeVerdict, TestSuite};
 use rayon::prelude::*;
 
 fn data(relative: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(relative);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(relative);
     path.to_string_lossy().into_owned()
 }
 
@@ -21,7 +23,10 @@ fn sandbox() -> Sandbox {
 }
 
 fn reference(problem: &Problem) -> String {
-    problem.metadata["reference"].as_str().expect("a reference solution").to_string()
+    problem.metadata["reference"]
+        .as_str()
+        .expect("a reference solution")
+        .to_string()
 }
 
 /// The function the tests call: HumanEval's `check(NAME)`, MBPP's first `assert NAME(`.
@@ -31,16 +36,21 @@ fn entry_point(suite: &TestSuite) -> String {
     };
     let test = &tests[0];
     let after = match test.rfind("check(") {
-        Some(at) if test.trim_end().ends_with(')') && test[at..].lines().count() == 1 => &test[at + 6..],
+        Some(at) if test.trim_end().ends_with(')') && test[at..].lines().count() == 1 => {
+            &test[at + 6..]
+        }
         _ => {
             let at = test.find("assert").expect("an assert") + 6;
             let rest = test[at..].trim_start();
             let rest = rest.strip_prefix("not ").unwrap_or(rest);
-            let rest = rest.find(|c: char| c.is_alphabetic() || c == '_').map_or(rest, |i| &rest[i..]);
-            rest
+            rest.find(|c: char| c.is_alphabetic() || c == '_')
+                .map_or(rest, |i| &rest[i..])
         }
     };
-    after.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect()
+    after
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
 }
 
 /// `code` with `name` wrapped so that its result is changed by `change` (a Python expression of
@@ -67,8 +77,15 @@ fn check_set(problems: &[Problem], mutant_stride: usize) -> (Vec<String>, Vec<St
             let suite = TestSuite::parse(&problem.answer).unwrap();
             let code = reference(problem);
             let grade = run_tests(&sandbox, &suite, &code);
-            let failed = (grade.verdict != CodeVerdict::Passed)
-                .then(|| format!("{}: {} ({}/{})", problem.id, grade.verdict.name(), grade.passed(), grade.total()));
+            let failed = (grade.verdict != CodeVerdict::Passed).then(|| {
+                format!(
+                    "{}: {} ({}/{})",
+                    problem.id,
+                    grade.verdict.name(),
+                    grade.passed(),
+                    grade.total()
+                )
+            });
             let mut survived = Vec::new();
             let mut mutants = 0;
             if index % mutant_stride == 0 && failed.is_none() {
@@ -102,7 +119,10 @@ fn humaneval_references_pass_and_mutants_fail() {
         started.elapsed().as_secs_f64()
     );
     assert!(failed.is_empty(), "references failing: {failed:#?}");
-    assert!(survived.len() * 20 <= mutants, "mutants passing: {survived:#?}");
+    assert!(
+        survived.len() * 20 <= mutants,
+        "mutants passing: {survived:#?}"
+    );
 }
 
 #[test]
@@ -118,7 +138,10 @@ fn sanitized_mbpp_references_pass_and_mutants_fail() {
         started.elapsed().as_secs_f64()
     );
     assert!(failed.len() * 100 <= 427, "references failing: {failed:#?}");
-    assert!(survived.len() * 20 <= mutants, "mutants passing: {survived:#?}");
+    assert!(
+        survived.len() * 20 <= mutants,
+        "mutants passing: {survived:#?}"
+    );
 }
 
 #[test]
@@ -130,7 +153,9 @@ fn full_mbpp_loads_with_setup_code_and_bad_records_are_located() {
         .filter(|p| !TestSuite::parse(&p.answer).unwrap().setup.is_empty())
         .count();
     assert!(with_setup > 0);
-    assert!(problems.iter().all(|p| p.metadata["verifier"] == "code_tests"));
+    assert!(problems
+        .iter()
+        .all(|p| p.metadata["verifier"] == "code_tests"));
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("code.jsonl");
@@ -139,6 +164,11 @@ fn full_mbpp_loads_with_setup_code_and_bad_records_are_located() {
         "{\"problem\": \"Add.\", \"tests\": [\"assert add(1, 2) == 3\"]}\n{\"problem\": \"Sub.\", \"tests\": [\"assert sub(2, 1) == 1\", 7]}\n",
     )
     .unwrap();
-    let error = load_prompts(&bad.to_string_lossy()).unwrap_err().to_string();
-    assert!(error.contains("code.jsonl") && error.contains("line 2") && error.contains("`tests`"), "{error}");
+    let error = load_prompts(&bad.to_string_lossy())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("code.jsonl") && error.contains("line 2") && error.contains("`tests`"),
+        "{error}"
+    );
 }

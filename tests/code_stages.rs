@@ -63,10 +63,16 @@ fn completions(problem: &Problem) -> Vec<(&'static str, String)> {
         ("tests_failed", answer(&off_by_one(&code))),
         (
             "no_code",
-            format!("<think>\n{}\n</think>\n\nI could not write it.", reasoning("it")),
+            format!(
+                "<think>\n{}\n</think>\n\nI could not write it.",
+                reasoning("it")
+            ),
         ),
         ("timeout", answer(&format!("{code}\nwhile True:\n    pass"))),
-        ("runtime_error", answer(&format!("{code}\nraise RuntimeError('boom')"))),
+        (
+            "runtime_error",
+            answer(&format!("{code}\nraise RuntimeError('boom')")),
+        ),
     ]
 }
 
@@ -82,13 +88,25 @@ fn trace_rows(problems: &[Problem]) -> Vec<(String, TraceRow)> {
     let mut rows = Vec::new();
     for problem in problems {
         for (index, (label, generation)) in completions(problem).into_iter().enumerate() {
-            let mut trace = row(&problem.id, &problem.problem, &problem.answer, index as u32, &generation);
+            let mut trace = row(
+                &problem.id,
+                &problem.problem,
+                &problem.answer,
+                index as u32,
+                &generation,
+            );
             trace.source = problem.source.clone();
             trace.metadata = problem.metadata.clone();
             rows.push((label.to_string(), trace));
         }
     }
-    let math = row("sum/1", "What is 2 + 3?", "5", 0, &r1(&reasoning("two plus three"), "6"));
+    let math = row(
+        "sum/1",
+        "What is 2 + 3?",
+        "5",
+        0,
+        &r1(&reasoning("two plus three"), "6"),
+    );
     rows.push(("wrong_answer".into(), math));
     rows
 }
@@ -113,8 +131,16 @@ fn the_filter_grades_code_in_the_sandbox_and_reports_each_verdict() {
             .iter()
             .find(|(_, r)| r.id == trace.id && r.sample_index == trace.sample_index)
             .unwrap();
-        let expected: Vec<String> = if label.is_empty() { vec![] } else { vec![label.clone()] };
-        assert_eq!(filtered.reject_reasons, expected, "{} #{}", trace.id, trace.sample_index);
+        let expected: Vec<String> = if label.is_empty() {
+            vec![]
+        } else {
+            vec![label.clone()]
+        };
+        assert_eq!(
+            filtered.reject_reasons, expected,
+            "{} #{}",
+            trace.id, trace.sample_index
+        );
         if trace.id == "sum/1" {
             assert!(!trace.metadata.contains_key("code_result"));
             continue;
@@ -122,28 +148,52 @@ fn the_filter_grades_code_in_the_sandbox_and_reports_each_verdict() {
         let result = &trace.metadata["code_result"];
         let total = result["total"].as_u64().unwrap();
         let passed = result["passed"].as_u64().unwrap();
-        assert_eq!(result["verdict"], if label.is_empty() { "passed" } else { label.as_str() });
+        assert_eq!(
+            result["verdict"],
+            if label.is_empty() {
+                "passed"
+            } else {
+                label.as_str()
+            }
+        );
         assert_eq!(passed == total, label.is_empty(), "{result}");
         assert_eq!(filtered.verified, label.is_empty());
         assert_eq!(filtered.extracted_answer.is_some(), label != "no_code");
     }
     let code = summary.code.expect("a code section in the report");
     assert_eq!(code.traces, problems.len() * 5);
-    for verdict in ["passed", "tests_failed", "no_code", "timeout", "runtime_error"] {
+    for verdict in [
+        "passed",
+        "tests_failed",
+        "no_code",
+        "timeout",
+        "runtime_error",
+    ] {
         assert_eq!(code.verdicts[verdict], problems.len(), "{verdict}");
         if verdict != "passed" {
             assert_eq!(summary.reasons[verdict], problems.len(), "{verdict}");
         }
     }
-    assert_eq!(code.verdicts["memory_limit"] + code.verdicts["sandbox_error"], 0);
+    assert_eq!(
+        code.verdicts["memory_limit"] + code.verdicts["sandbox_error"],
+        0
+    );
     assert_eq!(summary.reasons["wrong_answer"], 1);
     let report = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
-    assert!(report.contains("## Code problems") && report.contains("| timeout | 4 |"), "{report}");
+    assert!(
+        report.contains("## Code problems") && report.contains("| timeout | 4 |"),
+        "{report}"
+    );
 }
 
 fn filter_cli(dir: &Path, extra: &[&str], path_env: Option<&str>) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_distill"));
-    command.args(["filter", "--input"]).arg(dir.join("traces")).arg("--out").arg(dir.join("out")).args(extra);
+    command
+        .args(["filter", "--input"])
+        .arg(dir.join("traces"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .args(extra);
     if let Some(path) = path_env {
         command.env("PATH", path);
     }
@@ -154,7 +204,13 @@ fn filter_cli(dir: &Path, extra: &[&str], path_env: Option<&str>) -> std::proces
 fn without_bubblewrap_the_run_stops_and_none_must_be_asked_for_and_warns() {
     let dir = tempfile::tempdir().unwrap();
     let problem = &problems()[0];
-    let mut trace = row(&problem.id, &problem.problem, &problem.answer, 0, &answer(&reference(problem)));
+    let mut trace = row(
+        &problem.id,
+        &problem.problem,
+        &problem.answer,
+        0,
+        &answer(&reference(problem)),
+    );
     trace.metadata = problem.metadata.clone();
     write_input(&dir.path().join("traces"), &[trace], 10);
 
@@ -166,19 +222,36 @@ fn without_bubblewrap_the_run_stops_and_none_must_be_asked_for_and_warns() {
     let run = filter_cli(dir.path(), &[], Some(bin.to_str().unwrap()));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
-    assert!(stderr.contains("apt-get install -y bubblewrap") && stderr.contains("--sandbox none"), "{stderr}");
+    assert!(
+        stderr.contains("apt-get install -y bubblewrap") && stderr.contains("--sandbox none"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("out/accepted").exists());
 
-    let run = filter_cli(dir.path(), &["--sandbox", "none"], Some(bin.to_str().unwrap()));
+    let run = filter_cli(
+        dir.path(),
+        &["--sandbox", "none"],
+        Some(bin.to_str().unwrap()),
+    );
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     assert!(stderr.contains("WITHOUT isolation"), "{stderr}");
-    assert_eq!(read_rows::<FilteredRow>(&dir.path().join("out/accepted")).unwrap().len(), 1);
+    assert_eq!(
+        read_rows::<FilteredRow>(&dir.path().join("out/accepted"))
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// A sample row graded like eval grades it.
 fn sample(problem: &Problem, checker: &Checker, index: u32, generation: &str) -> SampleRow {
-    let grade = grade_with(checker, &problem.answer, generation, &VerifyOptions::default());
+    let grade = grade_with(
+        checker,
+        &problem.answer,
+        generation,
+        &VerifyOptions::default(),
+    );
     SampleRow {
         id: problem.id.clone(),
         source: problem.source.clone(),
@@ -194,7 +267,10 @@ fn sample(problem: &Problem, checker: &Checker, index: u32, generation: &str) ->
 #[test]
 fn cons_at_k_votes_by_identical_test_outcomes() {
     let sandbox = settings().open().unwrap();
-    let problem = problems().into_iter().find(|p| p.id.starts_with("mbpp")).unwrap();
+    let problem = problems()
+        .into_iter()
+        .find(|p| p.id.starts_with("mbpp"))
+        .unwrap();
     let checker = Checker::for_problem(&problem.metadata, Some(&sandbox)).unwrap();
     let code = reference(&problem);
     let right = answer(&code);
@@ -211,7 +287,10 @@ fn cons_at_k_votes_by_identical_test_outcomes() {
     assert_ne!(rows[0].answer, rows[1].answer);
     let scores = problem_scores(&rows);
     assert!((scores[0].2.pass_at_1 - 1.0 / 3.0).abs() < 1e-9);
-    assert!(!scores[0].2.cons_correct, "two identical wrong outcomes outvote one pass");
+    assert!(
+        !scores[0].2.cons_correct,
+        "two identical wrong outcomes outvote one pass"
+    );
 
     let rows = vec![
         sample(&problem, &checker, 0, &wrong_a),
@@ -219,7 +298,10 @@ fn cons_at_k_votes_by_identical_test_outcomes() {
         sample(&problem, &checker, 2, &right),
         sample(&problem, &checker, 3, &mutant),
     ];
-    assert_ne!(rows[0].answer, rows[3].answer, "another failure, another outcome");
+    assert_ne!(
+        rows[0].answer, rows[3].answer,
+        "another failure, another outcome"
+    );
     let scores = problem_scores(&rows);
     assert_eq!(scores[0].2.pass_at_1, 0.5);
     assert!(scores[0].2.cons_correct);
@@ -229,7 +311,10 @@ fn cons_at_k_votes_by_identical_test_outcomes() {
 fn eval_runs_code_problems_through_the_sandbox() {
     let dir = tempfile::tempdir().unwrap();
     // MBPP's prompts fit the stories model's 512-token context.
-    let problems: Vec<Problem> = problems().into_iter().filter(|p| p.id.starts_with("mbpp")).collect();
+    let problems: Vec<Problem> = problems()
+        .into_iter()
+        .filter(|p| p.id.starts_with("mbpp"))
+        .collect();
     let mut config = EvalConfig::new(&common::stories260k(), dir.path().join("eval"));
     config.k = 2;
     config.max_new_tokens = 8;
@@ -247,5 +332,8 @@ fn eval_runs_code_problems_through_the_sandbox() {
     broken.answer = "assert f(1) == 2".into();
     let config = EvalConfig::new(&common::stories260k(), dir.path().join("broken"));
     let error = run_eval(&config, &[broken]).unwrap_err().to_string();
-    assert!(error.contains(&problems[0].id) && error.contains("answer"), "{error}");
+    assert!(
+        error.contains(&problems[0].id) && error.contains("answer"),
+        "{error}"
+    );
 }

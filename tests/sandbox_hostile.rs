@@ -30,11 +30,18 @@ fn grade(prelude: &str) -> CodeGrade {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let suite = TestSuite::snippets(
         "",
-        vec!["assert double(2) == 4".into(), "assert double(3) == 6".into()],
+        vec![
+            "assert double(2) == 4".into(),
+            "assert double(3) == 6".into(),
+        ],
     );
     let code = format!("{prelude}\ndef double(x):\n    return 2 * x\n");
     let grade = run_tests(&sandbox(4.0), &suite, &code);
-    assert_eq!(survivors(), Vec::<String>::new(), "processes outlived the run");
+    assert_eq!(
+        survivors(),
+        Vec::<String>::new(),
+        "processes outlived the run"
+    );
     grade
 }
 
@@ -43,7 +50,12 @@ fn grade(prelude: &str) -> CodeGrade {
 fn survivors() -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()).is_none() {
+        if entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_none()
+        {
             continue;
         }
         let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
@@ -54,7 +66,11 @@ fn survivors() -> Vec<String> {
             .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
         let marked = String::from_utf8_lossy(&cmdline).contains("distill-hostile-marker");
         if uid.is_some_and(|u| RUN_UIDS.contains(&u)) || marked {
-            found.push(format!("{:?}: {}", entry.file_name(), String::from_utf8_lossy(&cmdline)));
+            found.push(format!(
+                "{:?}: {}",
+                entry.file_name(),
+                String::from_utf8_lossy(&cmdline)
+            ));
         }
     }
     found
@@ -63,7 +79,10 @@ fn survivors() -> Vec<String> {
 #[test]
 fn a_correct_program_passes() {
     let grade = grade("");
-    assert_eq!((grade.verdict, grade.passed(), grade.total()), (CodeVerdict::Passed, 2, 2));
+    assert_eq!(
+        (grade.verdict, grade.passed(), grade.total()),
+        (CodeVerdict::Passed, 2, 2)
+    );
 }
 
 #[test]
@@ -71,7 +90,11 @@ fn an_infinite_loop_times_out() {
     let started = std::time::Instant::now();
     let grade = grade("while True:\n    pass");
     assert_eq!((grade.verdict, grade.passed()), (CodeVerdict::Timeout, 0));
-    assert!(started.elapsed().as_secs_f64() < 8.0, "{:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs_f64() < 8.0,
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -95,7 +118,10 @@ fn there_is_no_network() {
     ));
     assert_eq!(grade.verdict, CodeVerdict::RuntimeError);
     listener.set_nonblocking(true).unwrap();
-    assert!(listener.accept().is_err(), "the program reached the host's listener");
+    assert!(
+        listener.accept().is_err(),
+        "the program reached the host's listener"
+    );
 }
 
 #[test]
@@ -119,7 +145,10 @@ fn the_project_directory_cannot_be_written() {
         target.to_str().unwrap()
     ));
     assert_eq!(grade.verdict, CodeVerdict::RuntimeError);
-    assert!(!target.exists(), "the program wrote into the project directory");
+    assert!(
+        !target.exists(),
+        "the program wrote into the project directory"
+    );
 }
 
 #[test]
@@ -147,7 +176,8 @@ import time\ntime.sleep(0.5)";
 fn a_gigabyte_of_stdout_is_capped() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let sandbox = sandbox(30.0);
-    let program = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)";
+    let program =
+        "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(1024):\n    sys.stdout.write(chunk)";
     let outcome = sandbox.run(&["-c".into(), program.into()], b"").unwrap();
     let cap = sandbox.limits().output_bytes;
     assert_eq!(outcome.stdout.len(), cap);

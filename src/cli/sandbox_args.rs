@@ -20,7 +20,8 @@ pub struct SandboxArgs {
 }
 
 fn parse_kind(text: &str) -> Result<SandboxKind, String> {
-    text.parse().map_err(|e: crate::sandbox::SandboxError| e.to_string())
+    text.parse()
+        .map_err(|e: crate::sandbox::SandboxError| e.to_string())
 }
 
 impl SandboxArgs {

@@ -199,7 +199,10 @@ impl Fields<'_> {
                 let (task, setup) = if adapter == CodeAdapter::Mbpp {
                     (self.text("text")?, self.text("test_setup_code")?)
                 } else {
-                    (self.text("prompt")?, self.strings("test_imports")?.join("\n"))
+                    (
+                        self.text("prompt")?,
+                        self.strings("test_imports")?.join("\n"),
+                    )
                 };
                 let tests = self.strings("test_list")?;
                 if tests.is_empty() {
@@ -212,7 +215,12 @@ impl Fields<'_> {
                 );
                 let id = format!("{}-{}", adapter.name(), self.integer("task_id")?);
                 let reference = self.text("code")?.replace("\r\n", "\n");
-                (id, text, TestSuite::snippets(&setup, tests), Some(reference))
+                (
+                    id,
+                    text,
+                    TestSuite::snippets(&setup, tests),
+                    Some(reference),
+                )
             }
             CodeAdapter::Generic => {
                 let problem = self.text("problem")?;
@@ -246,9 +254,8 @@ impl Fields<'_> {
         };
         if let Some(info) = self.record.get("verification_info") {
             let info = match info {
-                Value::String(text) => serde_json::from_str(text).map_err(|e| {
-                    self.invalid("verification_info", &format!("not JSON: {e}"))
-                })?,
+                Value::String(text) => serde_json::from_str(text)
+                    .map_err(|e| self.invalid("verification_info", &format!("not JSON: {e}")))?,
                 other => other.clone(),
             };
             return self.verification_info(&info, &setup);
@@ -267,7 +274,10 @@ impl Fields<'_> {
         let field = "verification_info";
         let language = info["language"].as_str().unwrap_or("python");
         if !matches!(language, "python" | "python3" | "py") {
-            return Err(self.invalid(field, &format!("language `{language}` is not supported (only python)")));
+            return Err(self.invalid(
+                field,
+                &format!("language `{language}` is not supported (only python)"),
+            ));
         }
         let cases = info["test_cases"]
             .as_array()
@@ -286,7 +296,9 @@ impl Fields<'_> {
             if kind != "stdin_stdout" {
                 return Err(self.invalid(
                     field,
-                    &format!("test_cases[{index}] has type `{kind}` (only stdin_stdout is supported)"),
+                    &format!(
+                        "test_cases[{index}] has type `{kind}` (only stdin_stdout is supported)"
+                    ),
                 ));
             }
             io.push(IoCase {

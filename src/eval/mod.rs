@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use rayon::prelude::*;
 use candle_core::DType;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::card::{how_to_load, CardConfig, DatasetCard};
@@ -26,8 +26,8 @@ use crate::data::hashing::sha256_u64;
 use crate::data::sources::Problem;
 use crate::generate::prompts::{full_generation, think_prefill};
 use crate::model::{self, generate, GenerationConfig, GenerationRequest, SamplerConfig};
-use crate::train::grpo::render_prompt_text;
 use crate::sandbox::SandboxSettings;
+use crate::train::grpo::render_prompt_text;
 use crate::verify::grade::{grade_with, is_code_problem, Checker};
 use crate::verify::VerifyOptions;
 use samples::{samples_path, write_samples, SampleRow};

@@ -4,8 +4,8 @@
 //! in the sandbox), and is it readable?
 
 use crate::data::schema::TraceRow;
-pub use crate::verify::grade::Checker;
 use crate::verify::code::CodeGrade;
+pub use crate::verify::grade::Checker;
 use crate::verify::grade::{grade_with, Grade};
 use crate::verify::{
     check_readability, ReadabilityConfig, ReadabilityIssue, TraceInput, VerifyOptions,

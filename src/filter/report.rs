@@ -12,9 +12,9 @@ use crate::data::shards::write_atomically;
 use crate::data::{DataError, Result};
 
 use super::pass_rates::PassRate;
-use crate::verify::code::{CodeVerdict, CODE_RESULT};
 use super::reasons::all_reasons;
 use super::Candidate;
+use crate::verify::code::{CodeVerdict, CODE_RESULT};
 
 /// Completion-token statistics of a set of traces (all 0 when it is empty). Median and p90
 /// are nearest-rank: the smallest value with at least that share of values at or below it.

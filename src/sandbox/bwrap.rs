@@ -32,10 +32,11 @@ const ETC_FILES: [&str; 3] = ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/local
 /// Checks that `bwrap` and `setpriv` can be run.
 pub fn check_available() -> Result<(), SandboxError> {
     for (tool, package) in [("bwrap", "bubblewrap"), ("setpriv", "util-linux")] {
-        let status = Command::new(tool)
-            .arg("--version")
-            .output()
-            .map_err(|e| SandboxError::Unavailable(format!("`{tool}` cannot be run ({e}); it comes with the `{package}` package")))?;
+        let status = Command::new(tool).arg("--version").output().map_err(|e| {
+            SandboxError::Unavailable(format!(
+                "`{tool}` cannot be run ({e}); it comes with the `{package}` package"
+            ))
+        })?;
         if !status.status.success() {
             return Err(SandboxError::Unavailable(format!(
                 "`{tool} --version` failed ({})",

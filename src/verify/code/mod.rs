@@ -69,7 +69,10 @@ impl CodeGrade {
             .iter()
             .map(|ok| if *ok { 'P' } else { 'F' })
             .collect();
-        Some(format!("{OUTCOME_KEY_PREFIX}{marks} {}", self.verdict.name()))
+        Some(format!(
+            "{OUTCOME_KEY_PREFIX}{marks} {}",
+            self.verdict.name()
+        ))
     }
 
     /// Whether every test passed.
