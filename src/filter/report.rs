@@ -295,7 +295,7 @@ impl FilterSummary {
         if let Some(code) = &self.code {
             let _ = writeln!(
                 md,
-                "\n## Code problems\n\n{} traces run in the sandbox, {} of {} tests passed.\n\n| verdict | traces |\n|---|---:|",
+                "\n## Code problems\n\n{} traces of code problems graded, {} of {} tests passed.\n\n| verdict | traces |\n|---|---:|",
                 code.traces, code.tests_passed, code.tests_run
             );
             for (verdict, count) in &code.verdicts {
