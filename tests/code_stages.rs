@@ -13,8 +13,8 @@ use distill::data::prompt_source::load_prompts;
 use distill::data::schema::{FilteredRow, TraceRow};
 use distill::data::shards::read_rows;
 use distill::data::sources::Problem;
-use distill::eval::problem_scores;
 use distill::eval::samples::{read_samples, samples_path, SampleRow};
+use distill::eval::{problem_scores, sample_answer};
 use distill::eval::{run_eval, EvalConfig};
 use distill::filter::{run_filter, FilterConfig};
 use distill::sandbox::SandboxSettings;
@@ -257,7 +257,7 @@ fn sample(problem: &Problem, checker: &Checker, index: u32, generation: &str) ->
         source: problem.source.clone(),
         sample_index: index,
         completion: generation.to_string(),
-        answer: grade.code.as_ref().and_then(|c| c.outcome_key()),
+        answer: sample_answer(&grade),
         correct: grade.correct,
         tokens: 10,
         finish_reason: "stop".into(),

@@ -28,7 +28,7 @@ use crate::generate::prompts::{full_generation, think_prefill};
 use crate::model::{self, generate, GenerationConfig, GenerationRequest, SamplerConfig};
 use crate::sandbox::SandboxSettings;
 use crate::train::grpo::render_prompt_text;
-use crate::verify::grade::{grade_with, is_code_problem, Checker};
+use crate::verify::grade::{grade_with, is_code_problem, Checker, Grade};
 use crate::verify::VerifyOptions;
 use samples::{samples_path, write_samples, SampleRow};
 use scoring::{aggregate, score_problem, GradedSample, ProblemScore};
@@ -155,6 +155,15 @@ pub struct EvalSummary {
     pub wall_seconds: f64,
     /// The settings used.
     pub settings: EvalConfig,
+}
+
+/// The `answer` a sample row records: the extracted answer, or for a code problem its
+/// test-outcome key (so that cons@k votes by identical test outcomes).
+pub fn sample_answer(grade: &Grade) -> Option<String> {
+    match &grade.code {
+        Some(code) => code.outcome_key(),
+        None => grade.answer.clone(),
+    }
 }
 
 /// Groups rows by problem (in first-appearance order, samples by `sample_index`) and scores each:
@@ -306,10 +315,7 @@ pub fn run_eval(config: &EvalConfig, problems: &[Problem]) -> anyhow::Result<Eva
                     source: problem.source.clone(),
                     sample_index: completion.sample_index as u32,
                     completion: generation,
-                    answer: match &verdict.code {
-                        Some(code) => code.outcome_key(),
-                        None => verdict.answer,
-                    },
+                    answer: sample_answer(&verdict),
                     correct: verdict.correct,
                     tokens: completion.completion_tokens as u32,
                     finish_reason: completion.finish_reason.as_str().to_string(),
