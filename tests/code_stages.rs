@@ -18,6 +18,7 @@ use distill::eval::{problem_scores, sample_answer};
 use distill::eval::{run_eval, EvalConfig};
 use distill::filter::{run_filter, FilterConfig};
 use distill::sandbox::SandboxSettings;
+use distill::train::rewards::{RewardConfig, Scored};
 use distill::verify::grade::{grade_with, Checker};
 use distill::verify::VerifyOptions;
 use filter_common::{r1, reasoning, row, write_input};
@@ -335,5 +336,51 @@ fn eval_runs_code_problems_through_the_sandbox() {
     assert!(
         error.contains(&problems[0].id) && error.contains("answer"),
         "{error}"
+    );
+}
+
+#[test]
+fn the_code_tests_reward_is_the_share_passed_or_all_or_nothing() {
+    let sandbox = settings().open().unwrap();
+    let suite = distill::verify::code::TestSuite::snippets(
+        "",
+        (1..=3)
+            .map(|x| format!("assert square({x}) == {}", x * x))
+            .collect(),
+    );
+    let gold = suite.to_json();
+    let checker =
+        Checker::for_problem(&distill::verify::code::code_metadata(), Some(&sandbox)).unwrap();
+    let score = |config: &RewardConfig, body: &str| {
+        config.score(&Scored {
+            prompt: "Write square(x).",
+            prefill: "",
+            completion: &answer(&format!("def square(x):\n    {body}")),
+            gold: &gold,
+            checker: &checker,
+            completion_tokens: 20,
+            max_new_tokens: 100,
+        })
+    };
+    let fraction = RewardConfig {
+        accuracy: 0.0,
+        code_tests: 1.0,
+        ..RewardConfig::default()
+    };
+    let all_or_nothing = RewardConfig {
+        code_tests_all_or_nothing: true,
+        ..fraction.clone()
+    };
+    let partial = score(&fraction, "return x * x if x < 3 else 0");
+    assert!((partial.code_tests - 2.0 / 3.0).abs() < 1e-9, "{partial:?}");
+    assert_eq!((partial.accuracy, partial.total), (0.0, partial.code_tests));
+    assert_eq!(
+        score(&all_or_nothing, "return x * x if x < 3 else 0").code_tests,
+        0.0
+    );
+    let right = score(&all_or_nothing, "return x * x");
+    assert_eq!(
+        (right.code_tests, right.accuracy, right.total),
+        (1.0, 1.0, 1.0)
     );
 }
