@@ -172,3 +172,49 @@ fn full_mbpp_loads_with_setup_code_and_bad_records_are_located() {
         "{error}"
     );
 }
+
+#[test]
+fn generic_layouts_stdin_cases_snippets_and_test_programs_grade_in_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("code.jsonl");
+    let info = serde_json::json!({
+        "language": "python",
+        "test_cases": [
+            {"input": "1 2\n", "output": "3\n", "type": "stdin_stdout"},
+            {"input": "5 7\n", "output": "12", "type": "stdin_stdout"}
+        ]
+    });
+    let records = [
+        serde_json::json!({"problem": "Read two integers and print their sum.", "verification_info": info.to_string()}),
+        serde_json::json!({"problem": "Write add(a, b).", "tests": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]}),
+        serde_json::json!({"problem": "Write add(a, b).", "id": "program", "test": "def check(f):\n    assert f(2, 2) == 4\ncheck(add)\n"}),
+    ];
+    let text: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+    std::fs::write(&file, text.join("\n")).unwrap();
+    let problems = load_prompts(&file.to_string_lossy()).unwrap();
+    assert_eq!(problems.len(), 3);
+    assert_eq!(problems[2].id, "program");
+    let sandbox = sandbox();
+    let stdin_right = "a, b = map(int, input().split())\nprint(a + b)";
+    let stdin_wrong = "a, b = map(int, input().split())\nprint(a * b)";
+    let add_right = "def add(a, b):\n    return a + b";
+    let add_wrong = "def add(a, b):\n    return a - b";
+    for (problem, right, wrong) in [
+        (&problems[0], stdin_right, stdin_wrong),
+        (&problems[1], add_right, add_wrong),
+        (&problems[2], add_right, add_wrong),
+    ] {
+        let suite = TestSuite::parse(&problem.answer).unwrap();
+        let good = run_tests(&sandbox, &suite, right);
+        assert_eq!(good.verdict, CodeVerdict::Passed, "{}", problem.problem);
+        let bad = run_tests(&sandbox, &suite, wrong);
+        assert_eq!(bad.verdict, CodeVerdict::TestsFailed, "{}", problem.problem);
+    }
+    // 1 * 2 and 5 * 7 are not the sums: both cases fail; a crash is a runtime error.
+    let suite = TestSuite::parse(&problems[0].answer).unwrap();
+    assert_eq!(run_tests(&sandbox, &suite, stdin_wrong).passed(), 0);
+    assert_eq!(
+        run_tests(&sandbox, &suite, "int(input()) / 0").verdict,
+        CodeVerdict::RuntimeError
+    );
+}
