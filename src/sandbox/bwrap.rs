@@ -29,8 +29,14 @@ const SYSTEM_DIRS: [&str; 6] = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/l
 /// Files of `/etc` the interpreter may need (the dynamic linker's cache, time zone).
 const ETC_FILES: [&str; 3] = ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime"];
 
-/// Checks that `bwrap` and `setpriv` can be run.
+/// Checks that `bwrap` and `setpriv` can be run, by root (each run switches to its own user id).
 pub fn check_available() -> Result<(), SandboxError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(SandboxError::Unavailable(
+            "the bubblewrap sandbox gives every run its own unprivileged user id, which needs root; run distill as root (e.g. in a container)".into(),
+        ));
+    }
     for (tool, package) in [("bwrap", "bubblewrap"), ("setpriv", "util-linux")] {
         let status = Command::new(tool).arg("--version").output().map_err(|e| {
             SandboxError::Unavailable(format!(
