@@ -3,6 +3,7 @@
 //! Reads `../shared/data`; prints how long the runs took.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use distill::data::prompt_source::load_prompts;
@@ -18,8 +19,13 @@ fn data(relative: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-fn sandbox() -> Sandbox {
-    Sandbox::new(SandboxKind::Bwrap, Limits::default(), None).expect("bubblewrap works here")
+/// One sandbox for every test of this file, so its concurrency limit (the number of cores)
+/// holds across the tests running in parallel.
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        Sandbox::new(SandboxKind::Bwrap, Limits::default(), None).expect("bubblewrap works here")
+    })
 }
 
 fn reference(problem: &Problem) -> String {
@@ -76,7 +82,7 @@ fn check_set(problems: &[Problem], mutant_stride: usize) -> (Vec<String>, Vec<St
         .map(|(index, problem)| {
             let suite = TestSuite::parse(&problem.answer).unwrap();
             let code = reference(problem);
-            let grade = run_tests(&sandbox, &suite, &code);
+            let grade = run_tests(sandbox, &suite, &code);
             let failed = (grade.verdict != CodeVerdict::Passed).then(|| {
                 format!(
                     "{}: {} ({}/{})",
@@ -92,7 +98,7 @@ fn check_set(problems: &[Problem], mutant_stride: usize) -> (Vec<String>, Vec<St
                 let name = entry_point(&suite);
                 for (kind, change) in [("wrong value", WRONG_VALUE), ("off-by-one", OFF_BY_ONE)] {
                     mutants += 1;
-                    let grade = run_tests(&sandbox, &suite, &mutate(&code, &name, change));
+                    let grade = run_tests(sandbox, &suite, &mutate(&code, &name, change));
                     if grade.verdict == CodeVerdict::Passed {
                         survived.push(format!("{} {name} {kind}", problem.id));
                     }
@@ -205,16 +211,16 @@ fn generic_layouts_stdin_cases_snippets_and_test_programs_grade_in_the_sandbox()
         (&problems[2], add_right, add_wrong),
     ] {
         let suite = TestSuite::parse(&problem.answer).unwrap();
-        let good = run_tests(&sandbox, &suite, right);
+        let good = run_tests(sandbox, &suite, right);
         assert_eq!(good.verdict, CodeVerdict::Passed, "{}", problem.problem);
-        let bad = run_tests(&sandbox, &suite, wrong);
+        let bad = run_tests(sandbox, &suite, wrong);
         assert_eq!(bad.verdict, CodeVerdict::TestsFailed, "{}", problem.problem);
     }
     // 1 * 2 and 5 * 7 are not the sums: both cases fail; a crash is a runtime error.
     let suite = TestSuite::parse(&problems[0].answer).unwrap();
-    assert_eq!(run_tests(&sandbox, &suite, stdin_wrong).passed(), 0);
+    assert_eq!(run_tests(sandbox, &suite, stdin_wrong).passed(), 0);
     assert_eq!(
-        run_tests(&sandbox, &suite, "int(input()) / 0").verdict,
+        run_tests(sandbox, &suite, "int(input()) / 0").verdict,
         CodeVerdict::RuntimeError
     );
 }
