@@ -165,11 +165,6 @@ impl Sandbox {
         &self.limits
     }
 
-    /// The interpreter programs run with.
-    pub fn python(&self) -> &Python {
-        &self.python
-    }
-
     /// Runs `python3 ARGS…` (isolated mode `-I`) with `stdin`, waiting for a free slot first.
     pub fn run(&self, args: &[String], stdin: &[u8]) -> Result<RunOutcome, SandboxError> {
         let _slot = self.slots.acquire();

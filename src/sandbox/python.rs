@@ -15,8 +15,6 @@ pub struct Python {
     /// `sys.prefix` and `sys.base_prefix` (once when equal): the directories the interpreter
     /// needs, bound read-only inside the sandbox when they are outside `/usr`.
     pub prefixes: Vec<PathBuf>,
-    /// `sys.version`, first line.
-    pub version: String,
 }
 
 impl Python {
@@ -31,13 +29,13 @@ impl Python {
             .args([
                 "-I",
                 "-c",
-                "import sys; print(sys.executable); print(sys.prefix); print(sys.base_prefix); print(sys.version.splitlines()[0]); print(sys.version_info[0])",
+                "import sys; print(sys.executable); print(sys.prefix); print(sys.base_prefix); print(sys.version_info[0])",
             ])
             .output()
             .map_err(|e| SandboxError::NoPython(format!("{}: {e}", candidate.display())))?;
         let text = String::from_utf8_lossy(&output.stdout);
         let lines: Vec<&str> = text.lines().collect();
-        if !output.status.success() || lines.len() != 5 || lines[4] != "3" {
+        if !output.status.success() || lines.len() != 4 || lines[3] != "3" {
             return Err(SandboxError::NoPython(format!(
                 "{} is not a working Python 3 ({}{})",
                 candidate.display(),
@@ -58,7 +56,6 @@ impl Python {
         Ok(Python {
             executable,
             prefixes,
-            version: lines[3].to_string(),
         })
     }
 }
