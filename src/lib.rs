@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod plot_font;
 pub mod progress;
 pub mod runtime;
+pub mod sandbox;
 pub mod teacher;
 pub mod train;
 pub mod verify;

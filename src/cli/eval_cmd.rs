@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::sandbox_args::SandboxArgs;
 use crate::data::prompt_source::load_prompts;
 use crate::eval::{run_eval, EvalConfig};
 
@@ -51,6 +52,9 @@ pub struct EvalArgs {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// How code problems' programs are run.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 /// Runs `distill eval` and prints the headline numbers.
@@ -68,6 +72,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         config.instruction = instruction.clone();
     }
     config.device = args.device.clone();
+    config.sandbox = args.sandbox.apply(config.sandbox);
     let problems = load_prompts(&args.prompts)?;
     let summary = run_eval(&config, &problems)?;
     println!(

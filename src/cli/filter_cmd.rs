@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
+use super::sandbox_args::SandboxArgs;
 use crate::filter::{run_filter, FilterConfig, FilterSummary, Policy};
+use crate::sandbox::SandboxSettings;
 use crate::verify::ReadabilityConfig;
 
 /// `distill filter`: keep traces whose final answer is verified correct and that are readable.
@@ -67,6 +69,9 @@ pub struct FilterArgs {
     /// Memory for sorting the output, MiB of trace text; larger inputs spill sorted runs to disk.
     #[arg(long, default_value_t = 512.0)]
     pub sort_buffer_mb: f64,
+    /// How code problems' programs are run.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 impl FilterArgs {
@@ -113,6 +118,7 @@ impl FilterArgs {
             force: self.force,
             progress: true,
             sort_buffer_mb: self.sort_buffer_mb,
+            sandbox: self.sandbox.apply(SandboxSettings::default()),
             ..FilterConfig::new(&self.input, &self.out)
         })
     }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::config_table::{int, int64, ConfigTable};
+use super::sandbox_args::SandboxArgs;
 use crate::data::prompt_source::load_prompts;
 use crate::train::grpo::{run_grpo, GrpoConfig, LossAggregation};
 use crate::train::precision::Precision;
@@ -83,6 +84,9 @@ pub struct GrpoArgs {
     /// Compute precision: auto (bf16 on CUDA, f32 on the CPU), f32 or bf16; master weights stay f32.
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
+    /// How code problems' programs are run (flags override the config file's [sandbox]).
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 impl GrpoArgs {
@@ -113,7 +117,9 @@ impl GrpoArgs {
         table.set("seed", int64(self.seed));
         table.set("device", self.device.clone());
         table.set_enum("precision", self.precision);
-        table.finish("--policy and --out")
+        let mut config: GrpoConfig = table.finish("--policy and --out")?;
+        config.sandbox = self.sandbox.apply(config.sandbox);
+        Ok(config)
     }
 }
 

@@ -9,6 +9,7 @@ mod generate_cmd;
 mod grpo_cmd;
 mod model_cmd;
 mod run_cmd;
+mod sandbox_args;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};

@@ -10,6 +10,7 @@
 //! located errors) and [`hashing`] (SHA-256 for ids, checksums and the split).
 
 pub mod card;
+pub mod code_sources;
 pub mod columns;
 pub mod conversations;
 pub mod corpus;

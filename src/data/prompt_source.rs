@@ -1,6 +1,7 @@
 //! Prompt sources named by one string: a JSONL/Parquet file or a Hub dataset split
 //! (`hf:ORG/NAME[:CONFIG][:SPLIT]`, see [`crate::data::hub`]) read by a built-in adapter (GSM8K,
-//! MATH-500, AIME24, AMC23, NuminaMath, OpenR1-Math — detected from the file; other files by their
+//! MATH-500, AIME24, AMC23, NuminaMath, OpenR1-Math, and the code sets HumanEval, MBPP and the
+//! generic code layout of [`crate::data::code_sources`] — detected from the file; other files by their
 //! `problem` and `answer` columns), or a synthetic spec
 //! `synth:KIND[:key=value]...` with KIND `arith` (or `arithmetic`), `linear` or `countdown` and keys
 //! `difficulty` (1–8, default 3), `count` (default 100) and `seed` (default 0), e.g.
@@ -9,6 +10,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use super::code_sources::load_code_problems;
 use super::errors::{DataError, Result};
 use super::hub::{self, HubDatasetSpec};
 use super::sources::{file_stem, load_builtin_named, load_problems, ColumnMapping, Problem};
@@ -144,12 +146,16 @@ pub fn load_files(
 }
 
 /// The problems of a prompt source string: a `synth:` spec, or a file (or Hub dataset split)
-/// read by its built-in adapter (detected), or else by its `problem` and `answer` columns.
+/// read by its built-in adapter (detected: code sets first, see [`crate::data::code_sources`]),
+/// or else by its `problem` and `answer` columns.
 pub fn load_prompts(source: &str) -> Result<Vec<Problem>> {
     if let Some(spec) = SynthSpec::parse(source) {
         return spec?.problems();
     }
     load_files(&prompt_files(source)?, |file| {
+        if let Some(problems) = load_code_problems(&file.path, &file.stem)? {
+            return Ok(problems);
+        }
         match load_builtin_named(&file.path, None, &file.stem) {
             Err(DataError::UndetectedFormat { .. }) => {
                 let name = if file.stem.is_empty() {

@@ -414,7 +414,7 @@ pub fn canonical_number(text: &str) -> Option<String> {
     }
 }
 
-fn json_type_name(value: &Value) -> &'static str {
+pub(crate) fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -435,7 +435,7 @@ pub fn file_extension(path: &Path) -> String {
 /// Records of a file as JSON objects with their locations. For Parquet, `columns` names the
 /// columns to read (each must be a scalar column); `None` reads every scalar column and skips
 /// nested ones.
-fn read_records(
+pub(crate) fn read_records(
     path: &Path,
     columns: Option<&[String]>,
 ) -> Result<Vec<(Location, Map<String, Value>)>> {

@@ -1,6 +1,9 @@
 //! `distill eval`: sample k completions per problem (R1's protocol: temperature 0.6, top-p 0.95),
 //! grade each with the shared verifier, and report pass@1 (mean fraction of correct samples) and
-//! cons@k (majority vote over verified-equivalent answers), overall and per source.
+//! cons@k (majority vote over verified-equivalent answers), overall and per source. Code problems
+//! are graded by running each sample's program against the tests in the sandbox; their sample's
+//! `answer` is its test-outcome key (see [`crate::verify::code::CodeGrade::outcome_key`]), and
+//! samples vote together when their keys are identical.
 //!
 //! Outputs in the run directory: `data/samples.parquet` (one row per sample, see [`samples`]),
 //! `summary.json` ([`EvalSummary`]) and a dataset card `README.md` naming the samples as the
@@ -15,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::DType;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::card::{how_to_load, CardConfig, DatasetCard};
@@ -22,8 +26,10 @@ use crate::data::hashing::sha256_u64;
 use crate::data::sources::Problem;
 use crate::generate::prompts::{full_generation, think_prefill};
 use crate::model::{self, generate, GenerationConfig, GenerationRequest, SamplerConfig};
+use crate::sandbox::SandboxSettings;
 use crate::train::grpo::render_prompt_text;
-use crate::verify::grade;
+use crate::verify::grade::{grade_with, is_code_problem, Checker, Grade};
+use crate::verify::VerifyOptions;
 use samples::{samples_path, write_samples, SampleRow};
 use scoring::{aggregate, score_problem, GradedSample, ProblemScore};
 
@@ -65,6 +71,9 @@ pub struct EvalConfig {
     /// `cpu` or `cuda:N`.
     #[serde(default = "defaults::device")]
     pub device: String,
+    /// The sandbox code problems are graded in (started only when there are code problems).
+    #[serde(default)]
+    pub sandbox: SandboxSettings,
 }
 
 mod defaults {
@@ -107,6 +116,7 @@ impl EvalConfig {
             system_prompt: None,
             instruction: defaults::instruction(),
             device: defaults::device(),
+            sandbox: SandboxSettings::default(),
         }
     }
 }
@@ -145,6 +155,15 @@ pub struct EvalSummary {
     pub wall_seconds: f64,
     /// The settings used.
     pub settings: EvalConfig,
+}
+
+/// The `answer` a sample row records: the extracted answer, or for a code problem its
+/// test-outcome key (so that cons@k votes by identical test outcomes).
+pub fn sample_answer(grade: &Grade) -> Option<String> {
+    match &grade.code {
+        Some(code) => code.outcome_key(),
+        None => grade.answer.clone(),
+    }
 }
 
 /// Groups rows by problem (in first-appearance order, samples by `sample_index`) and scores each:
@@ -215,6 +234,21 @@ pub fn run_eval(config: &EvalConfig, problems: &[Problem]) -> anyhow::Result<Eva
     if problems.is_empty() {
         bail!("eval: no problems to evaluate");
     }
+    let sandbox = match problems.iter().any(|p| is_code_problem(&p.metadata)) {
+        true => Some(config.sandbox.open()?),
+        false => None,
+    };
+    let checkers = problems
+        .iter()
+        .map(|p| {
+            let checker = Checker::for_problem(&p.metadata, sandbox.as_ref())
+                .map_err(|e| anyhow::anyhow!("problem {}: field metadata: {e}", p.id))?;
+            checker
+                .check_gold(&p.answer)
+                .map_err(|e| anyhow::anyhow!("problem {}: field answer: {e}", p.id))?;
+            Ok(checker)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let device = crate::runtime::parse_device(&config.device)?;
     let loaded = model::load(&config.model, &device, DType::F32)
         .with_context(|| format!("loading model {}", config.model))?;
@@ -233,7 +267,8 @@ pub fn run_eval(config: &EvalConfig, problems: &[Problem]) -> anyhow::Result<Eva
     };
     let progress = crate::progress::bar(problems.len() as u64, "eval");
     let mut rows = Vec::with_capacity(problems.len() * config.k);
-    for chunk in problems.chunks(config.batch_size.max(1)) {
+    let batch_size = config.batch_size.max(1);
+    for (chunk_index, chunk) in problems.chunks(batch_size).enumerate() {
         let texts = chunk
             .iter()
             .map(|problem| {
@@ -260,25 +295,34 @@ pub fn run_eval(config: &EvalConfig, problems: &[Problem]) -> anyhow::Result<Eva
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut completions = generate(&loaded.model, &loaded.tokenizer, &requests, &generation)?;
         completions.sort_by_key(|c| (c.prompt_index, c.sample_index));
-        for completion in completions {
-            let problem = &chunk[completion.prompt_index];
-            let generation = full_generation(
-                think_prefill(&texts[completion.prompt_index]),
-                &completion.text,
-            );
-            let verdict = grade(&problem.answer, &problem.metadata, &generation)
-                .map_err(|e| anyhow::anyhow!("problem {}: field metadata: {e}", problem.id))?;
-            rows.push(SampleRow {
-                id: problem.id.clone(),
-                source: problem.source.clone(),
-                sample_index: completion.sample_index as u32,
-                completion: generation,
-                answer: verdict.answer,
-                correct: verdict.correct,
-                tokens: completion.completion_tokens as u32,
-                finish_reason: completion.finish_reason.as_str().to_string(),
-            });
-        }
+        let graded: Vec<SampleRow> = completions
+            .par_iter()
+            .map(|completion| {
+                let problem = &chunk[completion.prompt_index];
+                let checker = &checkers[chunk_index * batch_size + completion.prompt_index];
+                let generation = full_generation(
+                    think_prefill(&texts[completion.prompt_index]),
+                    &completion.text,
+                );
+                let verdict = grade_with(
+                    checker,
+                    &problem.answer,
+                    &generation,
+                    &VerifyOptions::default(),
+                );
+                SampleRow {
+                    id: problem.id.clone(),
+                    source: problem.source.clone(),
+                    sample_index: completion.sample_index as u32,
+                    completion: generation,
+                    answer: sample_answer(&verdict),
+                    correct: verdict.correct,
+                    tokens: completion.completion_tokens as u32,
+                    finish_reason: completion.finish_reason.as_str().to_string(),
+                }
+            })
+            .collect();
+        rows.extend(graded);
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();

@@ -1,7 +1,19 @@
 //! Scoring a problem's k samples: pass@1 (the fraction of samples that are correct) and cons@k
-//! (majority vote over extracted answers, with [`verify`] as the equivalence).
+//! (majority vote over extracted answers, with [`verify`] as the equivalence; code samples'
+//! test-outcome keys are equal only when identical).
 
+use crate::verify::code::OUTCOME_KEY_PREFIX;
 use crate::verify::verify;
+
+/// Whether two extracted answers vote together: identical test-outcome keys for code samples,
+/// else `verify` with `representative` as the gold.
+fn same_answer(representative: &str, answer: &str) -> bool {
+    if representative.starts_with(OUTCOME_KEY_PREFIX) || answer.starts_with(OUTCOME_KEY_PREFIX) {
+        representative == answer
+    } else {
+        verify(representative, answer)
+    }
+}
 
 /// One graded sample, as the scorers see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +35,8 @@ pub struct ProblemScore {
 
 /// The index of the sample whose answer wins the majority vote, or `None` when no sample has an
 /// answer. Answers are grouped in order of first occurrence: a sample joins the first group whose
-/// first answer `verify`-accepts it (that first answer plays the gold); the largest group wins and
+/// first answer `verify`-accepts it (that first answer plays the gold; test-outcome keys of code
+/// samples must be identical); the largest group wins and
 /// ties go to the group that appeared first. The returned index is the group's first sample.
 pub fn majority_vote(samples: &[GradedSample]) -> Option<usize> {
     let mut groups: Vec<(usize, usize)> = Vec::new();
@@ -35,7 +48,7 @@ pub fn majority_vote(samples: &[GradedSample]) -> Option<usize> {
             samples[*first]
                 .answer
                 .as_deref()
-                .is_some_and(|representative| verify(representative, answer))
+                .is_some_and(|representative| same_answer(representative, answer))
         });
         match joined {
             Some((_, count)) => *count += 1,

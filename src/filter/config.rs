@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::data::hashing::sha256_hex;
 use crate::data::prompt_source::prompt_files;
 use crate::data::shards::{read_manifest, DEFAULT_ROWS_PER_SHARD};
+use crate::sandbox::SandboxSettings;
 use crate::verify::{ReadabilityConfig, VerifyOptions};
 
 use super::policy::Policy;
@@ -52,6 +53,9 @@ pub struct FilterConfig {
     /// Memory for sorting the output rows, in MiB of trace text: an input larger than this is
     /// sorted in runs spilled to disk and merged (same outputs either way). Default 512.
     pub sort_buffer_mb: f64,
+    /// The sandbox code problems are graded in (started only when the input has code
+    /// problems). Default bubblewrap with default limits.
+    pub sandbox: SandboxSettings,
 }
 
 impl Default for FilterConfig {
@@ -70,6 +74,7 @@ impl Default for FilterConfig {
             force: false,
             progress: false,
             sort_buffer_mb: 512.0,
+            sandbox: SandboxSettings::default(),
         }
     }
 }
@@ -135,7 +140,8 @@ impl FilterConfig {
 
     /// The hash recorded in the output manifests: SHA-256 of the rules version, every
     /// setting that changes the outputs, the input manifest's shard checksums and the
-    /// evaluation files' bytes (not the paths, `force` or `progress`).
+    /// evaluation files' bytes (not the paths, `force` or `progress`), and the sandbox settings
+    /// when they are not the defaults.
     pub fn recipe_hash(&self) -> Result<String, FilterError> {
         let input = read_manifest(&self.input)?;
         let mut eval_files = Vec::new();
@@ -146,7 +152,7 @@ impl FilterConfig {
                 eval_files.push(sha256_hex(&bytes));
             }
         }
-        let description = json!({
+        let mut description = json!({
             "filter_version": FILTER_VERSION,
             "policy": self.policy.to_string(),
             "ngram": self.ngram,
@@ -158,6 +164,9 @@ impl FilterConfig {
             "input_shards": input.shards.iter().map(|s| &s.sha256).collect::<Vec<_>>(),
             "eval_files": eval_files,
         });
+        if self.sandbox != SandboxSettings::default() {
+            description["sandbox"] = json!(self.sandbox);
+        }
         Ok(sha256_hex(description.to_string().as_bytes()))
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use indicatif::ProgressBar;
 use rayon::prelude::*;
@@ -15,6 +16,9 @@ use crate::data::columns::for_each_batch;
 use crate::data::schema::{TraceRow, JUDGED_COLUMNS};
 use crate::data::shards::{listed_shards, verify_shard};
 use crate::data::{DataError, Location, Result};
+use crate::sandbox::{Sandbox, SandboxSettings};
+use crate::verify::code::code_result;
+use crate::verify::grade::is_code_problem;
 use crate::verify::{ReadabilityConfig, VerifyOptions};
 
 use super::card::Provenance;
@@ -49,12 +53,49 @@ impl InputFiles {
 
 /// How each row is judged.
 pub struct Judging<'a> {
-    /// Readability thresholds.
-    pub readability: &'a ReadabilityConfig,
-    /// Answer-equivalence options.
-    pub options: VerifyOptions,
-    /// The evaluation n-grams problems are checked against.
-    pub index: &'a NgramIndex,
+    readability: &'a ReadabilityConfig,
+    options: VerifyOptions,
+    index: &'a NgramIndex,
+    sandbox_settings: &'a SandboxSettings,
+    /// Opened at the first code problem (an input without one never needs a sandbox).
+    sandbox: OnceLock<std::result::Result<Arc<Sandbox>, String>>,
+}
+
+impl<'a> Judging<'a> {
+    /// Judging under these thresholds and options, decontaminating against `index`, running
+    /// code problems in a sandbox with `sandbox_settings`.
+    pub fn new(
+        readability: &'a ReadabilityConfig,
+        options: VerifyOptions,
+        index: &'a NgramIndex,
+        sandbox_settings: &'a SandboxSettings,
+    ) -> Self {
+        Judging {
+            readability,
+            options,
+            index,
+            sandbox_settings,
+            sandbox: OnceLock::new(),
+        }
+    }
+
+    /// The sandbox a problem with `metadata` is graded in: none unless it is a code problem;
+    /// opening it fails (saying how to install one) when no sandbox is available.
+    fn sandbox_for(
+        &self,
+        metadata: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Option<&Arc<Sandbox>>> {
+        if !is_code_problem(metadata) {
+            return Ok(None);
+        }
+        let opened = self
+            .sandbox
+            .get_or_init(|| self.sandbox_settings.open().map_err(|e| e.to_string()));
+        match opened {
+            Ok(sandbox) => Ok(Some(sandbox)),
+            Err(message) => Err(DataError::InvalidConfig(message.clone())),
+        }
+    }
 }
 
 /// What the first pass learned.
@@ -170,8 +211,12 @@ fn scan_file(
             .par_iter()
             .enumerate()
             .map(|(offset, row)| {
-                let checker = Checker::for_metadata(&row.metadata)
+                let sandbox = judging.sandbox_for(&row.metadata)?;
+                let checker = Checker::for_problem(&row.metadata, sandbox)
                     .map_err(|message| columns.invalid("metadata", offset, message))?;
+                checker
+                    .check_gold(&row.answer)
+                    .map_err(|message| columns.invalid("answer", offset, message))?;
                 let judgement = judge(row, &checker, judging.readability, &judging.options);
                 bar.inc(1);
                 Ok(Candidate {
@@ -179,6 +224,7 @@ fn scan_file(
                     verified: judgement.verified,
                     extracted_answer: judgement.extracted_answer,
                     reasons: judgement.reasons,
+                    code_result: judgement.code.as_ref().map(code_result),
                 })
             })
             .collect::<Result<_>>()?;

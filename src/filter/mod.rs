@@ -4,8 +4,10 @@
 //!
 //! [`run_filter`] works in two passes so that its memory does not grow with the input. The first
 //! ([`input`]) reads the shards in parallel and judges each trace on its own ([`mod@judge`]:
-//! answer extraction and verification — the countdown checker for countdown problems — plus
-//! the readability checks), keeping per row only a compact [`Candidate`]. The cross-trace rules
+//! answer extraction and verification — the countdown checker for countdown problems, the
+//! program run against the tests in a [sandbox](crate::sandbox) for code problems, whose result
+//! goes into the row's metadata as `code_result` — plus the readability checks), keeping per
+//! row only a compact [`Candidate`]. The cross-trace rules
 //! then run on those: exact deduplication ([`dedup`]), n-gram decontamination of the problem
 //! text against evaluation sets ([`decontaminate`]) and the acceptance policy ([`policy`]),
 //! followed by per-problem pass rates ([`pass_rates`]), the report ([`report`]) and dataset
@@ -49,6 +51,7 @@ pub use pass_rates::{read_pass_rates, PassRate};
 pub use policy::Policy;
 pub use report::{FilterSummary, TokenStats};
 
+use crate::verify::code::CODE_RESULT;
 use output::PASS_RATES_FILE;
 use reasons::CONTAMINATED;
 use report::RunFacts;
@@ -111,11 +114,17 @@ pub(crate) struct Candidate {
     pub(crate) extracted_answer: Option<String>,
     /// Rejection reasons so far; empty means accepted.
     pub(crate) reasons: Vec<String>,
+    /// For code problems: the `code_result` (verdict, tests passed and run) the output row's
+    /// metadata gets.
+    pub(crate) code_result: Option<serde_json::Value>,
 }
 
 impl Candidate {
     /// The output row of `row`, whose candidate this is.
-    pub(crate) fn output_row(&self, row: TraceRow) -> FilteredRow {
+    pub(crate) fn output_row(&self, mut row: TraceRow) -> FilteredRow {
+        if let Some(result) = &self.code_result {
+            row.metadata.insert(CODE_RESULT.into(), result.clone());
+        }
         FilteredRow {
             trace: row,
             verified: self.verified,
@@ -146,11 +155,12 @@ pub fn run_filter(config: &FilterConfig) -> Result<FilterSummary, FilterError> {
     // so a damaged input leaves a finished run's outputs as they were.
     let recipe_hash = config.recipe_hash()?;
     let index = NgramIndex::from_files(&config.decontaminate, config.ngram)?;
-    let judging = input::Judging {
-        readability: &config.readability,
-        options: config.verify_options(),
-        index: &index,
-    };
+    let judging = input::Judging::new(
+        &config.readability,
+        config.verify_options(),
+        &index,
+        &config.sandbox,
+    );
     let total = crate::data::shards::read_manifest(&config.input)?.total_rows;
     let bar = progress_bar(config.progress, total, "verify");
     let input::Scan {

@@ -1,7 +1,7 @@
-//! The output directory: its layout, refusing (or with `force`, clearing) outputs of another
-//! configuration, and writing the accepted and rejected shards resumably.
+//! The output directory: its layout, and refusing (or with `force`, clearing) outputs of
+//! another configuration (the shards are written by [`super::sorted_output`]).
 //!
-//! Layout: `accepted/` and `rejected/` (shard directories of [`FilteredRow`]s: `data/` with
+//! Layout: `accepted/` and `rejected/` (shard directories of [`crate::data::schema::FilteredRow`]s: `data/` with
 //! the Parquet shards, `manifest.json` and a short dataset card beside it), `pass_rates.parquet`,
 //! `report.json`, `report.md`, and the dataset card `README.md` naming both splits. The report and pass-rate files
 //! are removed when a run starts and written last, so their presence means the run completed.
@@ -9,11 +9,8 @@
 use std::fs;
 use std::path::Path;
 
-use indicatif::ProgressBar;
-
 use crate::data::card::CARD_FILE;
-use crate::data::schema::FilteredRow;
-use crate::data::shards::{read_manifest, ShardOptions, ShardWriter, DATA_DIR, MANIFEST_FILE};
+use crate::data::shards::{read_manifest, DATA_DIR, MANIFEST_FILE};
 use crate::data::{DataError, Result};
 
 use super::report::{REPORT_JSON, REPORT_MD};
@@ -75,22 +72,5 @@ fn clear_shard_dir(dir: &Path) -> Result<()> {
             }
         }
     }
-    Ok(())
-}
-
-/// Writes `rows` (in order) to the shard directory `dir`; keys a previous run of the same
-/// configuration already wrote are skipped (the shard writer's resume).
-pub fn write_shards(
-    dir: &Path,
-    rows: impl IntoIterator<Item = FilteredRow>,
-    options: ShardOptions,
-    bar: &ProgressBar,
-) -> Result<()> {
-    let mut writer = ShardWriter::<FilteredRow>::open(dir, options)?;
-    for row in rows {
-        writer.write(row)?;
-        bar.inc(1);
-    }
-    writer.finish()?;
     Ok(())
 }

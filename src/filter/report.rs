@@ -14,6 +14,7 @@ use crate::data::{DataError, Result};
 use super::pass_rates::PassRate;
 use super::reasons::all_reasons;
 use super::Candidate;
+use crate::verify::code::CodeVerdict;
 
 /// Completion-token statistics of a set of traces (all 0 when it is empty), over the traces
 /// whose token count is known (an endpoint without usage and no tokenizer leaves it null).
@@ -105,6 +106,46 @@ pub struct FilterSummary {
     /// Contaminated problem id → the evaluation problem it shares an n-gram with (for
     /// auditing matches on boilerplate phrasing).
     pub contamination: BTreeMap<String, String>,
+    /// Code problems' results, when the input has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeReport>,
+}
+
+/// What running the code problems' traces against their tests gave.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CodeReport {
+    /// Traces of code problems.
+    pub traces: usize,
+    /// Traces per verdict (`passed`, `tests_failed`, `runtime_error`, `timeout`,
+    /// `memory_limit`, `no_code`, `sandbox_error`), every verdict listed.
+    pub verdicts: BTreeMap<String, usize>,
+    /// Tests passed, summed over traces.
+    pub tests_passed: usize,
+    /// Tests run, summed over traces.
+    pub tests_run: usize,
+}
+
+impl CodeReport {
+    /// The report of the `code_result`s of `candidates` (`None` when none has one).
+    fn of(candidates: &[Candidate]) -> Option<Self> {
+        let mut report = CodeReport {
+            verdicts: CodeVerdict::ALL
+                .iter()
+                .map(|v| (v.name().to_string(), 0))
+                .collect(),
+            ..CodeReport::default()
+        };
+        for result in candidates.iter().filter_map(|c| c.code_result.as_ref()) {
+            report.traces += 1;
+            if let Some(verdict) = result["verdict"].as_str() {
+                *report.verdicts.entry(verdict.to_string()).or_default() += 1;
+            }
+            let count = |key: &str| result[key].as_u64().unwrap_or(0) as usize;
+            report.tests_passed += count("passed");
+            report.tests_run += count("total");
+        }
+        (report.traces > 0).then_some(report)
+    }
 }
 
 /// Fraction `part / whole`, 0 when `whole` is 0.
@@ -181,6 +222,7 @@ pub(super) fn summarise(
         rl_candidates: rates.iter().filter(|r| r.rl_candidate).count(),
         pass_rate_band: [facts.band.0, facts.band.1],
         contamination,
+        code: CodeReport::of(candidates),
     }
 }
 
@@ -251,6 +293,16 @@ impl FilterSummary {
                 "| {name} | {} | {:.1} | {} | {} | {} |",
                 stats.count, stats.mean, stats.median, stats.p90, stats.max
             );
+        }
+        if let Some(code) = &self.code {
+            let _ = writeln!(
+                md,
+                "\n## Code problems\n\n{} traces of code problems graded, {} of {} tests passed.\n\n| verdict | traces |\n|---|---:|",
+                code.traces, code.tests_passed, code.tests_run
+            );
+            for (verdict, count) in &code.verdicts {
+                let _ = writeln!(md, "| {verdict} | {count} |");
+            }
         }
         md
     }

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -111,6 +112,9 @@ pub struct GrpoConfig {
     /// Reward weights.
     #[serde(default)]
     pub rewards: RewardConfig,
+    /// The sandbox code problems are graded in (started only when there are code problems).
+    #[serde(default)]
+    pub sandbox: crate::sandbox::SandboxSettings,
     /// Optional system prompt.
     #[serde(default)]
     pub system_prompt: Option<String>,
@@ -485,11 +489,22 @@ pub fn run_grpo(
     if problems.is_empty() {
         bail!("GRPO needs at least one prompt");
     }
+    let sandbox = match problems
+        .iter()
+        .any(|p| crate::verify::grade::is_code_problem(&p.metadata))
+    {
+        true => Some(config.sandbox.open()?),
+        false => None,
+    };
     let checkers = problems
         .iter()
         .map(|p| {
-            Checker::for_metadata(&p.metadata)
-                .map_err(|e| anyhow::anyhow!("prompt {}: field metadata: {e}", p.id))
+            let checker = Checker::for_problem(&p.metadata, sandbox.as_ref())
+                .map_err(|e| anyhow::anyhow!("prompt {}: field metadata: {e}", p.id))?;
+            checker
+                .check_gold(&p.answer)
+                .map_err(|e| anyhow::anyhow!("prompt {}: field answer: {e}", p.id))?;
+            Ok(checker)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let device = crate::runtime::parse_device(&config.device)?;
@@ -591,7 +606,7 @@ pub fn run_grpo(
         let policy_view = trainable.compute_model()?.detached()?;
         let completions = generate(&policy_view, tokenizer, &requests, &generation)?;
         let scores: Vec<RewardBreakdown> = completions
-            .iter()
+            .par_iter()
             .map(|c| {
                 let problem = chosen[c.prompt_index];
                 config.rewards.score(&Scored {
@@ -672,6 +687,7 @@ pub fn run_grpo(
             "step": state.step,
             "reward": reward_mean,
             "reward_accuracy": mean(scores.iter().map(|s| s.accuracy)),
+            "reward_code_tests": mean(scores.iter().map(|s| s.code_tests)),
             "reward_format": mean(scores.iter().map(|s| s.format)),
             "reward_language": mean(scores.iter().map(|s| s.language)),
             "reward_length": mean(scores.iter().map(|s| s.length)),

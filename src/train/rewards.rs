@@ -1,4 +1,5 @@
-//! GRPO rewards, composable with weights from the recipe: accuracy (the verifier), format
+//! GRPO rewards, composable with weights from the recipe: accuracy (the verifier), code tests
+//! (the share of a code problem's tests its program passes in the sandbox, or all-or-nothing), format
 //! (`<think>…</think>` then an answer), language consistency (R1's share of target-script words),
 //! a length penalty, a cosine-scaled length reward, an n-gram repetition penalty and DAPO's soft
 //! over-long punishment. Each term is reported separately.
@@ -17,6 +18,11 @@ use crate::verify::{
 pub struct RewardConfig {
     /// 1 for a verified-correct answer, else 0.
     pub accuracy: f64,
+    /// Weight of the `code_tests` reward of code problems (0 for other problems): the share of
+    /// tests passed, or 1/0 for all/not all with `code_tests_all_or_nothing`.
+    pub code_tests: f64,
+    /// Whether `code_tests` is 1 only when every test passes (else the share passed).
+    pub code_tests_all_or_nothing: bool,
     /// 1 for exactly one `<think>…</think>` followed by a non-empty answer.
     pub format: f64,
     /// Share of the prompt's script among the reasoning's words (R1's language reward).
@@ -52,6 +58,8 @@ impl Default for RewardConfig {
     fn default() -> Self {
         RewardConfig {
             accuracy: 1.0,
+            code_tests: 0.0,
+            code_tests_all_or_nothing: false,
             format: 0.0,
             language: 0.0,
             length_penalty: 0.0,
@@ -72,6 +80,8 @@ impl Default for RewardConfig {
 pub struct RewardBreakdown {
     /// 1 if correct.
     pub accuracy: f64,
+    /// Code problems: the share of tests passed (or 1/0 all-or-nothing); 0 for other problems.
+    pub code_tests: f64,
     /// 1 if well formatted.
     pub format: f64,
     /// Language consistency in [0, 1].
@@ -113,15 +123,18 @@ impl RewardConfig {
     /// Scores one completion (its prefill and text).
     pub fn score(&self, item: &Scored<'_>) -> RewardBreakdown {
         let generation = full_generation(item.prefill, item.completion);
-        let accuracy = f64::from(u8::from(
-            grade_with(
-                item.checker,
-                item.gold,
-                &generation,
-                &VerifyOptions::default(),
-            )
-            .correct,
-        ));
+        let grade = grade_with(
+            item.checker,
+            item.gold,
+            &generation,
+            &VerifyOptions::default(),
+        );
+        let accuracy = f64::from(u8::from(grade.correct));
+        let code_tests = match &grade.code {
+            Some(code) if self.code_tests_all_or_nothing => f64::from(u8::from(code.correct())),
+            Some(code) => code.fraction(),
+            None => 0.0,
+        };
         let format = if self.format != 0.0 {
             format_reward(&generation, self.think_prefilled && item.prefill.is_empty())
         } else {
@@ -160,13 +173,17 @@ impl RewardConfig {
         } else {
             0.0
         };
-        let total = self.accuracy * accuracy + self.format * format + self.language * language
+        let total = self.accuracy * accuracy
+            + self.code_tests * code_tests
+            + self.format * format
+            + self.language * language
             - self.length_penalty * length
             + self.cosine_length * cosine_length
             + self.repetition_penalty * repetition
             + self.overlong_penalty * overlong;
         RewardBreakdown {
             accuracy,
+            code_tests,
             format,
             language,
             length,

@@ -16,6 +16,7 @@
 //! in bounded time (inputs are capped, recursion depth is limited and
 //! arithmetic is checked or done in floating point).
 
+pub mod code;
 pub mod extract;
 pub mod grade;
 pub mod math;
