@@ -67,7 +67,7 @@ pub struct FilterArgs {
     #[arg(long)]
     pub force: bool,
     /// Memory for sorting the output, MiB of trace text; larger inputs spill sorted runs to disk.
-    #[arg(long, default_value_t = 512.0)]
+    #[arg(long, default_value_t = 256.0)]
     pub sort_buffer_mb: f64,
     /// How code problems' programs are run.
     #[command(flatten)]

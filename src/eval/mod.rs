@@ -28,7 +28,7 @@ use crate::generate::prompts::{full_generation, think_prefill};
 use crate::model::{self, generate, GenerationConfig, GenerationRequest, SamplerConfig};
 use crate::sandbox::SandboxSettings;
 use crate::train::grpo::render_prompt_text;
-use crate::verify::grade::{grade_with, is_code_problem, Checker, Grade};
+use crate::verify::grade::{grade_with, Grade};
 use crate::verify::VerifyOptions;
 use samples::{samples_path, write_samples, SampleRow};
 use scoring::{aggregate, score_problem, GradedSample, ProblemScore};
@@ -234,21 +234,7 @@ pub fn run_eval(config: &EvalConfig, problems: &[Problem]) -> anyhow::Result<Eva
     if problems.is_empty() {
         bail!("eval: no problems to evaluate");
     }
-    let sandbox = match problems.iter().any(|p| is_code_problem(&p.metadata)) {
-        true => Some(config.sandbox.open()?),
-        false => None,
-    };
-    let checkers = problems
-        .iter()
-        .map(|p| {
-            let checker = Checker::for_problem(&p.metadata, sandbox.as_ref())
-                .map_err(|e| anyhow::anyhow!("problem {}: field metadata: {e}", p.id))?;
-            checker
-                .check_gold(&p.answer)
-                .map_err(|e| anyhow::anyhow!("problem {}: field answer: {e}", p.id))?;
-            Ok(checker)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let checkers = crate::verify::grade::checkers_for(problems, &config.sandbox, "problem")?;
     let device = crate::runtime::parse_device(&config.device)?;
     let loaded = model::load(&config.model, &device, DType::F32)
         .with_context(|| format!("loading model {}", config.model))?;

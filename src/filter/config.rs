@@ -51,7 +51,7 @@ pub struct FilterConfig {
     /// Show a progress bar on stderr (drawn only on a terminal). Default false.
     pub progress: bool,
     /// Memory for sorting the output rows, in MiB of trace text: an input larger than this is
-    /// sorted in runs spilled to disk and merged (same outputs either way). Default 512.
+    /// sorted in runs spilled to disk and merged (same outputs either way). Default 256.
     pub sort_buffer_mb: f64,
     /// The sandbox code problems are graded in (started only when the input has code
     /// problems). Default bubblewrap with default limits.
@@ -73,7 +73,7 @@ impl Default for FilterConfig {
             rows_per_shard: DEFAULT_ROWS_PER_SHARD,
             force: false,
             progress: false,
-            sort_buffer_mb: 512.0,
+            sort_buffer_mb: 256.0,
             sandbox: SandboxSettings::default(),
         }
     }

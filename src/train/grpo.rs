@@ -32,7 +32,6 @@ use crate::model::generate::{
 };
 use crate::model::{self, ChatOptions, Decoder, Message, SamplerConfig, Tokenizer};
 use crate::ops::{grpo_loss, GrpoAggregation, GrpoInputs, GrpoLoss};
-use crate::verify::Checker;
 
 /// How per-token losses are reduced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -489,24 +488,7 @@ pub fn run_grpo(
     if problems.is_empty() {
         bail!("GRPO needs at least one prompt");
     }
-    let sandbox = match problems
-        .iter()
-        .any(|p| crate::verify::grade::is_code_problem(&p.metadata))
-    {
-        true => Some(config.sandbox.open()?),
-        false => None,
-    };
-    let checkers = problems
-        .iter()
-        .map(|p| {
-            let checker = Checker::for_problem(&p.metadata, sandbox.as_ref())
-                .map_err(|e| anyhow::anyhow!("prompt {}: field metadata: {e}", p.id))?;
-            checker
-                .check_gold(&p.answer)
-                .map_err(|e| anyhow::anyhow!("prompt {}: field answer: {e}", p.id))?;
-            Ok(checker)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let checkers = crate::verify::grade::checkers_for(problems, &config.sandbox, "prompt")?;
     let device = crate::runtime::parse_device(&config.device)?;
     let loaded = model::load(&config.policy, &device, DType::F32)
         .with_context(|| format!("loading policy {}", config.policy))?;

@@ -45,6 +45,31 @@ pub fn is_code_problem(metadata: &Map<String, Value>) -> bool {
     metadata.get("verifier").and_then(Value::as_str) == Some(CODE_VERIFIER)
 }
 
+/// The checker of every problem, each gold answer checked, with a sandbox opened (from
+/// `sandbox`) only when one of them is a code problem; an error names the problem — `noun`
+/// and id — and the field.
+pub fn checkers_for(
+    problems: &[crate::data::sources::Problem],
+    sandbox: &crate::sandbox::SandboxSettings,
+    noun: &str,
+) -> anyhow::Result<Vec<Checker>> {
+    let sandbox = match problems.iter().any(|p| is_code_problem(&p.metadata)) {
+        true => Some(sandbox.open()?),
+        false => None,
+    };
+    problems
+        .iter()
+        .map(|p| {
+            let checker = Checker::for_problem(&p.metadata, sandbox.as_ref())
+                .map_err(|e| anyhow::anyhow!("{noun} {}: field metadata: {e}", p.id))?;
+            checker
+                .check_gold(&p.answer)
+                .map_err(|e| anyhow::anyhow!("{noun} {}: field answer: {e}", p.id))?;
+            Ok(checker)
+        })
+        .collect()
+}
+
 impl Checker {
     /// The checker `metadata` asks for; `Err` says which metadata field is unusable. A code
     /// problem needs [`Checker::for_problem`] with a sandbox.
