@@ -22,7 +22,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::errors::{DataError, Location, Result};
-use super::sources::{content_hash_id, file_extension, json_type_name, read_records, Problem};
+use super::sources::{content_hash_id, file_extension, read_records, Problem, RecordFields};
 use crate::verify::code::{code_metadata, IoCase, TestSuite, Tests};
 
 /// The instruction closing every code problem's text.
@@ -86,12 +86,12 @@ pub fn load_code_problems(path: &Path, stem: &str) -> Result<Option<Vec<Problem>
     let mut seen = std::collections::HashSet::new();
     let mut problems = Vec::with_capacity(records.len());
     for (location, record) in &records {
-        let fields = Fields {
+        let fields = RecordFields {
             path,
             location: *location,
             record,
         };
-        let problem = fields.problem(adapter, &source)?;
+        let problem = fields.code_problem(adapter, &source)?;
         if !seen.insert(problem.id.clone()) {
             return Err(DataError::DuplicateId {
                 path: path.to_path_buf(),
@@ -170,15 +170,9 @@ fn parse_lines(path: &Path, text: &str) -> Result<Vec<(Location, Map<String, Val
     Ok(records)
 }
 
-/// One record being read, with its position for errors.
-struct Fields<'a> {
-    path: &'a Path,
-    location: Location,
-    record: &'a Map<String, Value>,
-}
-
-impl Fields<'_> {
-    fn problem(&self, adapter: CodeAdapter, source: &str) -> Result<Problem> {
+/// Reading code problems from a record (the accessors are [`RecordFields`]'s).
+impl RecordFields<'_> {
+    fn code_problem(&self, adapter: CodeAdapter, source: &str) -> Result<Problem> {
         let (id, text, suite, reference) = match adapter {
             CodeAdapter::HumanEval => {
                 let prompt = self.text("prompt")?;
@@ -311,68 +305,5 @@ impl Fields<'_> {
             setup: setup.to_string(),
             tests: Tests::Io(io),
         })
-    }
-
-    fn value(&self, field: &str) -> Result<&Value> {
-        match self.record.get(field) {
-            None => Err(DataError::MissingField {
-                path: self.path.to_path_buf(),
-                location: self.location,
-                field: field.to_string(),
-            }),
-            Some(Value::Null) => Err(DataError::NullValue {
-                path: self.path.to_path_buf(),
-                location: self.location,
-                field: field.to_string(),
-            }),
-            Some(value) => Ok(value),
-        }
-    }
-
-    fn wrong_type(&self, field: &str, expected: &str) -> DataError {
-        DataError::WrongType {
-            path: self.path.to_path_buf(),
-            location: self.location,
-            field: field.to_string(),
-            expected: expected.to_string(),
-            found: self
-                .record
-                .get(field)
-                .map_or("nothing", json_type_name)
-                .to_string(),
-        }
-    }
-
-    fn invalid(&self, field: &str, message: &str) -> DataError {
-        DataError::InvalidValue {
-            path: self.path.to_path_buf(),
-            location: self.location,
-            field: field.to_string(),
-            message: message.to_string(),
-        }
-    }
-
-    fn text(&self, field: &str) -> Result<String> {
-        match self.value(field)? {
-            Value::String(text) => Ok(text.clone()),
-            _ => Err(self.wrong_type(field, "string")),
-        }
-    }
-
-    fn integer(&self, field: &str) -> Result<u64> {
-        self.value(field)?
-            .as_u64()
-            .ok_or_else(|| self.wrong_type(field, "non-negative integer"))
-    }
-
-    fn strings(&self, field: &str) -> Result<Vec<String>> {
-        match self.value(field)? {
-            Value::Array(items) => items
-                .iter()
-                .map(|item| item.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| self.wrong_type(field, "array of strings")),
-            _ => Err(self.wrong_type(field, "array of strings")),
-        }
     }
 }

@@ -462,10 +462,9 @@ pub fn read_shard<R: ArrowRow>(path: &Path) -> Result<Vec<R>> {
 /// The shard files of `dir` in manifest order, in either layout: a legacy entry whose file
 /// has already moved into `data/` (an interrupted migration) is found there.
 pub fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>> {
-    Ok(read_manifest(dir)?
-        .shards
-        .iter()
-        .map(|shard| shard_path(dir, shard))
+    Ok(listed_shards(dir)?
+        .into_iter()
+        .map(|(path, _)| path)
         .collect())
 }
 

@@ -282,11 +282,15 @@ pub fn content_hash_id(source: &str, problem: &str) -> String {
     format!("{source}-{}", &digest[..16])
 }
 
-/// One input record being turned into a [`Problem`], with its position for errors.
-struct RecordFields<'a> {
-    path: &'a Path,
-    location: Location,
-    record: &'a Map<String, Value>,
+/// One input record being turned into a [`Problem`] (here, and for code problems in
+/// [`super::code_sources`]), with its position for errors.
+pub(crate) struct RecordFields<'a> {
+    /// The file.
+    pub(crate) path: &'a Path,
+    /// The line or row of the record.
+    pub(crate) location: Location,
+    /// The record.
+    pub(crate) record: &'a Map<String, Value>,
 }
 
 impl RecordFields<'_> {
@@ -323,7 +327,8 @@ impl RecordFields<'_> {
             })
     }
 
-    fn non_null(&self, field: &str) -> Result<&Value> {
+    /// The value of `field`; missing or null is an error.
+    pub(crate) fn non_null(&self, field: &str) -> Result<&Value> {
         match self.value(field)? {
             Value::Null => Err(DataError::NullValue {
                 path: self.path.to_path_buf(),
@@ -334,7 +339,8 @@ impl RecordFields<'_> {
         }
     }
 
-    fn wrong_type(&self, field: &str, expected: &str, found: &Value) -> DataError {
+    /// A "wrong type" error for `field`, which holds `found`.
+    pub(crate) fn wrong_type(&self, field: &str, expected: &str, found: &Value) -> DataError {
         DataError::WrongType {
             path: self.path.to_path_buf(),
             location: self.location,
@@ -344,7 +350,8 @@ impl RecordFields<'_> {
         }
     }
 
-    fn invalid(&self, field: &str, message: &str) -> DataError {
+    /// An "invalid value" error for `field`.
+    pub(crate) fn invalid(&self, field: &str, message: &str) -> DataError {
         DataError::InvalidValue {
             path: self.path.to_path_buf(),
             location: self.location,
@@ -353,11 +360,33 @@ impl RecordFields<'_> {
         }
     }
 
-    fn text(&self, field: &str) -> Result<String> {
+    /// The string `field`.
+    pub(crate) fn text(&self, field: &str) -> Result<String> {
         match self.non_null(field)? {
             Value::String(text) => Ok(text.clone()),
             other => Err(self.wrong_type(field, "string", other)),
         }
+    }
+
+    /// The non-negative integer `field`.
+    pub(crate) fn integer(&self, field: &str) -> Result<u64> {
+        let value = self.non_null(field)?;
+        value
+            .as_u64()
+            .ok_or_else(|| self.wrong_type(field, "non-negative integer", value))
+    }
+
+    /// The array of strings `field`.
+    pub(crate) fn strings(&self, field: &str) -> Result<Vec<String>> {
+        let value = self.non_null(field)?;
+        let strings = match value {
+            Value::Array(items) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
+        strings.ok_or_else(|| self.wrong_type(field, "array of strings", value))
     }
 
     fn id(&self, field: &str) -> Result<String> {
