@@ -71,6 +71,32 @@ fn looping_trace_is_repetition() {
 }
 
 #[test]
+fn a_repeated_span_is_repetition_only_past_the_limit() {
+    // Spans of distinct words; only the repeated span's length decides (the n-gram ratio needs
+    // more n-grams than these traces have).
+    let config = ReadabilityConfig {
+        max_repeated_span_words: 6,
+        min_ngrams_for_repetition: 10_000,
+        ..ReadabilityConfig::default()
+    };
+    let span = |words: usize| -> String {
+        (0..words)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for (repeated, expected) in [(6, vec![]), (7, vec![ReadabilityIssue::Repetition])] {
+        let generation = format!(
+            "<think>\n{CLEAN_REASONING} {} then {}\n</think>\nThe sum is 28.",
+            span(repeated),
+            span(repeated)
+        );
+        let found = check_readability(&trace(PROMPT_EN, &generation), &config);
+        assert_eq!(found, expected, "a span of {repeated} words repeated");
+    }
+}
+
+#[test]
 fn looping_chinese_trace_is_repetition() {
     let loop_text = "等一下，让我再重新计算一遍因数之和。".repeat(40);
     let generation =

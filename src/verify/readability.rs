@@ -7,9 +7,11 @@
 //! prompt's script among the words of the reasoning), repetition (word
 //! n-gram repetition ratio and the longest repeated word span), truncation
 //! (`finish_reason == "length"`), token-length bounds, over-long paragraphs
-//! and code blocks. All checks are linear or `n log n` in the trace length.
+//! and code blocks. All checks are linear in the trace length.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use foldhash::fast::FixedState;
 
 use serde::{Deserialize, Serialize};
 
@@ -309,7 +311,9 @@ fn is_repetitive(text: &str, config: &ReadabilityConfig) -> bool {
     let ratio_bad = ngram_repeat_ratio(&ids, config.ngram_size).is_some_and(|(ratio, total)| {
         total >= config.min_ngrams_for_repetition && ratio > config.max_ngram_repeat_ratio
     });
-    ratio_bad || longest_repeated_span(&ids) > config.max_repeated_span_words
+    // The longest repeated span is longer than the limit exactly when a span one word longer
+    // than the limit repeats.
+    ratio_bad || has_repeat_of_length(&ids, config.max_repeated_span_words.saturating_add(1))
 }
 
 /// Share of repeated word n-grams in `text`, `1 − distinct/total` in [0, 1) (0 when it has fewer than
@@ -321,11 +325,11 @@ pub fn ngram_repetition(text: &str, n: usize) -> f64 {
 /// Words of `text` mapped to small integer ids; each CJK character is a
 /// word of its own (those scripts do not separate words by spaces).
 fn word_ids(text: &str) -> Vec<u32> {
-    let mut vocab = std::collections::HashMap::new();
+    let mut vocab: HashMap<&str, u32, FixedState> = HashMap::default();
     let mut ids = Vec::new();
-    let mut push = |word: &str| {
+    let mut push = |word| {
         let next = u32::try_from(vocab.len()).unwrap_or(u32::MAX);
-        ids.push(*vocab.entry(word.to_string()).or_insert(next));
+        ids.push(*vocab.entry(word).or_insert(next));
     };
     for chunk in text.split_whitespace() {
         let mut start = 0;
@@ -351,27 +355,14 @@ fn ngram_repeat_ratio(ids: &[u32], n: usize) -> Option<(f64, usize)> {
     if n == 0 || ids.len() < n {
         return None;
     }
-    let grams: Vec<&[u32]> = ids.windows(n).collect();
-    let distinct: HashSet<&[u32]> = grams.iter().copied().collect();
-    let total = grams.len();
+    let total = ids.len() - n + 1;
+    let mut distinct: HashSet<&[u32], FixedState> =
+        HashSet::with_capacity_and_hasher(total, FixedState::default());
+    distinct.extend(ids.windows(n));
     Some((1.0 - distinct.len() as f64 / total as f64, total))
 }
 
-/// Length in words of the longest word span occurring at least twice
-/// (binary search over the length with rolling hashes: `n log n`).
-fn longest_repeated_span(ids: &[u32]) -> usize {
-    let (mut lo, mut hi) = (0usize, ids.len().saturating_sub(1));
-    while lo < hi {
-        let mid = lo + (hi - lo).div_ceil(2);
-        if has_repeat_of_length(ids, mid) {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    lo
-}
-
+/// Whether some span of `len` words occurs at least twice (rolling hashes, one linear pass).
 fn has_repeat_of_length(ids: &[u32], len: usize) -> bool {
     const BASE: u64 = 1_000_003;
     if len == 0 || len > ids.len() {
@@ -381,7 +372,8 @@ fn has_repeat_of_length(ids: &[u32], len: usize) -> bool {
     let mut hash = ids[..len].iter().fold(0u64, |h, &w| {
         h.wrapping_mul(BASE).wrapping_add(u64::from(w) + 1)
     });
-    let mut seen = HashSet::with_capacity(ids.len());
+    let mut seen: HashSet<u64, FixedState> =
+        HashSet::with_capacity_and_hasher(ids.len(), FixedState::default());
     seen.insert(hash);
     for i in len..ids.len() {
         let outgoing = (u64::from(ids[i - len]) + 1).wrapping_mul(top);
@@ -418,8 +410,9 @@ mod tests {
     #[test]
     fn repeated_span_is_found() {
         let ids = word_ids("a b c d a b c d x");
-        assert_eq!(longest_repeated_span(&ids), 4);
-        assert_eq!(longest_repeated_span(&word_ids("a b c")), 0);
+        assert!(has_repeat_of_length(&ids, 4));
+        assert!(!has_repeat_of_length(&ids, 5));
+        assert!(!has_repeat_of_length(&word_ids("a b c"), 1));
     }
 
     #[test]
