@@ -6,6 +6,7 @@
 //!
 //! Every case runs in one test: `HF_HOME` and `HF_HUB_OFFLINE` are process-wide.
 
+mod common;
 mod generate_common;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,6 @@ use arrow::array::{ArrayRef, ListArray, StringArray, StructArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema};
 use arrow::record_batch::RecordBatch;
-use distill::data::conversations::load_conversations;
 use distill::data::prompt_source::load_prompts;
 use parquet::arrow::ArrowWriter;
 
@@ -218,7 +218,7 @@ fn hub_datasets_resolve_offline_from_the_standard_cache() {
     );
 
     let conversations =
-        load_conversations(Path::new("hf:open-r1/OpenR1-Math-220k:default:train")).unwrap();
+        common::load_conversations(Path::new("hf:open-r1/OpenR1-Math-220k:default:train")).unwrap();
     assert_eq!(conversations.len(), 1);
     assert_eq!(conversations[0].messages[1].role, "assistant");
 

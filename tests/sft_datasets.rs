@@ -12,7 +12,6 @@ use arrow::array::{ArrayRef, Int64Array, ListArray, StringArray, StructArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema};
 use arrow::record_batch::RecordBatch;
-use distill::data::conversations::load_conversations;
 use distill::model::Message;
 
 fn message_fields() -> Fields {
@@ -94,7 +93,7 @@ fn chat_and_prompt_completion_datasets_read_as_conversations() {
             ),
         ],
     );
-    let rows = load_conversations(&chat).unwrap();
+    let rows = common::load_conversations(&chat).unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(
         turns(&rows[0].messages),
@@ -126,7 +125,7 @@ fn chat_and_prompt_completion_datasets_read_as_conversations() {
             ("id", Arc::new(Int64Array::from(vec![7, 8])) as ArrayRef),
         ],
     );
-    let rows = load_conversations(&trl).unwrap();
+    let rows = common::load_conversations(&trl).unwrap();
     assert_eq!(
         turns(&rows[1].messages),
         vec![
@@ -150,7 +149,7 @@ fn chat_and_prompt_completion_datasets_read_as_conversations() {
         ),
     )
     .unwrap();
-    let rows = load_conversations(&jsonl).unwrap();
+    let rows = common::load_conversations(&jsonl).unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(
         turns(&rows[1].messages),
@@ -166,7 +165,7 @@ fn bad_rows_are_named_by_file_line_or_row_and_field() {
     let error = |name: &str, text: &str| {
         let path = tmp.path().join(name);
         std::fs::write(&path, text).unwrap();
-        load_conversations(&path).unwrap_err().to_string()
+        common::load_conversations(&path).unwrap_err().to_string()
     };
     let ok = r#"{"prompt": "Q", "completion": "A"}"#;
     let message = error("missing.jsonl", &format!("{ok}\n{{\"text\": \"Q\"}}\n"));
@@ -206,7 +205,9 @@ fn bad_rows_are_named_by_file_line_or_row_and_field() {
             Arc::new(StringArray::from(vec!["not a list"])) as ArrayRef,
         )],
     );
-    let message = load_conversations(&parquet).unwrap_err().to_string();
+    let message = common::load_conversations(&parquet)
+        .unwrap_err()
+        .to_string();
     assert!(
         message.contains("wrong_type.parquet")
             && message.contains("messages")
@@ -224,7 +225,9 @@ fn bad_rows_are_named_by_file_line_or_row_and_field() {
             ]),
         )],
     );
-    let message = load_conversations(&parquet).unwrap_err().to_string();
+    let message = common::load_conversations(&parquet)
+        .unwrap_err()
+        .to_string();
     assert!(
         message.contains("no_reply.parquet")
             && message.contains("row 1")

@@ -13,6 +13,7 @@ use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::ParquetMetaData;
 
 use super::errors::{DataError, Location, Result};
 
@@ -301,8 +302,36 @@ pub fn cell_to_json(array: &ArrayRef, index: usize) -> Option<serde_json::Value>
     }
 }
 
+/// Decoded bytes a batch of [`for_each_batch`] aims at: rows of long traces come a few at a
+/// time, short rows up to [`MAX_BATCH_ROWS`] at a time.
+const BATCH_BYTES: u64 = 16 << 20;
+
+/// Most rows in one batch of [`for_each_batch`] (the Parquet reader's usual batch).
+const MAX_BATCH_ROWS: u64 = 1024;
+
+/// Rows per batch so that a batch of the `columns` read holds about [`BATCH_BYTES`], from the
+/// uncompressed sizes the file's metadata records.
+fn batch_rows(metadata: &ParquetMetaData, columns: Option<&[&str]>) -> usize {
+    let rows = metadata.file_metadata().num_rows().max(1) as u64;
+    let bytes: u64 = metadata
+        .row_groups()
+        .iter()
+        .flat_map(|group| group.columns())
+        .filter(|chunk| {
+            columns.is_none_or(|wanted| {
+                let root = chunk.column_path().parts().first();
+                root.is_some_and(|root| wanted.contains(&root.as_str()))
+            })
+        })
+        .map(|chunk| chunk.uncompressed_size().max(0) as u64)
+        .sum();
+    (BATCH_BYTES / (bytes / rows).max(1)).clamp(1, MAX_BATCH_ROWS) as usize
+}
+
 /// Opens a Parquet file for reading `columns` (all when `None`) and calls `visit` on each
-/// batch with its position in the file; open and decode errors name the file.
+/// batch with its position in the file; open and decode errors name the file. Batches hold
+/// about 16 MiB of decoded data (at most 1,024 rows), so memory does not grow with the length
+/// of the rows.
 pub fn for_each_batch(
     path: &Path,
     columns: Option<&[&str]>,
@@ -318,6 +347,8 @@ pub fn for_each_batch(
         let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
         builder = builder.with_projection(mask);
     }
+    let rows = batch_rows(builder.metadata(), columns);
+    builder = builder.with_batch_size(rows);
     let mut first_row = 0;
     for batch in builder.build().map_err(parquet_error)? {
         let batch = batch.map_err(|source| DataError::Arrow {

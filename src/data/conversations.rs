@@ -8,6 +8,10 @@
 //! An optional `id` column groups rows that answer the same problem (several samples of one
 //! prompt); without it the group is a hash of the first user turn. Every error names the file, the
 //! line or row, and the field.
+//!
+//! Conversations are streamed ([`for_each_conversation`]): a JSONL file a line at a time, a
+//! Parquet file a record batch at a time, so reading needs the memory of one batch, not of the
+//! dataset.
 
 use std::path::{Path, PathBuf};
 
@@ -15,12 +19,12 @@ use arrow::array::Array;
 use serde_json::{Map, Value};
 
 use super::columns::{as_str_column, cell_to_json, for_each_batch, BatchColumns};
-use super::errors::{DataError, Location, Result};
+use super::errors::{DataError, Result};
 use super::hashing::sha256_hex;
 use super::hub::{self, HubDatasetSpec};
 use super::schema::read_message_lists;
 use super::shards::{shard_paths, MANIFEST_FILE};
-use super::sources::file_extension;
+use super::sources::{file_extension, for_each_line};
 use crate::model::Message;
 
 /// One conversation to train on.
@@ -28,22 +32,50 @@ use crate::model::Message;
 pub struct Conversation {
     /// The problem the conversation answers: rows with one group are held out together.
     pub group: String,
+    /// For rows of a distill shard directory, the sample index: `(group, sample)` is the row's
+    /// key, and sorting by it gives the canonical order whatever the shard layout.
+    pub sample: Option<u32>,
     /// Where the row came from, for messages: `FILE: line N`, `FILE: row N (0-based)` or, for
-    /// accepted shards, `DIR: id=… sample=N`.
+    /// distill shards, `DIR: id=… sample=N`.
     pub origin: String,
     /// The turns, in order.
     pub messages: Vec<Message>,
 }
 
-/// Reads every conversation under `path`: a shard directory written by distill (it has a
-/// `manifest.json`), a `.jsonl`/`.parquet` file, a directory of such files (read in name order),
-/// or a Hub dataset split named `hf:ORG/NAME[:CONFIG][:SPLIT]` (see [`crate::data::hub`]).
-pub fn load_conversations(path: &Path) -> Result<Vec<Conversation>> {
+/// Calls `visit` with every conversation under `path`, one at a time: a shard directory
+/// written by distill (it has a `manifest.json`; rows in shard order, keyed by
+/// [`Conversation::sample`]), a `.jsonl`/`.parquet` file, a directory of such files (read in
+/// name order), or a Hub dataset split named `hf:ORG/NAME[:CONFIG][:SPLIT]` (see
+/// [`crate::data::hub`]). The first error — reading, or returned by `visit` — stops the walk
+/// and is returned.
+pub fn for_each_conversation<E: From<DataError>>(
+    path: &Path,
+    mut visit: impl FnMut(Conversation) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    // The readers stop at a data error; `visit`'s own error is kept aside and returned as is.
+    let mut visit_error = None;
+    let walked = walk_conversations(path, &mut |conversation| {
+        visit(conversation).map_err(|error| {
+            visit_error = Some(error);
+            DataError::InvalidConfig("stopped by the caller".into())
+        })
+    });
+    match visit_error {
+        Some(error) => Err(error),
+        None => walked.map_err(E::from),
+    }
+}
+
+/// A callback that takes each conversation read.
+type Visit<'a> = dyn FnMut(Conversation) -> Result<()> + 'a;
+
+/// [`for_each_conversation`] with data errors only.
+fn walk_conversations(path: &Path, visit: &mut Visit<'_>) -> Result<()> {
     if let Some(spec) = path.to_str().and_then(HubDatasetSpec::parse) {
-        return read_files(&hub::resolve(&spec?)?.files);
+        return read_files(&hub::resolve(&spec?)?.files, visit);
     }
     if path.join(MANIFEST_FILE).is_file() {
-        return read_shard_conversations(path);
+        return read_shard_conversations(path, visit);
     }
     let files = if path.is_dir() {
         dataset_files(path)?
@@ -55,14 +87,13 @@ pub fn load_conversations(path: &Path) -> Result<Vec<Conversation>> {
             std::io::Error::from(std::io::ErrorKind::NotFound),
         ));
     };
-    read_files(&files)
+    read_files(&files, visit)
 }
 
-/// The conversations of a distill shard directory, sorted by (id, sample index). Only the
-/// `id`, `sample_index` and `messages` columns are decoded (not the generation, reasoning and
-/// answer copies of the text).
-fn read_shard_conversations(dir: &Path) -> Result<Vec<Conversation>> {
-    let mut keyed = Vec::new();
+/// The conversations of a distill shard directory, in shard order. Only the `id`,
+/// `sample_index` and `messages` columns are decoded (not the generation, reasoning and answer
+/// copies of the text).
+fn read_shard_conversations(dir: &Path, visit: &mut Visit<'_>) -> Result<()> {
     for file in shard_paths(dir)? {
         for_each_batch(
             &file,
@@ -72,38 +103,38 @@ fn read_shard_conversations(dir: &Path) -> Result<Vec<Conversation>> {
                 let samples = columns.required_u32("sample_index")?;
                 let messages = read_message_lists(columns, "messages")?;
                 for ((id, sample), messages) in ids.into_iter().zip(samples).zip(messages) {
-                    keyed.push(((id.to_string(), sample), messages));
+                    visit(Conversation {
+                        origin: format!("{}: id={id} sample={sample}", dir.display()),
+                        group: id.to_string(),
+                        sample: Some(sample),
+                        messages,
+                    })?;
                 }
                 Ok(())
             },
         )?;
     }
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(keyed
-        .into_iter()
-        .map(|((id, sample), messages)| Conversation {
-            origin: format!("{}: id={id} sample={sample}", dir.display()),
-            group: id,
-            messages,
-        })
-        .collect())
+    Ok(())
 }
 
-/// The conversations of `.jsonl`/`.parquet` files, in order.
-fn read_files(files: &[PathBuf]) -> Result<Vec<Conversation>> {
-    let mut conversations = Vec::new();
+/// The conversations of `.jsonl`/`.parquet` files, in order; a file without any is an error.
+fn read_files(files: &[PathBuf], visit: &mut Visit<'_>) -> Result<()> {
     for file in files {
-        let read = match file_extension(file).as_str() {
-            "jsonl" | "json" => read_jsonl(file)?,
-            "parquet" => read_parquet(file)?,
-            _ => return Err(DataError::UnsupportedFileType { path: file.clone() }),
+        let mut read = 0usize;
+        let mut counted = |conversation| {
+            read += 1;
+            visit(conversation)
         };
-        if read.is_empty() {
+        match file_extension(file).as_str() {
+            "jsonl" | "json" => read_jsonl(file, &mut counted)?,
+            "parquet" => read_parquet(file, &mut counted)?,
+            _ => return Err(DataError::UnsupportedFileType { path: file.clone() }),
+        }
+        if read == 0 {
             return Err(DataError::EmptyFile { path: file.clone() });
         }
-        conversations.extend(read);
     }
-    Ok(conversations)
+    Ok(())
 }
 
 /// The `.parquet` and `.jsonl` files directly in `dir`, sorted by name.
@@ -146,6 +177,7 @@ fn conversation(
     }
     Ok(Conversation {
         group: id.unwrap_or_else(|| content_group(&messages)),
+        sample: None,
         origin,
         messages,
     })
@@ -209,14 +241,11 @@ fn json_id(record: &Map<String, Value>) -> Option<String> {
     }
 }
 
-fn read_jsonl(path: &Path) -> Result<Vec<Conversation>> {
-    let text = crate::data::sources::read_utf8_text(path)?;
-    let mut conversations = Vec::new();
-    for (index, line) in text.lines().enumerate() {
+fn read_jsonl(path: &Path, visit: &mut Visit<'_>) -> Result<()> {
+    for_each_line(path, |location, line| {
         if line.trim().is_empty() {
-            continue;
+            return Ok(());
         }
-        let location = Location::Line(index + 1);
         let record: Map<String, Value> =
             serde_json::from_str(line).map_err(|error| DataError::MalformedJson {
                 path: path.to_path_buf(),
@@ -235,14 +264,13 @@ fn read_jsonl(path: &Path) -> Result<Vec<Conversation>> {
             field: format!("{field} (or prompt + completion)"),
         };
         let messages = record_messages(&record, &invalid, &missing)?;
-        conversations.push(conversation(
+        visit(conversation(
             format!("{}: {location}", path.display()),
             json_id(&record),
             messages,
             |m| invalid("messages", m),
-        )?);
-    }
-    Ok(conversations)
+        )?)
+    })
 }
 
 /// A Parquet column of turns: `list<struct<role, content>>`, or (for `prompt`/`completion`) a
@@ -266,8 +294,7 @@ fn column_messages(
     }
 }
 
-fn read_parquet(path: &Path) -> Result<Vec<Conversation>> {
-    let mut conversations = Vec::new();
+fn read_parquet(path: &Path, visit: &mut Visit<'_>) -> Result<()> {
     // Only the columns a conversation is made of are decoded.
     let wanted = ["messages", "prompt", "completion", "id"];
     for_each_batch(path, Some(&wanted), |columns| {
@@ -294,14 +321,13 @@ fn read_parquet(path: &Path) -> Result<Vec<Conversation>> {
                     Value::String(s) => s,
                     other => other.to_string(),
                 });
-            conversations.push(conversation(
+            visit(conversation(
                 format!("{}: {}", path.display(), columns.location(row)),
                 id,
                 messages,
                 |m| columns.invalid("messages", row, m),
-            )?);
+            )?)?;
         }
         Ok(())
-    })?;
-    Ok(conversations)
+    })
 }

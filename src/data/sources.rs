@@ -485,26 +485,45 @@ pub(crate) fn read_records(
     Ok(records)
 }
 
-/// The text of a file that must be UTF-8; invalid bytes are reported with their line and field.
-pub(crate) fn read_utf8_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    match String::from_utf8(bytes) {
-        Ok(text) => Ok(text),
-        Err(error) => {
-            let byte_offset = error.utf8_error().valid_up_to();
-            Err(invalid_utf8_error(path, error.as_bytes(), byte_offset))
+/// Calls `visit` with every line of a UTF-8 text file (without its `\n` or `\r\n`) and its
+/// 1-based number, reading one line at a time, so a file of any size needs the memory of its
+/// longest line. Invalid UTF-8 is an error naming the line, the byte offset in the file and,
+/// when the line parses as JSON once repaired, the field holding the bad bytes.
+pub(crate) fn for_each_line(
+    path: &Path,
+    mut visit: impl FnMut(Location, &str) -> Result<()>,
+) -> Result<()> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut bytes = Vec::new();
+    let (mut number, mut line_start) = (0, 0);
+    loop {
+        bytes.clear();
+        let read = reader
+            .read_until(b'\n', &mut bytes)
+            .map_err(|e| DataError::io(path, e))?;
+        if read == 0 {
+            return Ok(());
         }
+        number += 1;
+        let location = Location::Line(number);
+        let content = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        let line = std::str::from_utf8(content).map_err(|error| {
+            invalid_utf8_error(path, content, location, line_start + error.valid_up_to())
+        })?;
+        visit(location, line)?;
+        line_start += read;
     }
 }
 
 /// Parses a JSONL file; blank lines are skipped.
 fn read_jsonl(path: &Path) -> Result<Vec<(Location, Map<String, Value>)>> {
-    let text = read_utf8_text(path)?;
     let mut records = Vec::new();
-    for (index, line) in text.split('\n').enumerate() {
-        let location = Location::Line(index + 1);
+    for_each_line(path, |location, line| {
         if line.trim().is_empty() {
-            continue;
+            return Ok(());
         }
         let value: Value =
             serde_json::from_str(line).map_err(|error| DataError::MalformedJson {
@@ -513,32 +532,29 @@ fn read_jsonl(path: &Path) -> Result<Vec<(Location, Map<String, Value>)>> {
                 message: error.to_string(),
             })?;
         match value {
-            Value::Object(record) => records.push((location, record)),
-            other => {
-                return Err(DataError::MalformedJson {
-                    path: path.to_path_buf(),
-                    location,
-                    message: format!("expected a JSON object, found {}", json_type_name(&other)),
-                })
+            Value::Object(record) => {
+                records.push((location, record));
+                Ok(())
             }
+            other => Err(DataError::MalformedJson {
+                path: path.to_path_buf(),
+                location,
+                message: format!("expected a JSON object, found {}", json_type_name(&other)),
+            }),
         }
-    }
+    })?;
     Ok(records)
 }
 
-/// Builds the error for invalid UTF-8 at `byte_offset`, finding the line and, when the line
-/// parses as JSON once repaired, the field holding the bad bytes.
-fn invalid_utf8_error(path: &Path, bytes: &[u8], byte_offset: usize) -> DataError {
-    let line_start = bytes[..byte_offset]
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |p| p + 1);
-    let line_end = bytes[byte_offset..]
-        .iter()
-        .position(|b| *b == b'\n')
-        .map_or(bytes.len(), |p| byte_offset + p);
-    let line_number = bytes[..line_start].iter().filter(|b| **b == b'\n').count() + 1;
-    let repaired = String::from_utf8_lossy(&bytes[line_start..line_end]);
+/// The error for invalid UTF-8 in `line` (at `location`) at `byte_offset` of the file, naming
+/// the field holding the bad bytes when the line parses as JSON once repaired.
+fn invalid_utf8_error(
+    path: &Path,
+    line: &[u8],
+    location: Location,
+    byte_offset: usize,
+) -> DataError {
+    let repaired = String::from_utf8_lossy(line);
     let field = match serde_json::from_str::<Value>(&repaired) {
         Ok(Value::Object(record)) => record
             .iter()
@@ -548,7 +564,7 @@ fn invalid_utf8_error(path: &Path, bytes: &[u8], byte_offset: usize) -> DataErro
     };
     DataError::InvalidUtf8 {
         path: path.to_path_buf(),
-        location: Location::Line(line_number),
+        location,
         byte_offset,
         field,
     }

@@ -13,4 +13,5 @@ pub mod rewards;
 pub mod schedule;
 pub mod sft;
 pub mod sft_data;
+pub mod token_store;
 pub mod trainable;

@@ -17,11 +17,11 @@ use super::optim::{AdamW, AdamWConfig};
 use super::precision::Precision;
 use super::schedule::{Decay, Schedule};
 use super::sft_data::{
-    apply_length_policy, tokenize_conversation, Batch, Batching, LengthReport, OverLength,
-    SftExample,
+    apply_length_policy, tokenize_conversation, Batching, LengthReport, OverLength, SftExample,
 };
+use super::token_store::{StoredExample, TokenStore, TokenStoreWriter};
 use super::trainable::TrainableDecoder;
-use crate::data::conversations::load_conversations;
+use crate::data::conversations::for_each_conversation;
 use crate::data::hashing::{sha256_hex, sha256_u64};
 use crate::model;
 
@@ -156,39 +156,68 @@ pub struct SftSummary {
     pub model_dir: PathBuf,
 }
 
-/// Tokenised training and held-out examples.
+/// File of the output directory holding the tokenised examples while training runs (removed
+/// when it ends).
+pub const TOKEN_STORE_FILE: &str = ".sft-tokens";
+
+/// Tokenised training and held-out examples, kept on disk.
 struct Dataset {
-    train: Vec<SftExample>,
-    eval: Vec<SftExample>,
+    store: TokenStore,
+    train: Vec<StoredExample>,
+    /// Token count of each training example, what the batch plans are made from.
+    train_lengths: Vec<usize>,
+    eval: Vec<StoredExample>,
     report: LengthReport,
 }
 
+/// Streams the conversations of `config.data`, tokenising each into the token store as it is
+/// read, so memory holds one conversation's text at a time. Rows of a distill shard directory
+/// are put in (id, sample) order, as if read sorted.
 fn load_dataset(config: &SftConfig, tokenizer: &model::Tokenizer) -> anyhow::Result<Dataset> {
-    let conversations = load_conversations(&config.data)
-        .with_context(|| format!("reading SFT data from {}", config.data.display()))?;
-    if conversations.is_empty() {
-        bail!("{}: no rows to train on", config.data.display());
-    }
-    let (mut train, mut eval) = (Vec::new(), Vec::new());
-    // Consumed one by one, so each conversation's text is freed once it is tokenised.
-    for conversation in conversations {
+    let mut writer = TokenStoreWriter::create(&config.out.join(TOKEN_STORE_FILE))?;
+    let (mut report, mut eval_report) = (LengthReport::default(), LengthReport::default());
+    // (key for distill shard rows, held out, where the example lies).
+    let mut stored: Vec<(Option<(String, u32)>, bool, StoredExample)> = Vec::new();
+    let mut rows = 0usize;
+    for_each_conversation(&config.data, |conversation| -> anyhow::Result<()> {
+        rows += 1;
         let (tokens, loss_mask) = tokenize_conversation(tokenizer, &conversation.messages)
             .with_context(|| format!("{}: field messages", conversation.origin))?;
+        let held_out = (sha256_u64(conversation.group.as_bytes()) % 10_000) as f64 / 10_000.0
+            < config.eval_fraction;
         let example = SftExample {
-            id: conversation.origin.clone(),
+            id: conversation.origin,
             tokens,
             loss_mask,
         };
-        let held_out = (sha256_u64(conversation.group.as_bytes()) % 10_000) as f64 / 10_000.0
-            < config.eval_fraction;
+        let counted = if held_out {
+            &mut eval_report
+        } else {
+            &mut report
+        };
+        if let Some(example) =
+            apply_length_policy(example, config.max_length, config.over_length, counted)
+        {
+            let key = conversation
+                .sample
+                .map(|sample| (conversation.group, sample));
+            stored.push((key, held_out, writer.append(&example)?));
+        }
+        Ok(())
+    })
+    .with_context(|| format!("reading SFT data from {}", config.data.display()))?;
+    if rows == 0 {
+        bail!("{}: no rows to train on", config.data.display());
+    }
+    stored.sort_by(|a, b| a.0.cmp(&b.0));
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for (_, held_out, example) in stored {
         if held_out {
             eval.push(example);
         } else {
             train.push(example);
         }
     }
-    let (train, report) = apply_length_policy(train, config.max_length, config.over_length);
-    let (eval, _) = apply_length_policy(eval, config.max_length, config.over_length);
     if train.is_empty() {
         bail!(
             "{}: every example was held out or dropped by max_length {}",
@@ -197,6 +226,8 @@ fn load_dataset(config: &SftConfig, tokenizer: &model::Tokenizer) -> anyhow::Res
         );
     }
     Ok(Dataset {
+        store: writer.finish()?,
+        train_lengths: train.iter().map(StoredExample::len).collect(),
         train,
         eval,
         report,
@@ -216,17 +247,19 @@ fn config_hash(config: &SftConfig) -> String {
     sha256_hex(canonical.to_string().as_bytes())[..16].to_string()
 }
 
-/// Mean next-token loss of `examples` (no gradient), in batches of `batching`.
+/// Mean next-token loss of `examples` of `store` (no gradient), in batches of `batching`.
 fn mean_loss(
     trainable: &TrainableDecoder,
-    examples: &[SftExample],
+    store: &TokenStore,
+    examples: &[StoredExample],
     batching: &Batching,
     device: &Device,
 ) -> anyhow::Result<f64> {
     let model = trainable.compute_model()?.detached()?;
     let (mut total, mut count) = (0.0, 0usize);
-    for plan in batching.plan(examples, 0) {
-        let batch = Batch::new(examples, &plan, device)?;
+    let lengths: Vec<usize> = examples.iter().map(StoredExample::len).collect();
+    for plan in batching.plan(&lengths, 0) {
+        let batch = store.batch(examples, &plan, device)?;
         let hidden = model.forward(&batch.ids, &batch.positions, Some(&batch.mask), None)?;
         let loss = next_token_loss(&hidden, model.lm_head(), &batch.ids, &batch.loss_mask)?;
         total += f64::from(loss.to_scalar::<f32>()?) * batch.target_tokens as f64;
@@ -281,7 +314,7 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
         pack: config.pack,
         seed: config.seed,
     };
-    let batches_per_epoch = batching.plan(&dataset.train, 0).len();
+    let batches_per_epoch = batching.plan(&dataset.train_lengths, 0).len();
     let accum = config.grad_accum.max(1);
     let total_steps = config
         .max_steps
@@ -305,7 +338,7 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let progress = crate::progress::bar(total_steps, "sft");
     progress.set_position(state.step);
 
-    let mut plan = batching.plan(&dataset.train, state.epoch);
+    let mut plan = batching.plan(&dataset.train_lengths, state.epoch);
     let mut last_loss = f64::NAN;
     let mut last_eval = None;
     while state.step < total_steps {
@@ -317,9 +350,9 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
             if state.batch_in_epoch >= plan.len() {
                 state.epoch += 1;
                 state.batch_in_epoch = 0;
-                plan = batching.plan(&dataset.train, state.epoch);
+                plan = batching.plan(&dataset.train_lengths, state.epoch);
             }
-            batches.push(Batch::new(
+            batches.push(dataset.store.batch(
                 &dataset.train,
                 &plan[state.batch_in_epoch],
                 &device,
@@ -377,7 +410,13 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
         }
         let eval_due = config.eval_every > 0 && state.step.is_multiple_of(config.eval_every);
         if !dataset.eval.is_empty() && (eval_due || state.step == total_steps) {
-            let eval_loss = mean_loss(&trainable, &dataset.eval, &batching, &device)?;
+            let eval_loss = mean_loss(
+                &trainable,
+                &dataset.store,
+                &dataset.eval,
+                &batching,
+                &device,
+            )?;
             record["eval_loss"] = json!(eval_loss);
             last_eval = Some(eval_loss);
         }

@@ -87,32 +87,28 @@ pub struct LengthReport {
     pub truncated: usize,
 }
 
-/// Applies the length policy to tokenised examples.
+/// Applies the length policy to one tokenised example (`None`: dropped), counting in `report`.
 pub fn apply_length_policy(
-    examples: Vec<SftExample>,
+    mut example: SftExample,
     max_length: usize,
     policy: OverLength,
-) -> (Vec<SftExample>, LengthReport) {
-    let mut report = LengthReport::default();
-    let mut kept = Vec::with_capacity(examples.len());
-    for mut example in examples {
-        if example.tokens.len() > max_length {
-            match policy {
-                OverLength::Drop => {
-                    report.dropped += 1;
-                    continue;
-                }
-                OverLength::Truncate => {
-                    example.tokens.truncate(max_length);
-                    example.loss_mask.truncate(max_length);
-                    report.truncated += 1;
-                }
+    report: &mut LengthReport,
+) -> Option<SftExample> {
+    if example.tokens.len() > max_length {
+        match policy {
+            OverLength::Drop => {
+                report.dropped += 1;
+                return None;
+            }
+            OverLength::Truncate => {
+                example.tokens.truncate(max_length);
+                example.loss_mask.truncate(max_length);
+                report.truncated += 1;
             }
         }
-        report.kept += 1;
-        kept.push(example);
     }
-    (kept, report)
+    report.kept += 1;
+    Some(example)
 }
 
 /// Rows of a batch, each a list of example indices (one example per row unless packing).
@@ -135,20 +131,21 @@ pub struct Batching {
 const BUCKET_BATCHES: usize = 16;
 
 impl Batching {
-    /// The batches of epoch `epoch`: a seeded shuffle, then either packing in shuffled order or
-    /// length buckets (sort within groups of [`BUCKET_BATCHES`] batches, so rows of a batch have
-    /// similar lengths), with the batch order shuffled again.
-    pub fn plan(&self, examples: &[SftExample], epoch: u64) -> Vec<BatchPlan> {
+    /// The batches of epoch `epoch` over examples of token counts `lengths`: a seeded shuffle,
+    /// then either packing in shuffled order or length buckets (sort within groups of
+    /// [`BUCKET_BATCHES`] batches, so rows of a batch have similar lengths), with the batch
+    /// order shuffled again.
+    pub fn plan(&self, lengths: &[usize], epoch: u64) -> Vec<BatchPlan> {
         let mut rng =
             ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut order: Vec<usize> = (0..examples.len()).collect();
+        let mut order: Vec<usize> = (0..lengths.len()).collect();
         order.shuffle(&mut rng);
         let rows: Vec<Vec<usize>> = if self.pack {
             let mut rows = Vec::new();
             let mut current: Vec<usize> = Vec::new();
             let mut used = 0;
             for index in order {
-                let len = examples[index].tokens.len();
+                let len = lengths[index];
                 if used + len > self.max_length && !current.is_empty() {
                     rows.push(std::mem::take(&mut current));
                     used = 0;
@@ -166,7 +163,7 @@ impl Batching {
                 .chunks(group)
                 .flat_map(|chunk| {
                     let mut chunk = chunk.to_vec();
-                    chunk.sort_by_key(|&i| (examples[i].tokens.len(), i));
+                    chunk.sort_by_key(|&i| (lengths[i], i));
                     chunk.into_iter().map(|i| vec![i]).collect::<Vec<_>>()
                 })
                 .collect()

@@ -1,7 +1,11 @@
 //! Helpers shared by the integration tests: tiny models, inputs and data paths.
 #![allow(dead_code)]
 
+use std::path::Path;
+
 use candle_core::{DType, Device, Tensor};
+use distill::data::conversations::{for_each_conversation, Conversation};
+use distill::data::DataError;
 use distill::model::init::{random_weights, tiny_config};
 use distill::model::{Architecture, AttentionMask, ModelConfig};
 use distill::train::trainable::TrainableDecoder;
@@ -193,4 +197,14 @@ pub fn edit_weights(
     let mut tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     edit(&mut tensors);
     candle_core::safetensors::save(&tensors, &path).unwrap();
+}
+
+/// Every conversation under `path`, in the order they are streamed.
+pub fn load_conversations(path: &Path) -> Result<Vec<Conversation>, DataError> {
+    let mut conversations = Vec::new();
+    for_each_conversation(path, |conversation| -> Result<(), DataError> {
+        conversations.push(conversation);
+        Ok(())
+    })?;
+    Ok(conversations)
 }
