@@ -1,4 +1,5 @@
-//! Crash-safe Parquet shards: [`ShardWriter`] buffers rows and writes zstd Parquet files of
+//! Crash-safe Parquet shards: [`ShardWriter`] encodes rows (a few at a time, so memory holds a
+//! shard's compressed bytes, not its rows) and writes zstd Parquet files of
 //! `rows_per_shard` rows into the directory's `data/` folder (`data/part-00000.parquet`, …) with
 //! `manifest.json` beside that folder; the readers ([`read_shard`], [`read_rows`],
 //! [`read_trace_rows`]) read them back.
@@ -108,8 +109,91 @@ pub struct ShardWriter<R: ArrowRow> {
     dir: PathBuf,
     manifest: Manifest,
     keys: HashSet<RowKey>,
-    buffer: Vec<R>,
+    shard: ShardEncoder<R>,
     next_index: usize,
+}
+
+/// Rows encoded into the shard at a time: a shard being written holds its compressed bytes
+/// plus at most this many rows, however long the rows are.
+const ENCODE_CHUNK_ROWS: usize = 64;
+
+/// The shard being written: rows are encoded into an in-memory zstd Parquet file a chunk of
+/// [`ENCODE_CHUNK_ROWS`] at a time (one row group per shard, as if encoded at once).
+struct ShardEncoder<R> {
+    pending: Vec<R>,
+    writer: Option<ArrowWriter<Vec<u8>>>,
+    rows: usize,
+}
+
+impl<R: ArrowRow> ShardEncoder<R> {
+    fn new() -> Self {
+        ShardEncoder {
+            pending: Vec::new(),
+            writer: None,
+            rows: 0,
+        }
+    }
+
+    /// Rows in the shard so far.
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Adds a row, encoding the pending chunk when it is full (`path` names errors).
+    fn push(&mut self, row: R, path: &Path) -> Result<()> {
+        self.pending.push(row);
+        self.rows += 1;
+        if self.pending.len() >= ENCODE_CHUNK_ROWS {
+            self.encode_pending(path)?;
+        }
+        Ok(())
+    }
+
+    fn encode_pending(&mut self, path: &Path) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = rows_to_batch(&self.pending, path)?;
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => {
+                let properties = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .build();
+                let writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(properties))
+                    .map_err(|cause| parquet_error(path, cause))?;
+                self.writer.insert(writer)
+            }
+        };
+        writer
+            .write(&batch)
+            .map_err(|cause| parquet_error(path, cause))?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// The shard's file bytes; the encoder is empty again.
+    fn finish(&mut self, path: &Path) -> Result<Vec<u8>> {
+        self.encode_pending(path)?;
+        self.rows = 0;
+        match self.writer.take() {
+            Some(writer) => writer
+                .into_inner()
+                .map_err(|cause| parquet_error(path, cause)),
+            None => Err(DataError::InvalidConfig(format!(
+                "{}: no rows to write",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// A Parquet error about `path`.
+fn parquet_error(path: &Path, cause: parquet::errors::ParquetError) -> DataError {
+    DataError::Parquet {
+        path: path.to_path_buf(),
+        cause,
+    }
 }
 
 /// The file name of shard number `index` (at least five digits).
@@ -246,7 +330,7 @@ impl<R: ArrowRow> ShardWriter<R> {
             dir: dir.to_path_buf(),
             manifest,
             keys,
-            buffer: Vec::new(),
+            shard: ShardEncoder::new(),
             next_index,
         })
     }
@@ -273,8 +357,9 @@ impl<R: ArrowRow> ShardWriter<R> {
         if !self.keys.insert(row.key()) {
             return Ok(false);
         }
-        self.buffer.push(row);
-        if self.buffer.len() >= self.manifest.rows_per_shard {
+        let path = self.dir.join(DATA_DIR).join(shard_file_name(self.next_index));
+        self.shard.push(row, &path)?;
+        if self.shard.rows() >= self.manifest.rows_per_shard {
             self.flush_shard()?;
         }
         Ok(true)
@@ -284,7 +369,7 @@ impl<R: ArrowRow> ShardWriter<R> {
     /// (nothing when the buffer is empty). For slow teachers: call it every few minutes so a
     /// crash loses at most that much work.
     pub fn flush(&mut self) -> Result<()> {
-        if self.buffer.is_empty() {
+        if self.shard.rows() == 0 {
             return Ok(());
         }
         self.flush_shard()
@@ -301,37 +386,19 @@ impl<R: ArrowRow> ShardWriter<R> {
     fn flush_shard(&mut self) -> Result<()> {
         let name = shard_file_name(self.next_index);
         let path = self.dir.join(DATA_DIR).join(&name);
-        let bytes = encode_parquet(&self.buffer, &path)?;
+        let rows = self.shard.rows();
+        let bytes = self.shard.finish(&path)?;
         write_atomically(&path, &bytes)?;
         self.manifest.shards.push(ShardEntry {
             file: data_entry(&name),
-            rows: self.buffer.len(),
+            rows,
             bytes: bytes.len() as u64,
             sha256: sha256_hex(&bytes),
         });
-        self.manifest.total_rows += self.buffer.len();
-        self.buffer.clear();
+        self.manifest.total_rows += rows;
         self.next_index += 1;
         write_manifest(&self.dir, &self.manifest)
     }
-}
-
-/// Encodes rows as a zstd-compressed Parquet file in memory.
-fn encode_parquet<R: ArrowRow>(rows: &[R], path: &Path) -> Result<Vec<u8>> {
-    let batch = rows_to_batch(rows, path)?;
-    let parquet_error = |source| DataError::Parquet {
-        path: path.to_path_buf(),
-        cause: source,
-    };
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties))
-        .map_err(parquet_error)?;
-    writer.write(&batch).map_err(parquet_error)?;
-    writer.close().map_err(parquet_error)?;
-    Ok(bytes)
 }
 
 /// Writes `bytes` to a unique hidden temporary file beside `path`
