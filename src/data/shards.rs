@@ -357,7 +357,10 @@ impl<R: ArrowRow> ShardWriter<R> {
         if !self.keys.insert(row.key()) {
             return Ok(false);
         }
-        let path = self.dir.join(DATA_DIR).join(shard_file_name(self.next_index));
+        let path = self
+            .dir
+            .join(DATA_DIR)
+            .join(shard_file_name(self.next_index));
         self.shard.push(row, &path)?;
         if self.shard.rows() >= self.manifest.rows_per_shard {
             self.flush_shard()?;

@@ -170,14 +170,23 @@ struct Dataset {
     report: LengthReport,
 }
 
+/// An example as it was loaded, before the split.
+struct LoadedExample {
+    /// (id, sample index) for rows of a distill shard directory: their order.
+    key: Option<(String, u32)>,
+    /// Whether it belongs to the held-out set.
+    held_out: bool,
+    /// Where it lies in the token store.
+    example: StoredExample,
+}
+
 /// Streams the conversations of `config.data`, tokenising each into the token store as it is
 /// read, so memory holds one conversation's text at a time. Rows of a distill shard directory
 /// are put in (id, sample) order, as if read sorted.
 fn load_dataset(config: &SftConfig, tokenizer: &model::Tokenizer) -> anyhow::Result<Dataset> {
     let mut writer = TokenStoreWriter::create(&config.out.join(TOKEN_STORE_FILE))?;
     let (mut report, mut eval_report) = (LengthReport::default(), LengthReport::default());
-    // (key for distill shard rows, held out, where the example lies).
-    let mut stored: Vec<(Option<(String, u32)>, bool, StoredExample)> = Vec::new();
+    let mut stored: Vec<LoadedExample> = Vec::new();
     let mut rows = 0usize;
     for_each_conversation(&config.data, |conversation| -> anyhow::Result<()> {
         rows += 1;
@@ -201,7 +210,11 @@ fn load_dataset(config: &SftConfig, tokenizer: &model::Tokenizer) -> anyhow::Res
             let key = conversation
                 .sample
                 .map(|sample| (conversation.group, sample));
-            stored.push((key, held_out, writer.append(&example)?));
+            stored.push(LoadedExample {
+                key,
+                held_out,
+                example: writer.append(&example)?,
+            });
         }
         Ok(())
     })
@@ -209,13 +222,13 @@ fn load_dataset(config: &SftConfig, tokenizer: &model::Tokenizer) -> anyhow::Res
     if rows == 0 {
         bail!("{}: no rows to train on", config.data.display());
     }
-    stored.sort_by(|a, b| a.0.cmp(&b.0));
+    stored.sort_by(|a, b| a.key.cmp(&b.key));
     let (mut train, mut eval) = (Vec::new(), Vec::new());
-    for (_, held_out, example) in stored {
-        if held_out {
-            eval.push(example);
+    for loaded in stored {
+        if loaded.held_out {
+            eval.push(loaded.example);
         } else {
-            train.push(example);
+            train.push(loaded.example);
         }
     }
     if train.is_empty() {
