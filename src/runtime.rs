@@ -37,6 +37,21 @@ fn tune_malloc() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_malloc() {}
 
+/// One glibc malloc arena for all threads, for a process that streams text rather than tensors
+/// (`distill filter`). Its threads allocate and free millions of trace-sized strings; with an
+/// arena per thread (and [`init`]'s keep-freed-memory settings) the freed memory stays split
+/// between arenas and the peak RSS grew with the input: on 20,000 traces of 37 KB, 470 MB with
+/// one arena against 840 MB with the default, at the same user CPU time (returning freed memory
+/// to the OS as well saved another 12% for 4× the system time, not done). Call before the
+/// process starts its worker threads.
+pub fn tune_malloc_for_streaming() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator setting; called before worker threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Parses `cpu` or `cuda:N` (also `cuda` for GPU 0).
 pub fn parse_device(spec: &str) -> anyhow::Result<Device> {
     match spec {

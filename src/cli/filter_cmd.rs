@@ -147,25 +147,11 @@ fn read_readability(path: &Path) -> anyhow::Result<ReadabilityConfig> {
 
 /// Runs the filter and prints a short summary on stdout.
 pub fn run(args: FilterArgs) -> anyhow::Result<()> {
-    one_malloc_arena();
+    crate::runtime::tune_malloc_for_streaming();
     let config = args.to_config()?;
     let summary = run_filter(&config)?;
     print!("{}", human_summary(&summary, &args.out));
     Ok(())
-}
-
-/// Makes glibc's allocator keep one arena for all threads. The filter's threads allocate and
-/// free millions of trace-sized strings; with an arena per thread the freed memory stays split
-/// between arenas and the peak RSS grows with the input (on 20,000 traces of 37 KB: 505 MB with
-/// one arena, 840 MB with the default, for ~10% more CPU). Called before the filter starts its
-/// threads; only the `distill filter` process is affected.
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes an allocator setting; it is called before this process
-    // starts its worker threads.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
 }
 
 /// A few lines for people: totals, the non-zero reasons, where the outputs are.
