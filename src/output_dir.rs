@@ -28,6 +28,8 @@ pub enum OutputKind {
     Traces,
     /// `distill filter`: accepted and rejected shards, report.
     Filtered,
+    /// `distill pairs`: preference pairs.
+    Pairs,
     /// `distill train`: an SFT run (checkpoints, metrics, `final/`).
     Sft,
     /// `distill grpo`: a GRPO run.
@@ -48,6 +50,7 @@ impl OutputKind {
         match self {
             OutputKind::Traces => "generate",
             OutputKind::Filtered => "filter",
+            OutputKind::Pairs => "pairs",
             OutputKind::Sft => "train",
             OutputKind::Grpo => "grpo",
             OutputKind::Eval => "eval",
@@ -61,6 +64,7 @@ impl OutputKind {
         [
             OutputKind::Traces,
             OutputKind::Filtered,
+            OutputKind::Pairs,
             OutputKind::Sft,
             OutputKind::Grpo,
             OutputKind::Eval,

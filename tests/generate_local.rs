@@ -195,7 +195,7 @@ fn a_killed_run_resumes_to_the_rows_of_an_uninterrupted_one() {
             let name = p.file_name().unwrap().to_string_lossy();
             name.starts_with("part-") && name.ends_with(".parquet")
         })
-        .map(|p| read_shard_keys(p).unwrap().len())
+        .map(|p| read_shard_keys::<TraceRow>(p).unwrap().len())
         .sum();
     assert!(
         partial > 0 && partial < 80,

@@ -8,6 +8,7 @@ mod filter_cmd;
 mod generate_cmd;
 mod grpo_cmd;
 mod model_cmd;
+mod pairs_cmd;
 mod run_cmd;
 mod sandbox_args;
 mod train_cmd;
@@ -30,6 +31,8 @@ pub enum Command {
     Generate(Box<generate_cmd::GenerateArgs>),
     /// Keep traces whose answer is verified correct and that are readable (rejection sampling).
     Filter(filter_cmd::FilterArgs),
+    /// Preference pairs (accepted vs rejected traces of a problem) for DPO, in TRL's format.
+    Pairs(pairs_cmd::PairsArgs),
     /// Supervised fine-tuning of a student on accepted traces (`--student`).
     Train(train_cmd::TrainArgs),
     /// Reinforcement learning (GRPO) on a student.
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate_cmd::run(&args),
         Command::Filter(args) => filter_cmd::run(args),
+        Command::Pairs(args) => pairs_cmd::run(&args),
         Command::Train(args) => train_cmd::run(&args),
         Command::Grpo(args) => grpo_cmd::run(&args),
         Command::Eval(args) => eval_cmd::run(&args),

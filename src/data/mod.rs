@@ -19,6 +19,7 @@ pub mod curriculum;
 pub mod errors;
 pub mod hashing;
 pub mod hub;
+pub mod pair_schema;
 pub mod prompt_source;
 pub mod repair;
 pub mod schema;

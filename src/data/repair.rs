@@ -8,6 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::errors::{DataError, Result};
+use super::schema::TraceRow;
 use super::shards::{
     read_manifest, read_shard_keys, shard_path, verify_shard, write_manifest, ShardEntry,
     MANIFEST_FILE,
@@ -87,7 +88,7 @@ fn damage(path: &Path, entry: &ShardEntry) -> Option<String> {
     if let Err(error) = verify_shard(path, entry) {
         return Some(error.to_string());
     }
-    match read_shard_keys(path) {
+    match read_shard_keys::<TraceRow>(path) {
         Err(error) => Some(error.to_string()),
         Ok(keys) if keys.len() != entry.rows => Some(format!(
             "it holds {} rows, the manifest lists {}",

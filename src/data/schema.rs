@@ -134,6 +134,8 @@ pub struct TraceRow {
 
 /// A row type stored in Parquet shards: its Arrow schema, its resume key and conversions.
 pub trait ArrowRow: Sized {
+    /// The columns of the resume key ([`ArrowRow::key`]): a string and a `u32`.
+    const KEY_COLUMNS: [&'static str; 2] = ["id", "sample_index"];
     /// The Arrow schema of a batch of these rows.
     fn schema() -> SchemaRef;
     /// The resume key (problem id, sample index).
@@ -154,7 +156,7 @@ fn message_fields() -> Fields {
 }
 
 /// The list item field of the `messages` column.
-fn message_item_field() -> Arc<Field> {
+pub(crate) fn message_item_field() -> Arc<Field> {
     Arc::new(Field::new("item", DataType::Struct(message_fields()), true))
 }
 
@@ -188,12 +190,15 @@ fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
 
-fn messages_array(rows: &[&TraceRow]) -> std::result::Result<ArrayRef, ArrowError> {
-    let all = || rows.iter().flat_map(|row| row.messages.iter());
+/// A `list<struct<role, content>>` column with one list of messages per row.
+pub(crate) fn message_lists_array(
+    lists: &[&[Message]],
+) -> std::result::Result<ArrayRef, ArrowError> {
+    let all = || lists.iter().flat_map(|list| list.iter());
     let roles = strings(all().map(|m| m.role.as_str()));
     let contents = strings(all().map(|m| m.content.as_str()));
     let items = StructArray::try_new(message_fields(), vec![roles, contents], None)?;
-    let offsets = OffsetBuffer::from_lengths(rows.iter().map(|row| row.messages.len()));
+    let offsets = OffsetBuffer::from_lengths(lists.iter().map(|list| list.len()));
     Ok(Arc::new(ListArray::try_new(
         message_item_field(),
         offsets,
@@ -215,7 +220,12 @@ fn trace_arrays(rows: &[&TraceRow]) -> std::result::Result<Vec<ArrayRef>, ArrowE
         text(|r| &r.problem),
         text(|r| &r.answer),
         text(|r| &r.prompt),
-        messages_array(rows)?,
+        message_lists_array(
+            &rows
+                .iter()
+                .map(|r| r.messages.as_slice())
+                .collect::<Vec<_>>(),
+        )?,
         text(|r| &r.generation),
         text(|r| &r.reasoning),
         text(|r| &r.final_text),

@@ -317,13 +317,13 @@ impl<R: ArrowRow> ShardWriter<R> {
         {
             manifest
                 .shards
-                .push(describe_orphan_shard(&data.join(name))?);
+                .push(describe_orphan_shard::<R>(&data.join(name))?);
         }
         manifest.total_rows = manifest.shards.iter().map(|s| s.rows).sum();
         write_manifest(dir, &manifest)?;
         let mut keys = HashSet::new();
         for shard in &manifest.shards {
-            keys.extend(read_shard_keys(&dir.join(&shard.file))?);
+            keys.extend(read_shard_keys::<R>(&dir.join(&shard.file))?);
         }
         let next_index = final_shards.last().map_or(0, |(index, _)| index + 1);
         Ok(ShardWriter {
@@ -483,9 +483,9 @@ fn check_listed_shards(dir: &Path, manifest: &Manifest) -> Result<()> {
 }
 
 /// Describes a complete shard that the manifest does not list yet.
-fn describe_orphan_shard(path: &Path) -> Result<ShardEntry> {
+fn describe_orphan_shard<R: ArrowRow>(path: &Path) -> Result<ShardEntry> {
     let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let rows = read_shard_keys(path)?.len();
+    let rows = read_shard_keys::<R>(path)?.len();
     Ok(ShardEntry {
         file: data_entry(
             &path
@@ -500,11 +500,12 @@ fn describe_orphan_shard(path: &Path) -> Result<ShardEntry> {
 }
 
 /// Reads only the resume keys (`id`, `sample_index`) of one shard.
-pub fn read_shard_keys(path: &Path) -> Result<Vec<RowKey>> {
+pub fn read_shard_keys<R: ArrowRow>(path: &Path) -> Result<Vec<RowKey>> {
+    let [id_column, index_column] = R::KEY_COLUMNS;
     let mut keys = Vec::new();
-    for_each_batch(path, Some(&["id", "sample_index"]), |columns| {
-        let ids = columns.required_strings("id")?;
-        let samples = columns.required_u32("sample_index")?;
+    for_each_batch(path, Some(&R::KEY_COLUMNS), |columns| {
+        let ids = columns.required_strings(id_column)?;
+        let samples = columns.required_u32(index_column)?;
         keys.extend(
             ids.into_iter()
                 .zip(samples)

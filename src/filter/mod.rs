@@ -29,6 +29,7 @@ pub mod dedup;
 pub mod input;
 pub mod judge;
 pub mod output;
+pub mod pairs;
 pub mod pass_rates;
 pub mod policy;
 pub mod reasons;
