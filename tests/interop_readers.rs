@@ -1,7 +1,8 @@
 //! Every kind of output directory distill writes opens in the readers people use: HF `datasets`
 //! (`load_dataset(DIR)` through the dataset card, and the `parquet` builder on the data folder),
 //! pandas, pyarrow, Polars and DuckDB. The outputs are made here (generate with the tiny
-//! stories260K teacher, filter on hand-made traces, eval with stories260K) and checked by
+//! stories260K teacher, filter on hand-made traces, pairs from the filter's output, eval with
+//! stories260K) and checked by
 //! `tests/support/interop_readers.py` for row counts, column types and the `messages` structure,
 //! plus a negative control: the legacy layout (shards beside `manifest.json`) must fail to open.
 //!
@@ -18,6 +19,7 @@ use std::process::Command;
 use distill::data::prompt_source::load_prompts;
 use distill::data::shards::{read_manifest, read_trace_rows, MANIFEST_FILE};
 use distill::eval::{run_eval, EvalConfig};
+use distill::filter::pairs::{run_pairs, PairConfig, PAIRS_DIR};
 use distill::filter::{run_filter, FilterConfig};
 use distill::generate::run_generate;
 use serde_json::json;
@@ -93,6 +95,9 @@ fn make_outputs(root: &Path) -> serde_json::Value {
     let summary = run_filter(&filter).unwrap();
     assert!(summary.accepted > 0 && summary.rejected > 0, "{summary:?}");
     let pass_rates = summary.problems;
+    let pairs = PairConfig::new(filtered.clone(), root.join("pairs"));
+    let pair_summary = run_pairs(&pairs).unwrap();
+    assert!(pair_summary.pairs > 0, "{pair_summary:?}");
 
     let eval_dir = root.join("eval-base");
     let mut eval = EvalConfig::new(&generate_common::stories260k(), eval_dir.clone());
@@ -108,6 +113,7 @@ fn make_outputs(root: &Path) -> serde_json::Value {
         types["reject_reasons"] = json!("list<item: string>");
         types
     };
+    let messages = "list<item: struct<role: string, content: string>>";
     json!({"outputs": [
         {"name": "generate", "dir": traces, "types": trace_types(), "messages": true,
          "splits": {"train": {"folder": "data", "rows": 12}}},
@@ -117,6 +123,11 @@ fn make_outputs(root: &Path) -> serde_json::Value {
          "configs": {"pass_rates": {"train": pass_rates}}},
         {"name": "filter-accepted", "dir": filtered.join("accepted"), "types": filtered_types,
          "messages": true, "splits": {"train": {"folder": "data", "rows": summary.accepted}}},
+        {"name": "pairs", "dir": pairs.out.join(PAIRS_DIR), "messages": false,
+         "types": {"prompt": messages, "chosen": messages, "rejected": messages,
+                   "id": "string", "pair_index": "uint32", "rejected_reasons": "list<item: string>",
+                   "chosen_tokens": "uint32"},
+         "splits": {"train": {"folder": "data", "rows": pair_summary.pairs}}},
         {"name": "eval", "dir": eval_dir, "messages": false,
          "types": {"id": "string", "sample_index": "uint32", "completion": "string",
                    "answer": "string", "correct": "bool", "tokens": "uint32"},
