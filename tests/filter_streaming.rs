@@ -133,11 +133,22 @@ fn spilling_sorted_runs_to_disk_gives_the_same_bytes() {
 
     let expected: BTreeMap<String, BTreeMap<String, String>> =
         serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
-    for (name, policy) in [("all", Policy::All), ("shortest-1", Policy::Shortest(1))] {
+    // 0.25 MiB: a few runs merged at once; 0.02 MiB: ~60 runs, merged 16 at a time into longer
+    // runs first.
+    for (name, policy, buffer_mb) in [
+        ("all", Policy::All, 0.25),
+        ("shortest-1", Policy::Shortest(1), 0.25),
+        ("all", Policy::All, 0.02),
+    ] {
         let mut config = config(&root, name, policy);
-        config.sort_buffer_mb = 0.25;
+        config.out = root.join(format!("buffer-{buffer_mb}")).join(name);
+        config.sort_buffer_mb = buffer_mb;
         run_filter(&config).unwrap();
-        assert_eq!(output_hashes(&config.out), expected[name], "{name}");
+        assert_eq!(
+            output_hashes(&config.out),
+            expected[name],
+            "{name}, {buffer_mb} MiB"
+        );
         assert!(!config.out.join(".sort-runs").exists(), "runs are removed");
     }
 }

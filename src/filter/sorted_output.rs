@@ -5,8 +5,10 @@
 //! Rows are gathered until `buffer_bytes` of trace text; an input that fits is sorted in
 //! memory and written directly. A larger one is cut into sorted runs, each spilled to a
 //! Parquet file in the hidden [`RUNS_DIR`] with small row groups but the last, which stays in
-//! memory, and the runs are merged (a k-way merge holding one row group per spilled run). The
-//! runs are removed when the pass ends and at the start of the next run.
+//! memory, and the runs are merged (a k-way merge holding one row group per spilled run). More
+//! than [`MERGE_FAN_IN`] spilled runs are first merged [`MERGE_FAN_IN`] at a time into longer
+//! runs, so the merge's memory does not grow with the input. The runs are removed when the pass
+//! ends and at the start of the next run.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -32,8 +34,12 @@ use super::Candidate;
 pub const RUNS_DIR: &str = ".sort-runs";
 
 /// Fewest and most rows per row group (and per read) of a run file; between them the size is
-/// chosen so that the merge, holding one row group of every run, needs half the sort buffer.
+/// chosen so that a merge, holding one row group of each of its runs, needs half the sort
+/// buffer.
 const RUN_ROW_GROUP: (usize, usize) = (8, 4096);
+
+/// Most spilled runs one merge reads at once.
+const MERGE_FAN_IN: usize = 16;
 
 /// How the rows are sorted.
 #[derive(Debug, Clone)]
@@ -111,8 +117,19 @@ pub(crate) fn write_sorted(
             sink.write(row)?;
         }
     } else {
+        let mut next_number = runs.len();
+        while runs.len() > MERGE_FAN_IN {
+            let group: Vec<PathBuf> = runs.drain(..MERGE_FAN_IN).collect();
+            let mut merged = RunWriter::create(&sorting.runs_dir, next_number, group_rows)?;
+            next_number += 1;
+            merge_runs(&group, group_rows, Vec::new(), &mut |row| merged.push(row))?;
+            runs.push(merged.finish()?);
+            for path in group {
+                fs::remove_file(&path).map_err(|e| DataError::io(&path, e))?;
+            }
+        }
         // The last run stays in memory and joins the merge.
-        merge_runs(&runs, group_rows, last, &mut sink)?;
+        merge_runs(&runs, group_rows, last, &mut |row| sink.write(row))?;
         remove_runs(&sorting.runs_dir)?;
     }
     sink.finish()
@@ -163,19 +180,22 @@ impl SplitSink<'_> {
     }
 }
 
-/// Rows per row group of the run files: the merge holds one group of each of the
-/// `input.text_bytes / buffer_bytes` runs in half the buffer (within [`RUN_ROW_GROUP`]).
+/// Rows per row group of the run files: a merge holds one group of each of its runs (the
+/// `input.text_bytes / buffer_bytes` runs, at most [`MERGE_FAN_IN`] and the last) in half the
+/// buffer (within [`RUN_ROW_GROUP`]).
 fn run_row_group(input: &InputFiles, buffer_bytes: usize) -> usize {
     let rows = input.total_rows().max(1);
-    let runs = input.text_bytes.div_ceil(buffer_bytes.max(1) as u64).max(1);
+    let runs = input
+        .text_bytes
+        .div_ceil(buffer_bytes.max(1) as u64)
+        .clamp(1, MERGE_FAN_IN as u64 + 1);
     let row_bytes = (input.text_bytes / rows).max(1);
     let rows_per_group = (buffer_bytes as u64 / 2) / (runs * row_bytes);
     (rows_per_group as usize).clamp(RUN_ROW_GROUP.0, RUN_ROW_GROUP.1)
 }
 
 /// Sorts `buffer`, writes it as run number `number` in row groups of `group_rows`, and
-/// empties it. Run files are read once, by this pass: fast Snappy compression, no
-/// dictionaries, no statistics.
+/// empties it.
 fn spill_run(
     dir: &Path,
     number: usize,
@@ -183,29 +203,80 @@ fn spill_run(
     buffer: &mut Vec<(u32, FilteredRow)>,
 ) -> Result<PathBuf> {
     buffer.sort_unstable_by_key(|(index, _)| *index);
-    fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    let path = dir.join(format!("run-{number:05}.parquet"));
-    let parquet_error = |cause| DataError::Parquet {
-        path: path.clone(),
-        cause,
-    };
-    let file = File::create(&path).map_err(|e| DataError::io(&path, e))?;
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(group_rows))
-        .set_dictionary_enabled(false)
-        .set_statistics_enabled(EnabledStatistics::None)
-        .build();
-    let mut writer = ArrowWriter::try_new(file, FilteredRow::schema(), Some(properties))
-        .map_err(parquet_error)?;
-    let rows: Vec<FilteredRow> = buffer.drain(..).map(|(_, row)| row).collect();
-    for chunk in rows.chunks(group_rows) {
-        writer
-            .write(&rows_to_batch(chunk, &path)?)
-            .map_err(parquet_error)?;
+    let mut run = RunWriter::create(dir, number, group_rows)?;
+    for (_, row) in buffer.drain(..) {
+        run.push(row)?;
     }
-    writer.close().map_err(parquet_error)?;
-    Ok(path)
+    run.finish()
+}
+
+/// A run file being written, a row group of `group_rows` rows at a time. Run files are read
+/// once, by this pass: fast Snappy compression, no dictionaries, no statistics.
+struct RunWriter {
+    path: PathBuf,
+    writer: ArrowWriter<File>,
+    pending: Vec<FilteredRow>,
+    group_rows: usize,
+}
+
+impl RunWriter {
+    /// Starts run number `number` in `dir`.
+    fn create(dir: &Path, number: usize, group_rows: usize) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+        let path = dir.join(format!("run-{number:05}.parquet"));
+        let file = File::create(&path).map_err(|e| DataError::io(&path, e))?;
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(group_rows))
+            .set_dictionary_enabled(false)
+            .set_statistics_enabled(EnabledStatistics::None)
+            .build();
+        let writer = ArrowWriter::try_new(file, FilteredRow::schema(), Some(properties))
+            .map_err(|cause| run_error(&path, cause))?;
+        Ok(RunWriter {
+            path,
+            writer,
+            pending: Vec::with_capacity(group_rows),
+            group_rows,
+        })
+    }
+
+    /// Adds the next row (rows come in key order).
+    fn push(&mut self, row: FilteredRow) -> Result<()> {
+        self.pending.push(row);
+        if self.pending.len() >= self.group_rows {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            let batch = rows_to_batch(&self.pending, &self.path)?;
+            self.writer
+                .write(&batch)
+                .map_err(|cause| run_error(&self.path, cause))?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Closes the file and returns its path.
+    fn finish(mut self) -> Result<PathBuf> {
+        self.write_pending()?;
+        self.writer
+            .close()
+            .map_err(|cause| run_error(&self.path, cause))?;
+        Ok(self.path)
+    }
+}
+
+/// A Parquet error about the run file `path`.
+fn run_error(path: &Path, cause: parquet::errors::ParquetError) -> DataError {
+    DataError::Parquet {
+        path: path.to_path_buf(),
+        cause,
+    }
 }
 
 /// One run being merged: its reader and the rows of its current row group.
@@ -218,16 +289,12 @@ struct RunCursor {
 
 impl RunCursor {
     fn open(path: &Path, group_rows: usize) -> Result<Self> {
-        let parquet_error = |cause| DataError::Parquet {
-            path: path.to_path_buf(),
-            cause,
-        };
         let file = File::open(path).map_err(|e| DataError::io(path, e))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(parquet_error)?
+            .map_err(|cause| run_error(path, cause))?
             .with_batch_size(group_rows)
             .build()
-            .map_err(parquet_error)?;
+            .map_err(|cause| run_error(path, cause))?;
         Ok(RunCursor {
             path: path.to_path_buf(),
             reader,
@@ -268,13 +335,13 @@ impl Run {
     }
 }
 
-/// Merges the spilled runs (row groups of `group_rows`) and the sorted rows `last` into
-/// `sink` in key order.
+/// Merges the spilled runs (row groups of `group_rows`) and the sorted rows `last`, handing
+/// the rows to `emit` in key order.
 fn merge_runs(
     spilled: &[PathBuf],
     group_rows: usize,
     last: Vec<FilteredRow>,
-    sink: &mut SplitSink<'_>,
+    emit: &mut dyn FnMut(FilteredRow) -> Result<()>,
 ) -> Result<()> {
     let mut runs = spilled
         .iter()
@@ -294,7 +361,7 @@ fn merge_runs(
         let Some(row) = heads[number].take() else {
             continue;
         };
-        sink.write(row)?;
+        emit(row)?;
         heads[number] = runs[number].next_row()?;
         if let Some(next) = &heads[number] {
             heap.push(Reverse((next.key(), number)));
