@@ -9,10 +9,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use distill::generate::prompts::problem_seed;
 use distill::generate::{run_generate, GenerateConfig, GenerateError, TeacherConfig};
 use distill::teacher::openai::ApiKind;
 use distill::teacher::TeacherError;
-use generate_common::{all_files, chat_body, comparable_rows, FakeServer, Reply, DATA};
+use generate_common::{
+    all_files, chat_body, comparable_rows, one_choice_naming_seed, FakeServer, Reply, DATA,
+};
 
 const PROMPTS: &str = "synth:arith:difficulty=1:count=3:seed=2";
 
@@ -171,8 +174,8 @@ fn a_malformed_body_and_a_400_fail_at_once() {
         (200, "<html>gateway</html>", "not JSON"),
         (
             200,
-            r#"{"choices":[{"index":0,"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
-            "expected 2 choices",
+            r#"{"choices":[{"index":0,"message":{"content":"x"},"finish_reason":"stop"},{"index":0,"message":{"content":"y"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+            "got indices [0, 0]",
         ),
         (
             400,
@@ -443,5 +446,43 @@ fn a_response_without_usage_is_counted_with_the_tokenizer_or_recorded_as_null() 
     for row in comparable_rows(&config.out) {
         assert_eq!(row.prompt_tokens, count(&row.prompt), "{}", row.prompt);
         assert_eq!(row.completion_tokens, count(&row.generation));
+    }
+}
+
+#[test]
+fn a_server_that_ignores_n_gets_one_request_per_missing_sample() {
+    // Like `transformers serve`: one choice whatever `n` asks for.
+    let server = FakeServer::start(|_, request| {
+        let seed = request.body["seed"].as_u64().unwrap();
+        Reply::Respond(200, one_choice_naming_seed(seed))
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = endpoint_config(&server, tmp.path(), None);
+    if let TeacherConfig::Openai { concurrency, .. } = &mut config.teacher {
+        *concurrency = 1;
+    }
+    let summary = run_generate(&config).unwrap();
+    assert_eq!((summary.rows_written, summary.samples_generated), (6, 6));
+
+    // The first request asks for 2 and gets 1: the missing sample is one more request. From
+    // then on the endpoint is known to ignore `n`: one request per sample.
+    let received = server.received.lock().unwrap().clone();
+    let asked: Vec<u64> = received
+        .iter()
+        .map(|r| r.body["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(asked, vec![2, 1, 1, 1, 1, 1]);
+
+    // Sample k of a problem is drawn with the problem's seed + k, so the two differ.
+    let rows = comparable_rows(tmp.path());
+    assert_eq!(rows.len(), 6);
+    for row in &rows {
+        let expected = problem_seed(config.seed, &row.id) + u64::from(row.sample_index);
+        assert_eq!(row.seed, expected, "{} sample {}", row.id, row.sample_index);
+        assert!(
+            row.generation.contains(&format!("seed {expected} ")),
+            "{}",
+            row.generation
+        );
     }
 }

@@ -14,6 +14,10 @@
 //! Usage: `prompt_tokens` is the response's; with `n = 1` `completion_tokens` is too, with
 //! `n > 1` the response's total is apportioned to the samples by text length (servers do not
 //! report per-choice counts).
+//!
+//! Servers that ignore `n` (e.g. `transformers serve`) answer one choice: the missing samples
+//! are requested one by one, sample `k` with seed `seed + k` ([`sample_seed`]), and the
+//! endpoint is remembered as ignoring `n`, so later jobs send one request per sample.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -69,6 +73,16 @@ pub struct OpenAiTeacher {
     api_key: Option<String>,
     concurrency: usize,
     retry: RetryPolicy,
+    /// Whether the endpoint returns `n` choices when asked; cleared the first time it returns
+    /// fewer, after which every sample is its own request.
+    honours_n: AtomicBool,
+}
+
+/// The seed of sample `sample_index` of a job seeded `job_seed` when it is requested on its
+/// own: `job_seed + sample_index` (wrapping), so sample 0 keeps the job's seed and a request
+/// for all `n` choices and the per-sample fallback start from the same seed.
+pub fn sample_seed(job_seed: u64, sample_index: u32) -> u64 {
+    job_seed.wrapping_add(u64::from(sample_index))
 }
 
 impl std::fmt::Debug for OpenAiTeacher {
@@ -128,18 +142,19 @@ impl OpenAiTeacher {
             api_key,
             concurrency: config.concurrency.max(1),
             retry: config.retry.clone(),
+            honours_n: AtomicBool::new(true),
         })
     }
 
-    /// The JSON body of one request.
-    fn body(&self, job: &PromptJob, params: &SamplingParams) -> Value {
+    /// The JSON body of a request for `n` choices drawn with `seed`.
+    fn body(&self, job: &PromptJob, params: &SamplingParams, n: usize, seed: u64) -> Value {
         let mut body = json!({
             "model": self.model,
-            "n": params.n,
+            "n": n,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
-            "seed": job.seed,
+            "seed": seed,
         });
         match self.api {
             ApiKind::Chat => body["messages"] = json!(job.messages),
@@ -214,22 +229,53 @@ impl OpenAiTeacher {
         }
     }
 
-    /// Samples one job: one request with `n` choices.
+    /// Samples one job: one request with `n` choices while the endpoint honours `n`; the
+    /// samples it did not return are asked for one request each (see [`sample_seed`]).
     fn sample_job(
         &self,
         job_index: usize,
         job: &PromptJob,
         params: &SamplingParams,
     ) -> Result<Vec<TeacherSample>, TeacherError> {
-        let body = self.body(job, params).to_string();
+        let mut samples = Vec::with_capacity(params.n);
+        if params.n == 1 || self.honours_n.load(Ordering::Relaxed) {
+            samples = self.request(job_index, job, params, params.n, 0)?;
+            if samples.len() < params.n {
+                self.honours_n.store(false, Ordering::Relaxed);
+            }
+        }
+        let returned: Vec<u32> = samples.iter().map(|s| s.sample_index).collect();
+        for sample_index in 0..params.n as u32 {
+            if !returned.contains(&sample_index) {
+                samples.extend(self.request(job_index, job, params, 1, sample_index)?);
+            }
+        }
+        Ok(samples)
+    }
+
+    /// One request for `n` choices of `job`, the first being sample `first_sample` (drawn
+    /// with [`sample_seed`]`(job.seed, first_sample)`); may return fewer than `n` samples.
+    fn request(
+        &self,
+        job_index: usize,
+        job: &PromptJob,
+        params: &SamplingParams,
+        n: usize,
+        first_sample: u32,
+    ) -> Result<Vec<TeacherSample>, TeacherError> {
+        let seed = sample_seed(job.seed, first_sample);
+        let body = self.body(job, params, n, seed).to_string();
         let (status, text) = self.post(&body)?;
         let malformed = |message: String| TeacherError::MalformedResponse {
             endpoint: self.shown_url.clone(),
             status,
             message: self.redactor.scrub(&message),
         };
-        let parsed = parse_response(&text, self.api, params.n).map_err(malformed)?;
-        Ok(parsed.into_samples(job_index, job.seed))
+        let parsed = parse_response(&text, self.api, n).map_err(malformed)?;
+        if n == 1 && parsed.indices().is_empty() {
+            return Err(malformed("no choices".into()));
+        }
+        Ok(parsed.into_samples(job_index, seed, first_sample))
     }
 }
 

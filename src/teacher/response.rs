@@ -39,8 +39,19 @@ pub(super) struct ParsedResponse {
 }
 
 impl ParsedResponse {
-    /// The samples of job `job_index`, completion tokens apportioned by text length.
-    pub(super) fn into_samples(self, job_index: usize, seed: u64) -> Vec<TeacherSample> {
+    /// The choice indices the response holds, in order.
+    pub(super) fn indices(&self) -> Vec<usize> {
+        self.choices.iter().map(|c| c.index).collect()
+    }
+
+    /// The samples of job `job_index` drawn with `seed`, choice `i` becoming sample
+    /// `first_sample + i`; completion tokens apportioned by text length.
+    pub(super) fn into_samples(
+        self,
+        job_index: usize,
+        seed: u64,
+        first_sample: u32,
+    ) -> Vec<TeacherSample> {
         let lengths: Vec<u64> = self
             .choices
             .iter()
@@ -58,7 +69,7 @@ impl ParsedResponse {
             .zip(shares)
             .map(|(choice, completion_tokens)| TeacherSample {
                 job_index,
-                sample_index: choice.index as u32,
+                sample_index: first_sample + choice.index as u32,
                 text: choice.text,
                 seed,
                 finish_reason: choice.finish_reason,
@@ -103,7 +114,9 @@ fn apportion(total: u64, weights: &[u64]) -> Vec<u64> {
     parts
 }
 
-/// Reads a completion response body; the error says what is wrong with it.
+/// Reads a completion response body to a request for `n` choices; the error says what is
+/// wrong with it. Fewer than `n` choices are accepted (many servers ignore `n` and answer one):
+/// the caller asks again for the missing ones. Duplicate or out-of-range indices are errors.
 pub(super) fn parse_response(text: &str, api: ApiKind, n: usize) -> Result<ParsedResponse, String> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| format!("not JSON ({e}): {}", snippet(text)))?;
@@ -117,9 +130,11 @@ pub(super) fn parse_response(text: &str, api: ApiKind, n: usize) -> Result<Parse
     }
     parsed.sort_by_key(|c| c.index);
     let indices: Vec<usize> = parsed.iter().map(|c| c.index).collect();
-    if indices != (0..n).collect::<Vec<_>>() {
+    let distinct_and_in_range =
+        indices.windows(2).all(|w| w[0] < w[1]) && indices.last().is_some_and(|&last| last < n);
+    if !distinct_and_in_range {
         return Err(format!(
-            "expected {n} choices with indices 0..{n}, got indices {indices:?}"
+            "expected up to {n} choices with distinct indices in 0..{n}, got indices {indices:?}"
         ));
     }
     // Some servers send no usage (or null): the counts are then unknown, not an error.
@@ -218,7 +233,17 @@ mod tests {
             "<think>\nthink hard\n</think>\n\n42"
         );
         let error = parse_response(r#"{"choices":[]}"#, ApiKind::Chat, 1).unwrap_err();
-        assert!(error.contains("expected 1 choices"), "{error}");
+        assert!(error.contains("expected up to 1 choices"), "{error}");
+        let two = r#"{"choices":[{"index":1,"text":"a","finish_reason":"stop"},{"index":1,"text":"b","finish_reason":"stop"}]}"#;
+        let error = parse_response(two, ApiKind::Completions, 2).unwrap_err();
+        assert!(error.contains("got indices [1, 1]"), "{error}");
+        let one = r#"{"choices":[{"index":0,"text":"a","finish_reason":"stop"}]}"#;
+        assert_eq!(
+            parse_response(one, ApiKind::Completions, 4)
+                .unwrap()
+                .indices(),
+            [0]
+        );
         let error = parse_response("<html>", ApiKind::Chat, 1).unwrap_err();
         assert!(error.contains("not JSON"), "{error}");
     }

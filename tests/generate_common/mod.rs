@@ -225,3 +225,18 @@ pub fn chat_body(n: usize, prompt_tokens: u32, completion_tokens: u32) -> String
     })
     .to_string()
 }
+
+/// A chat completion body with one choice (index 0) whose answer names `seed`, as a server
+/// that ignores `n` sends whatever `n` asked.
+pub fn one_choice_naming_seed(seed: u64) -> String {
+    serde_json::json!({
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": format!("seed {seed} \\boxed{{1}}"),
+                        "reasoning_content": "thought"},
+            "finish_reason": "stop",
+        }],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+    })
+    .to_string()
+}
