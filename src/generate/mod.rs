@@ -253,7 +253,7 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         writer,
         token_counter,
         totals: Totals::default(),
-        progress: Progress::new(pending.len(), config.progress),
+        progress: Progress::new(pending.len(), config.progress, teacher.streamed_tokens()),
         flush_every: Duration::from_secs(config.flush_every_secs),
         last_flush: Instant::now(),
         started,
@@ -317,6 +317,8 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         tokens_per_second: totals.completion_tokens as f64 / wall_seconds.max(1e-9),
         finish_reasons: totals.finish_reasons,
         samples_without_token_counts: totals.samples_without_token_counts,
+        cost: totals.cost,
+        endpoints: totals.endpoints,
     };
     summary.write().map_err(|source| GenerateError::Io {
         path: out_dir.join(summary::SUMMARY_FILE),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::prompts::full_generation;
-use super::summary::Progress;
+use super::summary::{EndpointTotals, Progress};
 use super::Pending;
 use crate::data::schema::{rfc3339_utc, split_generation, TraceRow};
 use crate::data::shards::ShardWriter;
@@ -22,6 +22,10 @@ pub(super) struct Totals {
     pub(super) completion_tokens: u64,
     pub(super) finish_reasons: BTreeMap<String, usize>,
     pub(super) samples_without_token_counts: usize,
+    /// Cost of the samples that have one.
+    pub(super) cost: Option<f64>,
+    /// Per serving endpoint.
+    pub(super) endpoints: BTreeMap<String, EndpointTotals>,
 }
 
 /// Where samples go as the teacher delivers them: rows into the shard writer, counts into
@@ -71,6 +75,16 @@ impl RowSink {
                 .finish_reasons
                 .entry(sample.finish_reason.as_str().to_string())
                 .or_default() += 1;
+            if let Some(cost) = sample.cost {
+                *totals.cost.get_or_insert(0.0) += cost;
+            }
+            if let Some(endpoint) = &sample.endpoint {
+                totals
+                    .endpoints
+                    .entry(endpoint.clone())
+                    .or_default()
+                    .add(&sample);
+            }
             let row = trace_row(job, sample, &self.teacher, &self.params);
             if self.writer.write(row)? {
                 totals.rows_written += 1;
@@ -150,5 +164,7 @@ fn trace_row(
         completion_tokens: sample.completion_tokens,
         created_at: rfc3339_utc(SystemTime::now()),
         metadata: problem.metadata.clone(),
+        teacher_endpoint: sample.endpoint,
+        cost: sample.cost,
     }
 }
