@@ -177,6 +177,7 @@ pub fn write_synthetic_traces(dir: &Path, shape: &SyntheticTraces) -> anyhow::Re
             metadata: serde_json::Map::new(),
             teacher_endpoint: None,
             cost: None,
+            round: None,
         })?;
     }
     writer.finish()?;

@@ -80,6 +80,7 @@ fn shards_read_back_with_the_documented_schema() {
         ("metadata", &DataType::Utf8),
         ("teacher_endpoint", &DataType::Utf8),
         ("cost", &DataType::Float64),
+        ("round", &DataType::UInt32),
     ];
     assert_eq!(columns, expected);
 
@@ -144,7 +145,7 @@ fn filtered_rows_round_trip_and_read_as_plain_traces() {
         data_common::sorted(traces)
     );
     let schema = FilteredRow::schema();
-    let tail: Vec<&str> = schema.fields()[21..]
+    let tail: Vec<&str> = schema.fields()[22..]
         .iter()
         .map(|f| f.name().as_str())
         .collect();
@@ -189,11 +190,11 @@ fn shard_missing_a_column_names_file_and_column() {
 }
 
 #[test]
-fn shards_written_before_the_endpoint_and_cost_columns_still_read() {
+fn shards_written_before_the_endpoint_cost_and_round_columns_still_read() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("older.parquet");
     write_altered(&path, |fields, arrays| {
-        for name in ["cost", "teacher_endpoint"] {
+        for name in ["round", "cost", "teacher_endpoint"] {
             let index = column_index(fields, name);
             fields.remove(index);
             arrays.remove(index);
@@ -203,7 +204,7 @@ fn shards_written_before_the_endpoint_and_cost_columns_still_read() {
     assert_eq!(rows.len(), 2);
     assert!(rows
         .iter()
-        .all(|r| r.teacher_endpoint.is_none() && r.cost.is_none()));
+        .all(|r| r.teacher_endpoint.is_none() && r.cost.is_none() && r.round.is_none()));
 }
 
 #[test]

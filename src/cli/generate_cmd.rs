@@ -123,6 +123,13 @@ pub struct GenerateArgs {
     /// Samples per problem.
     #[arg(short = 'n', long = "samples", default_value_t = 1)]
     pub n: usize,
+    /// Sample each problem in rounds of -n until K samples pass the verifier and the
+    /// readability checks (or --max-samples were drawn), instead of a fixed -n.
+    #[arg(long, value_name = "K", requires = "max_samples")]
+    pub until_verified: Option<usize>,
+    /// With --until-verified: the most samples drawn for one problem.
+    #[arg(long, value_name = "M")]
+    pub max_samples: Option<usize>,
     /// Longest completion, in tokens.
     #[arg(long, default_value_t = 4096)]
     pub max_new_tokens: usize,
@@ -213,6 +220,8 @@ impl GenerateArgs {
             top_p: self.top_p,
             top_k: self.top_k,
             n: self.n,
+            until_verified: self.until_verified,
+            max_samples: self.max_samples,
             max_new_tokens: self.max_new_tokens,
             seed: self.seed,
             out: self.out.clone(),

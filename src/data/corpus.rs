@@ -59,6 +59,7 @@ pub fn programmatic_row(task: &SynthTask, style: ReplyStyle) -> TraceRow {
         metadata: problem.metadata,
         teacher_endpoint: None,
         cost: None,
+        round: None,
     }
 }
 

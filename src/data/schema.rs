@@ -136,6 +136,9 @@ pub struct TraceRow {
     /// What the sample cost at its endpoint's prices (completion tokens plus its share of the
     /// request's prompt tokens); `None` (null) without prices or token counts.
     pub cost: Option<f64>,
+    /// The sampling round that drew it (`--until-verified` samples a problem in rounds; a fixed
+    /// `-n` run is round 0); `None` (null) in files written before the column existed.
+    pub round: Option<u32>,
 }
 
 /// A row type stored in Parquet shards: its Arrow schema, its resume key and conversions.
@@ -189,6 +192,7 @@ fn trace_fields() -> Vec<Field> {
         utf8("metadata"),
         Field::new("teacher_endpoint", DataType::Utf8, true),
         Field::new("cost", DataType::Float64, true),
+        Field::new("round", DataType::UInt32, true),
     ]
 }
 
@@ -249,6 +253,7 @@ fn trace_arrays(rows: &[&TraceRow]) -> std::result::Result<Vec<ArrayRef>, ArrowE
                 .collect::<Vec<_>>(),
         )),
         Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.cost))),
+        Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.round))),
     ])
 }
 
@@ -344,6 +349,10 @@ impl ArrowRow for TraceRow {
         let completion_tokens = columns.nullable_u32("completion_tokens")?;
         let teacher_endpoint = optional_strings(columns, "teacher_endpoint")?;
         let cost = optional_f64(columns, "cost")?;
+        let round = match columns.get("round") {
+            Some(_) => columns.nullable_u32("round")?,
+            None => vec![None; columns.num_rows()],
+        };
         let mut rows = Vec::with_capacity(columns.num_rows());
         for (index, messages) in messages.into_iter().enumerate() {
             let finish_reason = parse_finish_reason(columns, index, finish_reason[index])?;
@@ -370,6 +379,7 @@ impl ArrowRow for TraceRow {
                 metadata,
                 teacher_endpoint: teacher_endpoint[index].clone(),
                 cost: cost[index],
+                round: round[index],
             });
         }
         Ok(rows)
@@ -420,8 +430,8 @@ pub const JUDGED_COLUMNS: [&str; 13] = [
 impl TraceRow {
     /// Rows of a batch read with only [`JUDGED_COLUMNS`] — what judging and reporting a trace
     /// need — with the other fields left empty (`prompt`, `messages`, `reasoning`,
-    /// `final_text`, `created_at`; `seed`, `prompt_tokens` and `teacher_endpoint` zero /
-    /// `None`). Decoding skips the copies of
+    /// `final_text`, `created_at`; `seed`, `prompt_tokens`, `teacher_endpoint` and `round`
+    /// zero / `None`). Decoding skips the copies of
     /// the text in `messages` and `reasoning`.
     pub fn judged_from_columns(columns: &BatchColumns<'_>) -> Result<Vec<Self>> {
         let text = |name: &str| columns.required_strings(name);
@@ -466,6 +476,7 @@ impl TraceRow {
                     metadata: parse_metadata(columns, index, metadata[index])?,
                     teacher_endpoint: None,
                     cost: cost[index],
+                    round: None,
                 })
             })
             .collect()

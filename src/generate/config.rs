@@ -56,9 +56,16 @@ pub struct GenerateConfig {
     /// Keep only the k most likely tokens (0 = off; local teacher only).
     #[serde(default)]
     pub top_k: usize,
-    /// Samples per problem.
+    /// Samples per problem; with `until_verified`, samples per round.
     #[serde(default = "default_n")]
     pub n: usize,
+    /// Sample each problem in rounds of `n` until this many samples pass the verifier and the
+    /// readability checks (or `max_samples` were drawn), instead of a fixed `n`.
+    #[serde(default)]
+    pub until_verified: Option<usize>,
+    /// With `until_verified`: the most samples drawn for one problem.
+    #[serde(default)]
+    pub max_samples: Option<usize>,
     /// Longest completion, in tokens.
     #[serde(default = "default_max_new_tokens")]
     pub max_new_tokens: usize,
@@ -389,6 +396,12 @@ impl GenerateConfig {
             "max_new_tokens": self.max_new_tokens,
             "seed": self.seed,
         });
+        let mut key = key;
+        // Only when set, so directories written before these settings existed still resume.
+        if let Some(target) = self.until_verified {
+            key["until_verified"] = serde_json::json!(target);
+            key["max_samples"] = serde_json::json!(self.max_samples);
+        }
         sha256_hex(key.to_string().as_bytes())
     }
 }

@@ -61,6 +61,10 @@ pub struct GenerateSummary {
     /// Per endpoint that served samples (its URL without credentials): samples, tokens, cost.
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointTotals>,
+    /// With `--until-verified`: problems that reached the wanted number of passing samples
+    /// (the others used up `--max-samples`).
+    #[serde(default)]
+    pub problems_verified: Option<usize>,
 }
 
 /// What one endpoint served in a run.
@@ -222,6 +226,7 @@ mod tests {
                     cost: Some(0.25),
                 },
             )]),
+            problems_verified: None,
         };
         let path = summary.write().unwrap();
         let back: GenerateSummary =

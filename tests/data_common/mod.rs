@@ -53,6 +53,7 @@ pub fn trace_row(problem: &Problem, sample_index: u32) -> TraceRow {
         metadata: serde_json::Map::from_iter([("difficulty".to_string(), json!(2))]),
         teacher_endpoint: None,
         cost: None,
+        round: None,
     }
 }
 

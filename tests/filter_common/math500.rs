@@ -66,6 +66,7 @@ pub fn math500_traces() -> (Vec<TraceRow>, usize) {
                 metadata: problem.metadata.clone(),
                 teacher_endpoint: None,
                 cost: None,
+                round: None,
             });
         }
     }

@@ -59,6 +59,7 @@ pub fn row(id: &str, problem: &str, answer: &str, sample_index: u32, generation:
         metadata: Map::new(),
         teacher_endpoint: None,
         cost: None,
+        round: None,
     }
 }
 

@@ -43,6 +43,8 @@ pub fn local_config(prompts: &str, out: &Path) -> GenerateConfig {
         top_p: 0.95,
         top_k: 0,
         n: 2,
+        until_verified: None,
+        max_samples: None,
         max_new_tokens: 24,
         seed: 7,
         out: out.to_path_buf(),
