@@ -314,3 +314,81 @@ fn samples_carry_their_cost_and_the_summary_sums_it() {
     assert_eq!(summary.cost, None);
     assert!(comparable_rows(tmp.path()).iter().all(|r| r.cost.is_none()));
 }
+
+#[test]
+fn tokens_are_paced_at_the_tokens_per_minute_limit() {
+    // Every response uses 100 tokens; 120,000 a minute is 2,000 a second: 20 requests a second
+    // once the bucket's first second of tokens is spent.
+    let server = FakeServer::start(|_, _| Reply::Respond(200, chat_body(1, 20, 80)));
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = pool_config(&[&server.url], 60, tmp.path());
+    teacher(&mut config).concurrency = 1;
+    teacher(&mut config).tpm = Some(120_000.0);
+    run_generate(&config).unwrap();
+    let received = server.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 60);
+    let span = received[59]
+        .at
+        .duration_since(received[30].at)
+        .as_secs_f64();
+    let rate = 29.0 / span;
+    assert!((rate - 20.0).abs() <= 2.0, "{rate:.2} requests/s");
+}
+
+#[test]
+fn the_command_line_takes_several_endpoints_with_limits() {
+    let a = FakeServer::start(|_, _| Reply::Slow(Duration::from_millis(20), chat_body(1, 5, 6)));
+    let b = FakeServer::start(|_, _| Reply::Slow(Duration::from_millis(20), chat_body(1, 5, 6)));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args([
+            "generate",
+            "--prompts",
+            "synth:arith:difficulty=2:count=8:seed=5",
+        ])
+        .args([
+            "--endpoint",
+            &a.url,
+            "--endpoint",
+            &b.url,
+            "--api-model",
+            "r1",
+        ])
+        .args([
+            "--concurrency",
+            "2",
+            "--rpm",
+            "6000",
+            "--price-completion-per-mtok",
+            "1",
+        ])
+        .args(["--no-progress", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(a.count() >= 1 && b.count() >= 1, "both endpoints used");
+    assert_eq!(a.count() + b.count(), 8);
+    let served = rows_per_endpoint(&out, 8);
+    assert_eq!(served.len(), 2, "{served:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Cost: 0.0000"), "{stdout}");
+
+    // In a recipe, a list entry with a misspelt field is refused, naming the section and field.
+    let section: toml::Table = toml::from_str(
+        "[teacher]\nkind = \"openai\"\nmodel = \"r1\"\n\
+         [[teacher.endpoints]]\nurl = \"http://a\"\nprice_per_mtok = 1\n",
+    )
+    .unwrap();
+    let fixed = [("prompts", "p".into()), ("out", "o".into())];
+    let error =
+        distill::pipeline::recipe::stage_config::<GenerateConfig>("generate", &section, &fixed)
+            .unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("[generate]") && message.contains("price_per_mtok"),
+        "{message}"
+    );
+}
