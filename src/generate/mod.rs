@@ -15,8 +15,12 @@
 //! `README.md` ([`card`]) beside that folder.
 //!
 //! Submodules: [`config`] (the serde config and its recipe hash), [`prompts`] (prompt sources
-//! and rendering), [`summary`] (the summary and the progress bar), `teacher_setup` (building
-//! the teacher) and `sink` (samples to rows as they arrive).
+//! and rendering), [`rounds`] (sampling until verified), [`summary`] (the summary and the
+//! progress bar), `teacher_setup` (building the teacher) and `sink` (samples to rows as they
+//! arrive).
+//!
+//! With `until_verified`, problems are sampled in rounds instead of one job of `n` each (see
+//! [`rounds`]); keys, seeds and resume follow the same rules.
 
 pub mod card;
 pub mod config;

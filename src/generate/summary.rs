@@ -119,12 +119,18 @@ impl GenerateSummary {
         } else {
             format!(" (finish reasons: {})", reasons.join(", "))
         };
-        let cost = self
+        let mut tail = self
             .cost
             .map_or(String::new(), |cost| format!(" Cost: {cost:.4}."));
+        if let Some(verified) = self.problems_verified {
+            tail += &format!(
+                " {verified} of {} problems reached the --until-verified target.",
+                self.problems
+            );
+        }
         format!(
             "Generated {} samples for {} problems with {} in {:.1} s ({} completion tokens, {:.1} tokens/s){reasons}. \
-             Wrote {} rows, skipped {} already present; {} holds {} rows in {} shards.{cost}",
+             Wrote {} rows, skipped {} already present; {} holds {} rows in {} shards.{tail}",
             self.samples_generated,
             self.problems - self.problems_already_done,
             self.teacher,
@@ -226,13 +232,14 @@ mod tests {
                     cost: Some(0.25),
                 },
             )]),
-            problems_verified: None,
+            problems_verified: Some(2),
         };
         let path = summary.write().unwrap();
         let back: GenerateSummary =
             serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(back, summary);
         assert!(summary.human().contains("4 samples for 2 problems"));
+        assert!(summary.human().contains("2 of 3 problems reached"));
         let names: Vec<String> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -1,8 +1,8 @@
 //! One OpenAI-compatible server: its URL, model name, API key, concurrency, rate limits and
-//! prices, and one HTTP attempt against it ([`Endpoint::call`]), classified as a success or a
-//! [`Failure`] that says whether to retry, whether it counts against the endpoint's health and
+//! prices, and one HTTP attempt against it (`Endpoint::call`), classified as a success or a
+//! `Failure` that says whether to retry, whether it counts against the endpoint's health and
 //! whether the server asked for a pause. Retrying and choosing endpoints is the teacher's job
-//! ([`super::openai`], [`super::pool`]).
+//! ([`super::openai`] and its pool).
 
 use std::io::BufReader;
 use std::sync::atomic::{AtomicBool, Ordering};

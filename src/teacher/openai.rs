@@ -4,7 +4,7 @@
 //! `max_tokens`, `seed`.
 //!
 //! Requests run on std threads, as many as the endpoints' concurrencies together; each request
-//! goes to the least-loaded healthy endpoint of the [`Pool`], within that endpoint's rate limits
+//! goes to the least-loaded healthy endpoint of the pool (`pool`), within that endpoint's rate limits
 //! ([`super::rate_limit`]). Rate limits (429), 408, server errors (5xx), connection errors and
 //! timeouts are retried with exponential backoff and jitter ([`RetryPolicy`]), on another
 //! endpoint when one is available (in-flight work of a failing endpoint moves over); an endpoint
