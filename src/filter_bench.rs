@@ -175,6 +175,9 @@ pub fn write_synthetic_traces(dir: &Path, shape: &SyntheticTraces) -> anyhow::Re
             prompt_tokens: Some(40),
             created_at: "2026-12-04T00:00:00Z".into(),
             metadata: serde_json::Map::new(),
+            teacher_endpoint: None,
+            cost: None,
+            round: None,
         })?;
     }
     writer.finish()?;

@@ -78,6 +78,9 @@ fn shards_read_back_with_the_documented_schema() {
         ("completion_tokens", &DataType::UInt32),
         ("created_at", &DataType::Utf8),
         ("metadata", &DataType::Utf8),
+        ("teacher_endpoint", &DataType::Utf8),
+        ("cost", &DataType::Float64),
+        ("round", &DataType::UInt32),
     ];
     assert_eq!(columns, expected);
 
@@ -142,7 +145,7 @@ fn filtered_rows_round_trip_and_read_as_plain_traces() {
         data_common::sorted(traces)
     );
     let schema = FilteredRow::schema();
-    let tail: Vec<&str> = schema.fields()[19..]
+    let tail: Vec<&str> = schema.fields()[22..]
         .iter()
         .map(|f| f.name().as_str())
         .collect();
@@ -184,6 +187,24 @@ fn shard_missing_a_column_names_file_and_column() {
     let message = read_shard::<TraceRow>(&path).unwrap_err().to_string();
     assert!(message.contains("no-final.parquet"), "{message}");
     assert!(message.contains("missing column `final`"), "{message}");
+}
+
+#[test]
+fn shards_written_before_the_endpoint_cost_and_round_columns_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("older.parquet");
+    write_altered(&path, |fields, arrays| {
+        for name in ["round", "cost", "teacher_endpoint"] {
+            let index = column_index(fields, name);
+            fields.remove(index);
+            arrays.remove(index);
+        }
+    });
+    let rows = read_shard::<TraceRow>(&path).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows
+        .iter()
+        .all(|r| r.teacher_endpoint.is_none() && r.cost.is_none() && r.round.is_none()));
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn shards_follow_the_schema_and_rows_are_deterministic() {
     let reasons: usize = summary.finish_reasons.values().sum();
     assert_eq!(reasons, 24);
 
-    // Raw Parquet: the documented 19 columns with their Arrow types, zstd, 5 rows per shard.
+    // Raw Parquet: the documented 22 columns with their Arrow types, zstd, 5 rows per shard.
     let shards = shard_paths(&a).unwrap();
     assert_eq!(shards.len(), 5);
     for shard in &shards {
@@ -46,7 +46,7 @@ fn shards_follow_the_schema_and_rows_are_deterministic() {
         let schema = builder.schema().clone();
         let expected = TraceRow::schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names.len(), 19);
+        assert_eq!(names.len(), 22);
         for (field, want) in schema.fields().iter().zip(expected.fields()) {
             assert_eq!(field.name(), want.name());
             assert_eq!(field.data_type(), want.data_type(), "{}", field.name());

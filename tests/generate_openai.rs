@@ -9,26 +9,30 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use distill::generate::config::EndpointTeacherConfig;
+use distill::generate::prompts::problem_seed;
 use distill::generate::{run_generate, GenerateConfig, GenerateError, TeacherConfig};
 use distill::teacher::openai::ApiKind;
 use distill::teacher::TeacherError;
-use generate_common::{all_files, chat_body, comparable_rows, FakeServer, Reply, DATA};
+use generate_common::{
+    all_files, chat_body, comparable_rows, one_choice_naming_seed, FakeServer, Reply, DATA,
+};
 
 const PROMPTS: &str = "synth:arith:difficulty=1:count=3:seed=2";
 
 fn endpoint_config(server: &FakeServer, out: &Path, api_key_env: Option<&str>) -> GenerateConfig {
     GenerateConfig {
-        teacher: TeacherConfig::Openai {
-            endpoint: format!("{}/v1", server.url),
+        teacher: TeacherConfig::Openai(EndpointTeacherConfig {
+            endpoint: Some(format!("{}/v1", server.url)),
             model: "deepseek-r1".into(),
             api: ApiKind::Chat,
             api_key_env: api_key_env.map(str::to_string),
-            tokenizer: None,
             concurrency: 2,
             timeout_secs: 1.0,
             max_retries: 3,
             backoff_secs: 0.01,
-        },
+            ..EndpointTeacherConfig::default()
+        }),
         n: 2,
         max_new_tokens: 64,
         ..generate_common::local_config(PROMPTS, out)
@@ -171,8 +175,8 @@ fn a_malformed_body_and_a_400_fail_at_once() {
         (200, "<html>gateway</html>", "not JSON"),
         (
             200,
-            r#"{"choices":[{"index":0,"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
-            "expected 2 choices",
+            r#"{"choices":[{"index":0,"message":{"content":"x"},"finish_reason":"stop"},{"index":0,"message":{"content":"y"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#,
+            "got indices [0, 0]",
         ),
         (
             400,
@@ -223,12 +227,9 @@ fn completions_api_renders_the_r1_template_and_keeps_the_think_prefill() {
     config.limit = Some(1);
     config.n = 1;
     config.system_prompt = Some("You are careful.".into());
-    if let TeacherConfig::Openai {
-        api, tokenizer: t, ..
-    } = &mut config.teacher
-    {
-        *api = ApiKind::Completions;
-        *t = Some(tokenizer.to_string_lossy().into_owned());
+    if let TeacherConfig::Openai(teacher) = &mut config.teacher {
+        teacher.api = ApiKind::Completions;
+        teacher.tokenizer = Some(tokenizer.to_string_lossy().into_owned());
     }
     run_generate(&config).unwrap();
     let request = server.received.lock().unwrap()[0].clone();
@@ -333,6 +334,7 @@ fn the_cli_never_shows_or_stores_the_api_key() {
 #[test]
 fn samples_stream_out_as_requests_complete() {
     use distill::model::Message;
+    use distill::teacher::endpoint::{EndpointConfig, Transfer};
     use distill::teacher::openai::{OpenAiConfig, OpenAiTeacher};
     use distill::teacher::{PromptJob, SamplingParams, Teacher};
 
@@ -347,12 +349,16 @@ fn samples_stream_out_as_requests_complete() {
         }
     });
     let mut teacher = OpenAiTeacher::new(&OpenAiConfig {
-        endpoint: server.url.clone(),
-        model: "r1".into(),
+        endpoints: vec![EndpointConfig {
+            url: server.url.clone(),
+            model: "r1".into(),
+            api_key_env: None,
+            concurrency: 2,
+            limits: Default::default(),
+            prices: None,
+        }],
         api: ApiKind::Chat,
-        api_key_env: None,
-        concurrency: 2,
-        timeout: Duration::from_secs(5),
+        transfer: Transfer::Whole(Duration::from_secs(5)),
         retry: Default::default(),
     })
     .unwrap();
@@ -395,8 +401,8 @@ fn rows_finished_before_an_endpoint_failure_are_kept_and_resumed_after() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let mut config = endpoint_config(&server, tmp.path(), None);
-    if let TeacherConfig::Openai { concurrency, .. } = &mut config.teacher {
-        *concurrency = 1;
+    if let TeacherConfig::Openai(teacher) = &mut config.teacher {
+        teacher.concurrency = 1;
     }
     let error = run_generate(&config).unwrap_err().to_string();
     assert!(error.contains("HTTP 400"), "{error}");
@@ -433,8 +439,8 @@ fn a_response_without_usage_is_counted_with_the_tokenizer_or_recorded_as_null() 
     // With a tokenizer: counted by it.
     let tokenizer_dir = format!("{DATA}/tokenizer_qwen2_5");
     let mut config = endpoint_config(&server, &tmp.path().join("counted"), None);
-    if let TeacherConfig::Openai { tokenizer, .. } = &mut config.teacher {
-        *tokenizer = Some(tokenizer_dir.clone());
+    if let TeacherConfig::Openai(teacher) = &mut config.teacher {
+        teacher.tokenizer = Some(tokenizer_dir.clone());
     }
     let summary = run_generate(&config).unwrap();
     assert_eq!(summary.samples_without_token_counts, 0);
@@ -443,5 +449,43 @@ fn a_response_without_usage_is_counted_with_the_tokenizer_or_recorded_as_null() 
     for row in comparable_rows(&config.out) {
         assert_eq!(row.prompt_tokens, count(&row.prompt), "{}", row.prompt);
         assert_eq!(row.completion_tokens, count(&row.generation));
+    }
+}
+
+#[test]
+fn a_server_that_ignores_n_gets_one_request_per_missing_sample() {
+    // Like `transformers serve`: one choice whatever `n` asks for.
+    let server = FakeServer::start(|_, request| {
+        let seed = request.body["seed"].as_u64().unwrap();
+        Reply::Respond(200, one_choice_naming_seed(seed))
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = endpoint_config(&server, tmp.path(), None);
+    if let TeacherConfig::Openai(teacher) = &mut config.teacher {
+        teacher.concurrency = 1;
+    }
+    let summary = run_generate(&config).unwrap();
+    assert_eq!((summary.rows_written, summary.samples_generated), (6, 6));
+
+    // The first request asks for 2 and gets 1: the missing sample is one more request. From
+    // then on the endpoint is known to ignore `n`: one request per sample.
+    let received = server.received.lock().unwrap().clone();
+    let asked: Vec<u64> = received
+        .iter()
+        .map(|r| r.body["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(asked, vec![2, 1, 1, 1, 1, 1]);
+
+    // Sample k of a problem is drawn with the problem's seed + k, so the two differ.
+    let rows = comparable_rows(tmp.path());
+    assert_eq!(rows.len(), 6);
+    for row in &rows {
+        let expected = problem_seed(config.seed, &row.id) + u64::from(row.sample_index);
+        assert_eq!(row.seed, expected, "{} sample {}", row.id, row.sample_index);
+        assert!(
+            row.generation.contains(&format!("seed {expected} ")),
+            "{}",
+            row.generation
+        );
     }
 }

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::data::schema::DEFAULT_INSTRUCTION;
 use crate::data::shards::DEFAULT_ROWS_PER_SHARD;
+use crate::generate::config::{EndpointEntry, EndpointTeacherConfig};
 use crate::generate::{run_generate, GenerateConfig, TeacherConfig};
 use crate::teacher::openai::ApiKind;
 
@@ -53,9 +54,11 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
 
-    /// Endpoint teacher: base URL of an OpenAI-compatible server (http://host:8000/v1).
+    /// Endpoint teacher: base URL of an OpenAI-compatible server (http://host:8000/v1);
+    /// repeat for several servers of the same model (requests go to the least-loaded healthy
+    /// one; the per-endpoint flags below apply to each).
     #[arg(long)]
-    pub endpoint: Option<String>,
+    pub endpoint: Vec<String>,
     /// Endpoint teacher: the model name sent in every request.
     #[arg(long, requires = "endpoint")]
     pub api_model: Option<String>,
@@ -69,12 +72,31 @@ pub struct GenerateArgs {
     /// --api completions; with chat, the prompt column then holds the rendered text).
     #[arg(long)]
     pub tokenizer: Option<String>,
-    /// Endpoint teacher: requests in flight at once.
+    /// Endpoint teacher: requests in flight at once, per endpoint.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// Endpoint teacher: whole-request timeout, seconds.
+    /// Endpoint teacher: requests per minute, per endpoint (default: unlimited).
+    #[arg(long)]
+    pub rpm: Option<f64>,
+    /// Endpoint teacher: prompt + completion tokens per minute, per endpoint (default: unlimited).
+    #[arg(long)]
+    pub tpm: Option<f64>,
+    /// Endpoint teacher: price per million prompt tokens (rows and the summary then carry cost).
+    #[arg(long)]
+    pub price_prompt_per_mtok: Option<f64>,
+    /// Endpoint teacher: price per million completion tokens.
+    #[arg(long)]
+    pub price_completion_per_mtok: Option<f64>,
+    /// Endpoint teacher: stream responses (server-sent events) with --idle-timeout-secs between
+    /// chunks instead of a whole-request timeout.
+    #[arg(long)]
+    pub stream: bool,
+    /// Endpoint teacher: whole-request timeout, seconds (without --stream).
     #[arg(long, default_value_t = 600.0)]
     pub timeout_secs: f64,
+    /// Endpoint teacher with --stream: longest silence between two chunks, seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub idle_timeout_secs: f64,
     /// Endpoint teacher: retries of a request on 429, 5xx, connection errors and timeouts.
     #[arg(long, default_value_t = 5)]
     pub max_retries: u32,
@@ -101,6 +123,13 @@ pub struct GenerateArgs {
     /// Samples per problem.
     #[arg(short = 'n', long = "samples", default_value_t = 1)]
     pub n: usize,
+    /// Sample each problem in rounds of -n until K samples pass the verifier and the
+    /// readability checks (or --max-samples were drawn), instead of a fixed -n.
+    #[arg(long, value_name = "K", requires = "max_samples")]
+    pub until_verified: Option<usize>,
+    /// With --until-verified: the most samples drawn for one problem.
+    #[arg(long, value_name = "M")]
+    pub max_samples: Option<usize>,
     /// Longest completion, in tokens.
     #[arg(long, default_value_t = 4096)]
     pub max_new_tokens: usize,
@@ -137,15 +166,26 @@ pub struct GenerateArgs {
 impl GenerateArgs {
     /// The library config these flags describe.
     pub fn to_config(&self) -> anyhow::Result<GenerateConfig> {
-        let teacher = match (&self.teacher, &self.endpoint) {
-            (Some(model), None) => TeacherConfig::Local {
+        let teacher = match (&self.teacher, self.endpoint.as_slice()) {
+            (Some(model), []) => TeacherConfig::Local {
                 model: model.clone(),
                 device: self.device.clone(),
                 dtype: self.dtype.clone(),
                 batch_size: self.batch_size,
             },
-            (None, Some(endpoint)) => TeacherConfig::Openai {
-                endpoint: endpoint.clone(),
+            (None, [_, ..]) => TeacherConfig::Openai(EndpointTeacherConfig {
+                endpoint: (self.endpoint.len() == 1).then(|| self.endpoint[0].clone()),
+                endpoints: if self.endpoint.len() > 1 {
+                    self.endpoint
+                        .iter()
+                        .map(|url| EndpointEntry {
+                            url: url.clone(),
+                            ..EndpointEntry::default()
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
                 model: self.api_model.clone().ok_or_else(|| {
                     anyhow::anyhow!("--endpoint needs --api-model (the served model's name)")
                 })?,
@@ -153,10 +193,16 @@ impl GenerateArgs {
                 api_key_env: self.api_key_env.clone(),
                 tokenizer: self.tokenizer.clone(),
                 concurrency: self.concurrency,
+                rpm: self.rpm,
+                tpm: self.tpm,
+                price_prompt_per_mtok: self.price_prompt_per_mtok,
+                price_completion_per_mtok: self.price_completion_per_mtok,
+                stream: self.stream,
                 timeout_secs: self.timeout_secs,
+                idle_timeout_secs: self.idle_timeout_secs,
                 max_retries: self.max_retries,
                 backoff_secs: self.backoff_secs,
-            },
+            }),
             _ => anyhow::bail!("give exactly one teacher: --teacher MODEL or --endpoint URL"),
         };
         Ok(GenerateConfig {
@@ -174,6 +220,8 @@ impl GenerateArgs {
             top_p: self.top_p,
             top_k: self.top_k,
             n: self.n,
+            until_verified: self.until_verified,
+            max_samples: self.max_samples,
             max_new_tokens: self.max_new_tokens,
             seed: self.seed,
             out: self.out.clone(),

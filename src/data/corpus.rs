@@ -57,6 +57,9 @@ pub fn programmatic_row(task: &SynthTask, style: ReplyStyle) -> TraceRow {
         prompt_tokens: None,
         created_at: rfc3339_utc(std::time::UNIX_EPOCH),
         metadata: problem.metadata,
+        teacher_endpoint: None,
+        cost: None,
+        round: None,
     }
 }
 

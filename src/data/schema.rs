@@ -130,6 +130,15 @@ pub struct TraceRow {
     pub created_at: String,
     /// Free-form metadata (stored as a JSON object string).
     pub metadata: Map<String, Value>,
+    /// The endpoint that served the sample (its URL without credentials); `None` (null) for a
+    /// local teacher and in files written before the column existed.
+    pub teacher_endpoint: Option<String>,
+    /// What the sample cost at its endpoint's prices (completion tokens plus its share of the
+    /// request's prompt tokens); `None` (null) without prices or token counts.
+    pub cost: Option<f64>,
+    /// The sampling round that drew it (`--until-verified` samples a problem in rounds; a fixed
+    /// `-n` run is round 0); `None` (null) in files written before the column existed.
+    pub round: Option<u32>,
 }
 
 /// A row type stored in Parquet shards: its Arrow schema, its resume key and conversions.
@@ -183,6 +192,9 @@ fn trace_fields() -> Vec<Field> {
         Field::new("completion_tokens", DataType::UInt32, true),
         utf8("created_at"),
         utf8("metadata"),
+        Field::new("teacher_endpoint", DataType::Utf8, true),
+        Field::new("cost", DataType::Float64, true),
+        Field::new("round", DataType::UInt32, true),
     ]
 }
 
@@ -245,6 +257,13 @@ fn trace_arrays(rows: &[&TraceRow]) -> std::result::Result<Vec<ArrayRef>, ArrowE
         )),
         text(|r| &r.created_at),
         strings(metadata.iter().map(String::as_str)),
+        Arc::new(StringArray::from(
+            rows.iter()
+                .map(|r| r.teacher_endpoint.as_deref())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.cost))),
+        Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.round))),
     ])
 }
 
@@ -338,6 +357,12 @@ impl ArrowRow for TraceRow {
         let sample_index = columns.required_u32("sample_index")?;
         let prompt_tokens = columns.nullable_u32("prompt_tokens")?;
         let completion_tokens = columns.nullable_u32("completion_tokens")?;
+        let teacher_endpoint = optional_strings(columns, "teacher_endpoint")?;
+        let cost = optional_f64(columns, "cost")?;
+        let round = match columns.get("round") {
+            Some(_) => columns.nullable_u32("round")?,
+            None => vec![None; columns.num_rows()],
+        };
         let mut rows = Vec::with_capacity(columns.num_rows());
         for (index, messages) in messages.into_iter().enumerate() {
             let finish_reason = parse_finish_reason(columns, index, finish_reason[index])?;
@@ -362,14 +387,41 @@ impl ArrowRow for TraceRow {
                 completion_tokens: completion_tokens[index],
                 created_at: created_at[index].to_string(),
                 metadata,
+                teacher_endpoint: teacher_endpoint[index].clone(),
+                cost: cost[index],
+                round: round[index],
             });
         }
         Ok(rows)
     }
 }
 
+/// Column `name` of nullable strings, all `None` when the file has no such column (written
+/// before it existed).
+fn optional_strings(columns: &BatchColumns<'_>, name: &str) -> Result<Vec<Option<String>>> {
+    if columns.get(name).is_none() {
+        return Ok(vec![None; columns.num_rows()]);
+    }
+    let column = columns.strings(name)?;
+    Ok((0..columns.num_rows())
+        .map(|index| column.get(index).map(str::to_string))
+        .collect())
+}
+
+/// Column `name` of nullable `Float64`s, all `None` when the file has no such column.
+fn optional_f64(columns: &BatchColumns<'_>, name: &str) -> Result<Vec<Option<f64>>> {
+    let Some(array) = columns.get(name) else {
+        return Ok(vec![None; columns.num_rows()]);
+    };
+    let values = array
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .ok_or_else(|| columns.wrong_type(name, "double", array.data_type()))?;
+    Ok(values.iter().collect())
+}
+
 /// The columns [`TraceRow::judged_from_columns`] reads.
-pub const JUDGED_COLUMNS: [&str; 12] = [
+pub const JUDGED_COLUMNS: [&str; 13] = [
     "id",
     "source",
     "problem",
@@ -382,12 +434,14 @@ pub const JUDGED_COLUMNS: [&str; 12] = [
     "finish_reason",
     "completion_tokens",
     "metadata",
+    "cost",
 ];
 
 impl TraceRow {
-    /// Rows of a batch read with only [`JUDGED_COLUMNS`] — what judging a trace needs — with
-    /// the other fields left empty (`prompt`, `messages`, `reasoning`, `final_text`,
-    /// `created_at`; `seed` and `prompt_tokens` zero / `None`). Decoding skips the copies of
+    /// Rows of a batch read with only [`JUDGED_COLUMNS`] — what judging and reporting a trace
+    /// need — with the other fields left empty (`prompt`, `messages`, `reasoning`,
+    /// `final_text`, `created_at`; `seed`, `prompt_tokens`, `teacher_endpoint` and `round`
+    /// zero / `None`). Decoding skips the copies of
     /// the text in `messages` and `reasoning`.
     pub fn judged_from_columns(columns: &BatchColumns<'_>) -> Result<Vec<Self>> {
         let text = |name: &str| columns.required_strings(name);
@@ -407,6 +461,7 @@ impl TraceRow {
         let top_p = columns.required_f64("top_p")?;
         let sample_index = columns.required_u32("sample_index")?;
         let completion_tokens = columns.nullable_u32("completion_tokens")?;
+        let cost = optional_f64(columns, "cost")?;
         (0..columns.num_rows())
             .map(|index| {
                 Ok(TraceRow {
@@ -429,6 +484,9 @@ impl TraceRow {
                     completion_tokens: completion_tokens[index],
                     created_at: String::new(),
                     metadata: parse_metadata(columns, index, metadata[index])?,
+                    teacher_endpoint: None,
+                    cost: cost[index],
+                    round: None,
                 })
             })
             .collect()

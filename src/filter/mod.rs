@@ -83,6 +83,8 @@ pub(crate) struct RowFacts {
     pub(crate) generation_hash: [u8; 32],
     /// The row's global number in the input (see [`input::InputFiles`]).
     pub(crate) position: u64,
+    /// What generating it cost, when its endpoint had prices.
+    pub(crate) cost: Option<f64>,
 }
 
 impl RowFacts {
@@ -95,6 +97,7 @@ impl RowFacts {
             completion_tokens: row.completion_tokens,
             generation_hash: sha256_bytes(row.generation.as_bytes()),
             position,
+            cost: row.cost,
         }
     }
 

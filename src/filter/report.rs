@@ -1,5 +1,6 @@
 //! The filter report: [`FilterSummary`] (counts per reason, acceptance overall and per source,
-//! completion-token statistics of accepted vs rejected traces, pass-rate band counts), written
+//! completion-token statistics of accepted vs rejected traces, pass-rate band counts, and the
+//! generation cost per accepted trace when the traces carry their cost), written
 //! as `report.json` (the summary serialised) and `report.md` (the same for people).
 
 use std::collections::BTreeMap;
@@ -65,6 +66,17 @@ pub struct SourceStats {
     pub accepted: usize,
     /// `accepted / traces`.
     pub acceptance_rate: f64,
+    /// What generating its traces cost (accepted or not), when their endpoints had prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+    /// `cost / accepted`: what one accepted trace cost; `None` without cost or acceptances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_accepted: Option<f64>,
+}
+
+/// `cost / accepted`, when both are known and `accepted > 0`.
+fn per_accepted(cost: Option<f64>, accepted: usize) -> Option<f64> {
+    cost.filter(|_| accepted > 0).map(|c| c / accepted as f64)
 }
 
 /// What a filter run did; `report.json` is this struct serialised.
@@ -109,6 +121,12 @@ pub struct FilterSummary {
     /// Code problems' results, when the input has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<CodeReport>,
+    /// What generating the input traces cost (the `cost` column), when any has a cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+    /// `cost / accepted`: what one accepted trace cost overall.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_accepted: Option<f64>,
 }
 
 /// What running the code problems' traces against their tests gave.
@@ -189,6 +207,9 @@ pub(super) fn summarise(
             .entry(candidate.facts.source.clone())
             .or_default();
         source.traces += 1;
+        if let Some(cost) = candidate.facts.cost {
+            *source.cost.get_or_insert(0.0) += cost;
+        }
         if candidate.reasons.is_empty() {
             source.accepted += 1;
             accepted += 1;
@@ -203,7 +224,12 @@ pub(super) fn summarise(
     }
     for stats in per_source.values_mut() {
         stats.acceptance_rate = rate(stats.accepted, stats.traces);
+        stats.cost_per_accepted = per_accepted(stats.cost, stats.accepted);
     }
+    let cost = per_source
+        .values()
+        .filter_map(|s| s.cost)
+        .reduce(|a, b| a + b);
     FilterSummary {
         recipe_hash: facts.recipe_hash.to_string(),
         policy: facts.policy,
@@ -223,6 +249,8 @@ pub(super) fn summarise(
         pass_rate_band: [facts.band.0, facts.band.1],
         contamination,
         code: CodeReport::of(candidates),
+        cost,
+        cost_per_accepted: per_accepted(cost, accepted),
     }
 }
 
@@ -293,6 +321,24 @@ impl FilterSummary {
                 "| {name} | {} | {:.1} | {} | {} | {} |",
                 stats.count, stats.mean, stats.median, stats.p90, stats.max
             );
+        }
+        if let Some(cost) = self.cost {
+            let shown = |value: Option<f64>| value.map_or("–".to_string(), |v| format!("{v:.6}"));
+            let _ = writeln!(
+                md,
+                "\n## Cost\n\nGenerating the {} traces cost {cost:.4}: {} per accepted trace.\n\n| source | cost | accepted | cost per accepted trace |\n|---|---:|---:|---:|",
+                self.traces,
+                shown(self.cost_per_accepted)
+            );
+            for (source, stats) in &self.per_source {
+                let _ = writeln!(
+                    md,
+                    "| {source} | {} | {} | {} |",
+                    shown(stats.cost),
+                    stats.accepted,
+                    shown(stats.cost_per_accepted)
+                );
+            }
         }
         if let Some(code) = &self.code {
             let _ = writeln!(

@@ -93,15 +93,20 @@ pub fn generate_card(
 fn teacher_description(teacher: &TeacherConfig) -> String {
     match teacher {
         TeacherConfig::Local { model, dtype, .. } => format!("`{model}` (local, {dtype})"),
-        TeacherConfig::Openai {
-            model,
-            endpoint,
-            api,
-            ..
-        } => {
+        TeacherConfig::Openai(teacher) => {
             // Credentials in the URL (`user:password@`) never reach the card.
-            let shown = crate::teacher::redact::Redactor::new(endpoint, None).scrub(endpoint);
-            format!("`{model}` at {shown} ({api:?} API)")
+            let shown: Vec<String> = teacher
+                .endpoint
+                .iter()
+                .chain(teacher.endpoints.iter().map(|e| &e.url))
+                .map(|url| crate::teacher::redact::Redactor::new(url, None).scrub(url))
+                .collect();
+            format!(
+                "`{}` at {} ({:?} API)",
+                teacher.model,
+                shown.join(", "),
+                teacher.api
+            )
         }
     }
 }

@@ -15,12 +15,17 @@
 //! `README.md` ([`card`]) beside that folder.
 //!
 //! Submodules: [`config`] (the serde config and its recipe hash), [`prompts`] (prompt sources
-//! and rendering), [`summary`] (the summary and the progress bar), `teacher_setup` (building
-//! the teacher) and `sink` (samples to rows as they arrive).
+//! and rendering), [`rounds`] (sampling until verified), [`summary`] (the summary and the
+//! progress bar), `teacher_setup` (building the teacher) and `sink` (samples to rows as they
+//! arrive).
+//!
+//! With `until_verified`, problems are sampled in rounds instead of one job of `n` each (see
+//! [`rounds`]); keys, seeds and resume follow the same rules.
 
 pub mod card;
 pub mod config;
 pub mod prompts;
+pub mod rounds;
 mod sink;
 pub mod summary;
 mod teacher_setup;
@@ -108,20 +113,41 @@ pub fn validate(config: &GenerateConfig) -> Result<(), GenerateError> {
     if !(config.top_p > 0.0 && config.top_p <= 1.0) {
         return bad("--top-p must be in (0, 1]");
     }
+    match (config.until_verified, config.max_samples) {
+        (None, None) => {}
+        (None, Some(_)) => return bad("--max-samples needs --until-verified"),
+        (Some(_), None) => {
+            return bad("--until-verified needs --max-samples (the most samples per problem)")
+        }
+        (Some(0), _) => return bad("--until-verified must be at least 1"),
+        (Some(target), Some(most)) if most < target => {
+            return bad("--max-samples must be at least --until-verified")
+        }
+        (Some(_), Some(most)) if u32::try_from(most).is_err() => {
+            return bad("--max-samples is too large")
+        }
+        _ => {}
+    }
     Ok(())
 }
 
-/// A problem with at least one sample still to write: the problem, its prompt and its seed.
+/// Samples of one problem still to draw in one teacher call: the problem, its prompt, the
+/// job's seed, its round and the sample indices `first_sample .. first_sample + samples`.
+#[derive(Clone, Copy)]
 struct Pending<'a> {
     problem: &'a Problem,
-    rendered: RenderedPrompt,
+    rendered: &'a RenderedPrompt,
     seed: u64,
+    round: u32,
+    first_sample: u32,
+    samples: u32,
 }
 
-/// The problems with samples still to write, and the number of rows already written.
+/// The problems with samples still to write (each as one job of `n` samples), and the number
+/// of rows already written.
 fn plan<'a>(
     problems: &'a [Problem],
-    rendered: Vec<RenderedPrompt>,
+    rendered: &'a [RenderedPrompt],
     writer: &ShardWriter<TraceRow>,
     run_seed: u64,
     n: u32,
@@ -130,12 +156,7 @@ fn plan<'a>(
     let mut rows_skipped = 0;
     for (problem, rendered) in problems.iter().zip(rendered) {
         let done = (0..n)
-            .filter(|&sample_index| {
-                writer.contains(&RowKey {
-                    problem_id: problem.id.clone(),
-                    sample_index,
-                })
-            })
+            .filter(|&sample_index| writer.contains(&row_key(problem, sample_index)))
             .count();
         rows_skipped += done;
         if done < n as usize {
@@ -143,10 +164,118 @@ fn plan<'a>(
                 problem,
                 seed: problem_seed(run_seed, &problem.id),
                 rendered,
+                round: 0,
+                first_sample: 0,
+                samples: n,
             });
         }
     }
     (pending, rows_skipped)
+}
+
+fn row_key(problem: &Problem, sample_index: u32) -> RowKey {
+    RowKey {
+        problem_id: problem.id.clone(),
+        sample_index,
+    }
+}
+
+/// Samples `pending` (every job of `samples` samples) in batches of `batch_size` and writes
+/// the rows as they arrive; on a teacher error the rows finished so far are kept.
+fn sample_jobs(
+    teacher: &mut dyn Teacher,
+    sink: &mut RowSink,
+    pending: &[Pending<'_>],
+    params: &SamplingParams,
+    batch_size: usize,
+) -> Result<(), GenerateError> {
+    for chunk in pending.chunks(batch_size.max(1)) {
+        let jobs: Vec<PromptJob> = chunk
+            .iter()
+            .map(|p| PromptJob {
+                messages: p.rendered.messages.clone(),
+                prompt: p.rendered.prompt.clone(),
+                seed: p.seed,
+            })
+            .collect();
+        let mut write_error = None;
+        let sampled = teacher.sample_streaming(&jobs, params, &mut |samples| {
+            if write_error.is_some() {
+                return false;
+            }
+            match sink.accept(chunk, samples) {
+                Ok(()) => true,
+                Err(error) => {
+                    write_error = Some(error);
+                    false
+                }
+            }
+        });
+        if let Some(error) = write_error {
+            sink.progress.finish();
+            return Err(error.into());
+        }
+        if let Err(error) = sampled {
+            // Keep every finished row: a rerun then resumes after them.
+            sink.progress.finish();
+            sink.writer.flush()?;
+            return Err(error.into());
+        }
+    }
+    Ok(())
+}
+
+/// Samples every problem in rounds until it has `rounds.target` passing samples or
+/// `rounds.most` drawn (see [`rounds`]); returns the problems that reached the target.
+fn sample_until_verified(
+    teacher: &mut dyn Teacher,
+    sink: &mut RowSink,
+    problems: &[Problem],
+    rendered: &[RenderedPrompt],
+    run_seed: u64,
+    rounds: rounds::Rounds,
+    (params, batch_size): (&SamplingParams, usize),
+) -> Result<usize, GenerateError> {
+    loop {
+        let mut pending = Vec::new();
+        for (problem, rendered) in problems.iter().zip(rendered) {
+            let tally = sink.tally(&problem.id);
+            let present = |index: u32| sink.writer.contains(&row_key(problem, index));
+            if let Some(job) = rounds.next(tally, present) {
+                pending.push(Pending {
+                    problem,
+                    rendered,
+                    seed: rounds::round_seed(problem_seed(run_seed, &problem.id), job.round),
+                    round: job.round,
+                    first_sample: job.first_sample,
+                    samples: job.samples,
+                });
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        // A round's last jobs may be shorter (cut at the most samples): one call per size.
+        let mut sizes: Vec<u32> = pending.iter().map(|p| p.samples).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        for size in sizes {
+            let group: Vec<Pending<'_>> = pending
+                .iter()
+                .filter(|p| p.samples == size)
+                .copied()
+                .collect();
+            let params = SamplingParams {
+                n: size as usize,
+                ..params.clone()
+            };
+            sample_jobs(teacher, sink, &group, &params, batch_size)?;
+        }
+    }
+    Ok(problems
+        .iter()
+        .filter(|p| sink.tally(&p.id).passed >= rounds.target)
+        .count())
 }
 
 /// Checks every prompt against the teacher's limits before anything is sampled, and names the
@@ -239,9 +368,6 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         other => other.into(),
     })?;
 
-    let (pending, rows_skipped) = plan(&problems, rendered, &writer, config.seed, n);
-    let problems_already_done = problems.len() - pending.len();
-
     let params = SamplingParams {
         temperature: config.temperature,
         top_p: config.top_p,
@@ -249,51 +375,73 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         n: config.n,
         max_new_tokens: config.max_new_tokens,
     };
+    let rounds = match (config.until_verified, config.max_samples) {
+        (Some(target), Some(most)) => Some(rounds::Rounds {
+            per_round: n,
+            target: u32::try_from(target).unwrap_or(u32::MAX),
+            most: u32::try_from(most).unwrap_or(u32::MAX),
+        }),
+        _ => None,
+    };
+    let (pending, rows_skipped) = match rounds {
+        None => plan(&problems, &rendered, &writer, config.seed, n),
+        // Rounds are planned as they go; rows already written are counted by the tally.
+        Some(_) => (Vec::new(), 0),
+    };
+    let judge = match rounds {
+        Some(_) => Some(
+            rounds::Judge::new(&problems).map_err(|e| GenerateError::Config(format!("{e:#}")))?,
+        ),
+        None => None,
+    };
     let mut sink = RowSink {
         writer,
         token_counter,
         totals: Totals::default(),
-        progress: Progress::new(pending.len(), config.progress),
+        progress: Progress::new(
+            if rounds.is_some() {
+                problems.len()
+            } else {
+                pending.len()
+            },
+            config.progress,
+            teacher.streamed_tokens(),
+        ),
         flush_every: Duration::from_secs(config.flush_every_secs),
         last_flush: Instant::now(),
         started,
         teacher: info.name.clone(),
         params: params.clone(),
-        n,
+        judge,
+        tallies: Default::default(),
     };
-    for chunk in pending.chunks(info.batch_size.max(1)) {
-        let jobs: Vec<PromptJob> = chunk
-            .iter()
-            .map(|p| PromptJob {
-                messages: p.rendered.messages.clone(),
-                prompt: p.rendered.prompt.clone(),
-                seed: p.seed,
-            })
-            .collect();
-        let mut write_error = None;
-        let sampled = teacher.sample_streaming(&jobs, &params, &mut |samples| {
-            if write_error.is_some() {
-                return false;
-            }
-            match sink.accept(chunk, samples) {
-                Ok(()) => true,
-                Err(error) => {
-                    write_error = Some(error);
-                    false
-                }
-            }
-        });
-        if let Some(error) = write_error {
-            sink.progress.finish();
-            return Err(error.into());
+    let batch_size = info.batch_size.max(1);
+    let (problems_already_done, rows_skipped, problems_verified) = match rounds {
+        None => {
+            sample_jobs(teacher.as_mut(), &mut sink, &pending, &params, batch_size)?;
+            (problems.len() - pending.len(), rows_skipped, None)
         }
-        if let Err(error) = sampled {
-            // Keep every finished row: a rerun then resumes after them.
-            sink.progress.finish();
-            sink.writer.finish()?;
-            return Err(error.into());
+        Some(rounds) => {
+            let before = sink.tally_written(&problems, &out_dir)?;
+            let already_done = problems
+                .iter()
+                .filter(|p| {
+                    let present = |index: u32| sink.writer.contains(&row_key(p, index));
+                    rounds.next(sink.tally(&p.id), present).is_none()
+                })
+                .count();
+            let verified = sample_until_verified(
+                teacher.as_mut(),
+                &mut sink,
+                &problems,
+                &rendered,
+                config.seed,
+                rounds,
+                (&params, batch_size),
+            )?;
+            (already_done, before, Some(verified))
         }
-    }
+    };
     sink.progress.finish();
     let manifest = sink.writer.finish()?;
     let totals = sink.totals;
@@ -317,6 +465,9 @@ pub fn run_generate(config: &GenerateConfig) -> Result<GenerateSummary, Generate
         tokens_per_second: totals.completion_tokens as f64 / wall_seconds.max(1e-9),
         finish_reasons: totals.finish_reasons,
         samples_without_token_counts: totals.samples_without_token_counts,
+        cost: totals.cost,
+        endpoints: totals.endpoints,
+        problems_verified,
     };
     summary.write().map_err(|source| GenerateError::Io {
         path: out_dir.join(summary::SUMMARY_FILE),

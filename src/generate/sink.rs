@@ -1,14 +1,17 @@
 //! Turning teacher samples into rows as they arrive: the [`TraceRow`] of a sample, the shard
 //! writer, the run's totals, the progress bar and the time-based flush.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::prompts::full_generation;
-use super::summary::Progress;
+use super::rounds::{Judge, Tally};
+use super::summary::{EndpointTotals, Progress};
 use super::Pending;
 use crate::data::schema::{rfc3339_utc, split_generation, TraceRow};
-use crate::data::shards::ShardWriter;
+use crate::data::shards::{read_trace_rows, ShardWriter};
+use crate::data::sources::Problem;
 use crate::data::DataError;
 use crate::model::{Message, Tokenizer};
 use crate::teacher::{SamplingParams, TeacherSample};
@@ -22,6 +25,10 @@ pub(super) struct Totals {
     pub(super) completion_tokens: u64,
     pub(super) finish_reasons: BTreeMap<String, usize>,
     pub(super) samples_without_token_counts: usize,
+    /// Cost of the samples that have one.
+    pub(super) cost: Option<f64>,
+    /// Per serving endpoint.
+    pub(super) endpoints: BTreeMap<String, EndpointTotals>,
 }
 
 /// Where samples go as the teacher delivers them: rows into the shard writer, counts into
@@ -37,7 +44,9 @@ pub(super) struct RowSink {
     pub(super) started: Instant,
     pub(super) teacher: String,
     pub(super) params: SamplingParams,
-    pub(super) n: u32,
+    /// With `--until-verified`: judges each new row, counted per problem in `tallies`.
+    pub(super) judge: Option<Judge>,
+    pub(super) tallies: HashMap<String, Tally>,
 }
 
 impl RowSink {
@@ -55,7 +64,7 @@ impl RowSink {
             let Some(job) = chunk.get(sample.job_index) else {
                 continue;
             };
-            if sample.sample_index >= self.n {
+            if sample.sample_index >= job.samples {
                 continue;
             }
             if last_job != Some(sample.job_index) {
@@ -71,9 +80,26 @@ impl RowSink {
                 .finish_reasons
                 .entry(sample.finish_reason.as_str().to_string())
                 .or_default() += 1;
+            if let Some(cost) = sample.cost {
+                *totals.cost.get_or_insert(0.0) += cost;
+            }
+            if let Some(endpoint) = &sample.endpoint {
+                totals
+                    .endpoints
+                    .entry(endpoint.clone())
+                    .or_default()
+                    .add(&sample);
+            }
             let row = trace_row(job, sample, &self.teacher, &self.params);
+            let passes = self.judge.as_ref().map(|judge| judge.passes(&row));
+            let id = row.id.clone();
             if self.writer.write(row)? {
                 totals.rows_written += 1;
+                if let Some(passes) = passes {
+                    let tally = self.tallies.entry(id).or_default();
+                    tally.drawn += 1;
+                    tally.passed += u32::from(passes);
+                }
             }
         }
         if !self.flush_every.is_zero() && self.last_flush.elapsed() >= self.flush_every {
@@ -91,6 +117,38 @@ impl RowSink {
 }
 
 impl RowSink {
+    /// What has been drawn for problem `id` (with `--until-verified`).
+    pub(super) fn tally(&self, id: &str) -> Tally {
+        self.tallies.get(id).copied().unwrap_or_default()
+    }
+
+    /// Judges the rows of `problems` already in `out_dir` (a resumed run) into the tallies;
+    /// returns how many there are.
+    pub(super) fn tally_written(
+        &mut self,
+        problems: &[Problem],
+        out_dir: &Path,
+    ) -> Result<usize, DataError> {
+        let Some(judge) = &self.judge else {
+            return Ok(0);
+        };
+        if self.writer.manifest().total_rows == 0 {
+            return Ok(0);
+        }
+        let ours: HashSet<&str> = problems.iter().map(|p| p.id.as_str()).collect();
+        let mut counted = 0;
+        for row in read_trace_rows(out_dir)? {
+            if !ours.contains(row.id.as_str()) {
+                continue;
+            }
+            let tally = self.tallies.entry(row.id.clone()).or_default();
+            tally.drawn += 1;
+            tally.passed += u32::from(judge.passes(&row));
+            counted += 1;
+        }
+        Ok(counted)
+    }
+
     /// `sample` with the token counts its endpoint did not report counted by the tokenizer,
     /// when there is one; otherwise they stay unknown, with one warning per run.
     fn with_token_counts(&mut self, job: &Pending<'_>, mut sample: TeacherSample) -> TeacherSample {
@@ -144,11 +202,14 @@ fn trace_row(
         temperature: params.temperature,
         top_p: params.top_p,
         seed: sample.seed,
-        sample_index: sample.sample_index,
+        sample_index: job.first_sample + sample.sample_index,
         finish_reason: sample.finish_reason,
         prompt_tokens: sample.prompt_tokens,
         completion_tokens: sample.completion_tokens,
         created_at: rfc3339_utc(SystemTime::now()),
         metadata: problem.metadata.clone(),
+        teacher_endpoint: sample.endpoint,
+        cost: sample.cost,
+        round: Some(job.round),
     }
 }

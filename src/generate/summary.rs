@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -53,6 +55,41 @@ pub struct GenerateSummary {
     /// usage and no tokenizer was given to count them.
     #[serde(default)]
     pub samples_without_token_counts: usize,
+    /// What the generated samples cost at their endpoints' prices; `None` without prices.
+    #[serde(default)]
+    pub cost: Option<f64>,
+    /// Per endpoint that served samples (its URL without credentials): samples, tokens, cost.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, EndpointTotals>,
+    /// With `--until-verified`: problems that reached the wanted number of passing samples
+    /// (the others used up `--max-samples`).
+    #[serde(default)]
+    pub problems_verified: Option<usize>,
+}
+
+/// What one endpoint served in a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointTotals {
+    /// Samples it returned.
+    pub samples: usize,
+    /// Their prompt tokens (each sample counts its request's prompt).
+    pub prompt_tokens: u64,
+    /// Their completion tokens.
+    pub completion_tokens: u64,
+    /// Their cost; `None` without prices.
+    pub cost: Option<f64>,
+}
+
+impl EndpointTotals {
+    /// Counts `sample` in.
+    pub fn add(&mut self, sample: &crate::teacher::TeacherSample) {
+        self.samples += 1;
+        self.prompt_tokens += u64::from(sample.prompt_tokens.unwrap_or(0));
+        self.completion_tokens += u64::from(sample.completion_tokens.unwrap_or(0));
+        if let Some(cost) = sample.cost {
+            *self.cost.get_or_insert(0.0) += cost;
+        }
+    }
 }
 
 impl GenerateSummary {
@@ -82,9 +119,18 @@ impl GenerateSummary {
         } else {
             format!(" (finish reasons: {})", reasons.join(", "))
         };
+        let mut tail = self
+            .cost
+            .map_or(String::new(), |cost| format!(" Cost: {cost:.4}."));
+        if let Some(verified) = self.problems_verified {
+            tail += &format!(
+                " {verified} of {} problems reached the --until-verified target.",
+                self.problems
+            );
+        }
         format!(
             "Generated {} samples for {} problems with {} in {:.1} s ({} completion tokens, {:.1} tokens/s){reasons}. \
-             Wrote {} rows, skipped {} already present; {} holds {} rows in {} shards.",
+             Wrote {} rows, skipped {} already present; {} holds {} rows in {} shards.{tail}",
             self.samples_generated,
             self.problems - self.problems_already_done,
             self.teacher,
@@ -107,17 +153,29 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar over `problems` problems.
-    pub fn new(problems: usize, enabled: bool) -> Self {
+    /// A bar over `problems` problems; with `streamed` (a streaming teacher's counter of
+    /// tokens received) it also shows the tokens arriving while requests are in flight.
+    pub fn new(problems: usize, enabled: bool, streamed: Option<Arc<AtomicU64>>) -> Self {
         if !(enabled && std::io::stderr().is_terminal()) {
             return Progress {
                 bar: ProgressBar::hidden(),
             };
         }
         let bar = ProgressBar::new(problems as u64);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{bar:30.cyan/blue} {pos}/{len} problems · {msg} · {elapsed_precise} (ETA {eta})",
-        ) {
+        let template = if streamed.is_some() {
+            "{bar:30.cyan/blue} {pos}/{len} problems · {msg} · {streamed} tokens streamed · {elapsed_precise} (ETA {eta})"
+        } else {
+            "{bar:30.cyan/blue} {pos}/{len} problems · {msg} · {elapsed_precise} (ETA {eta})"
+        };
+        if let Ok(mut style) = ProgressStyle::with_template(template) {
+            if let Some(counter) = streamed {
+                style = style.with_key(
+                    "streamed",
+                    move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}", counter.load(Ordering::Relaxed));
+                    },
+                );
+            }
             bar.set_style(style);
         }
         bar.set_message("0 samples");
@@ -164,12 +222,24 @@ mod tests {
             tokens_per_second: 20.0,
             finish_reasons: BTreeMap::from([("stop".to_string(), 4)]),
             samples_without_token_counts: 0,
+            cost: Some(0.25),
+            endpoints: BTreeMap::from([(
+                "http://a/v1/chat/completions".to_string(),
+                EndpointTotals {
+                    samples: 4,
+                    prompt_tokens: 10,
+                    completion_tokens: 40,
+                    cost: Some(0.25),
+                },
+            )]),
+            problems_verified: Some(2),
         };
         let path = summary.write().unwrap();
         let back: GenerateSummary =
             serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(back, summary);
         assert!(summary.human().contains("4 samples for 2 problems"));
+        assert!(summary.human().contains("2 of 3 problems reached"));
         let names: Vec<String> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

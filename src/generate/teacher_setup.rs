@@ -8,6 +8,7 @@ use candle_core::DType;
 use super::config::TeacherConfig;
 use super::GenerateError;
 use crate::model::Tokenizer;
+use crate::teacher::endpoint::Transfer;
 use crate::teacher::local::LocalTeacher;
 use crate::teacher::openai::{ApiKind, OpenAiConfig, OpenAiTeacher};
 use crate::teacher::retry::RetryPolicy;
@@ -67,6 +68,15 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, GenerateError> {
     })
 }
 
+/// A timeout flag's value, which must be above 0.
+fn positive_seconds(value: f64, flag: &str) -> Result<Duration, GenerateError> {
+    let duration = seconds(value, flag)?;
+    if duration.is_zero() {
+        return Err(GenerateError::Config(format!("{flag} must be above 0")));
+    }
+    Ok(duration)
+}
+
 /// Builds the teacher `config` describes (loads the model or reads the API key).
 pub(super) fn build_teacher(config: &TeacherConfig) -> Result<BuiltTeacher, GenerateError> {
     match config {
@@ -86,49 +96,40 @@ pub(super) fn build_teacher(config: &TeacherConfig) -> Result<BuiltTeacher, Gene
             let teacher = LocalTeacher::load(model, &device, parse_dtype(dtype)?, *batch_size)?;
             Ok(BuiltTeacher::Local(Box::new(teacher)))
         }
-        TeacherConfig::Openai {
-            endpoint,
-            model,
-            api,
-            api_key_env,
-            tokenizer,
-            concurrency,
-            timeout_secs,
-            max_retries,
-            backoff_secs,
-        } => {
-            if *concurrency == 0 {
-                return Err(GenerateError::Config(
-                    "--concurrency must be at least 1".into(),
-                ));
-            }
-            let timeout = seconds(*timeout_secs, "--timeout-secs")?;
-            if timeout.is_zero() {
-                return Err(GenerateError::Config(
-                    "--timeout-secs must be above 0".into(),
-                ));
-            }
-            let tokenizer = tokenizer.as_deref().map(load_tokenizer).transpose()?;
-            if *api == ApiKind::Completions && tokenizer.is_none() {
+        TeacherConfig::Openai(teacher) => {
+            let endpoints = teacher
+                .endpoint_configs()
+                .map_err(|e| GenerateError::Config(format!("endpoint teacher: {e}")))?;
+            let transfer = if teacher.stream {
+                Transfer::Stream(positive_seconds(
+                    teacher.idle_timeout_secs,
+                    "--idle-timeout-secs",
+                )?)
+            } else {
+                Transfer::Whole(positive_seconds(teacher.timeout_secs, "--timeout-secs")?)
+            };
+            let tokenizer = teacher
+                .tokenizer
+                .as_deref()
+                .map(load_tokenizer)
+                .transpose()?;
+            if teacher.api == ApiKind::Completions && tokenizer.is_none() {
                 return Err(GenerateError::Config(
                     "--api completions sends the rendered prompt text: give --tokenizer (the served model's directory or hub id) so its chat template can render it".into(),
                 ));
             }
-            let teacher = OpenAiTeacher::new(&OpenAiConfig {
-                endpoint: endpoint.clone(),
-                model: model.clone(),
-                api: *api,
-                api_key_env: api_key_env.clone(),
-                concurrency: *concurrency,
-                timeout,
+            let built = OpenAiTeacher::new(&OpenAiConfig {
+                endpoints,
+                api: teacher.api,
+                transfer,
                 retry: RetryPolicy {
-                    max_retries: *max_retries,
-                    initial_backoff: seconds(*backoff_secs, "--backoff-secs")?,
+                    max_retries: teacher.max_retries,
+                    initial_backoff: seconds(teacher.backoff_secs, "--backoff-secs")?,
                     ..RetryPolicy::default()
                 },
             })?;
             Ok(BuiltTeacher::Openai(
-                Box::new(teacher),
+                Box::new(built),
                 tokenizer.map(Box::new),
             ))
         }

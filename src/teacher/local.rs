@@ -89,6 +89,8 @@ impl Teacher for LocalTeacher {
                 finish_reason: c.finish_reason,
                 prompt_tokens: Some(saturating_u32(c.prompt_tokens)),
                 completion_tokens: Some(saturating_u32(c.completion_tokens)),
+                endpoint: None,
+                cost: None,
             })
             .collect())
     }

@@ -5,14 +5,20 @@
 //! [`TeacherError`]. The generate stage only talks to the trait, so it does not care whether
 //! the samples came from our decoder ([`local::LocalTeacher`], CPU or CUDA) or from an
 //! OpenAI-compatible HTTP endpoint ([`openai::OpenAiTeacher`], e.g. vLLM serving DeepSeek-R1).
-//! [`retry`] holds the endpoint's retry policy (exponential backoff with jitter); `response`
-//! reads the endpoint's response bodies.
+//! [`endpoint`] is one server and one HTTP attempt against it, `pool` spreads requests over
+//! several endpoints and benches failing ones, [`rate_limit`] paces requests and tokens,
+//! [`retry`] holds the retry policy (exponential backoff with jitter), `response` reads
+//! response bodies.
 
+pub mod endpoint;
 pub mod local;
 pub mod openai;
+mod pool;
+pub mod rate_limit;
 pub mod redact;
 mod response;
 pub mod retry;
+mod sse;
 
 use crate::model::{FinishReason, Message};
 
@@ -72,6 +78,10 @@ pub struct TeacherSample {
     pub prompt_tokens: Option<u32>,
     /// Completion length in tokens; `None` when an endpoint reported no usage.
     pub completion_tokens: Option<u32>,
+    /// The endpoint that served it (URL without credentials); `None` for a local teacher.
+    pub endpoint: Option<String>,
+    /// What it cost at its endpoint's prices; `None` without prices or usage.
+    pub cost: Option<f64>,
 }
 
 /// Errors of a teacher, typed where the caller may branch (a failed endpoint versus a model).
@@ -129,6 +139,13 @@ impl From<crate::model::ModelError> for TeacherError {
 pub trait Teacher {
     /// Who this teacher is (recorded in every row).
     fn describe(&self) -> TeacherInfo;
+
+    /// A counter of the tokens (text pieces) received so far by requests still streaming, for
+    /// a progress bar that moves while long samples are generated; `None` when the teacher
+    /// does not stream.
+    fn streamed_tokens(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        None
+    }
 
     /// Refuses a rendered prompt that cannot be sampled with `max_new_tokens` new tokens (a local
     /// model's context); checked for every prompt before any sampling starts. Endpoints enforce

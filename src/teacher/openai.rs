@@ -1,29 +1,40 @@
-//! A teacher behind any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, SGLang, TGI, DeepSeek's
-//! API): `POST /v1/chat/completions` with the conversation, or `POST /v1/completions` with the
-//! rendered prompt text; `n` samples per request; `temperature`, `top_p`, `max_tokens`, `seed`.
+//! A teacher behind one or more OpenAI-compatible HTTP endpoints (OpenAI, vLLM, SGLang, TGI,
+//! DeepSeek's API): `POST /v1/chat/completions` with the conversation, or `POST /v1/completions`
+//! with the rendered prompt text; `n` samples per request; `temperature`, `top_p`,
+//! `max_tokens`, `seed`.
 //!
-//! Requests run on `concurrency` std threads, each with a whole-request timeout. Rate limits
-//! (429), 408, server errors (5xx), connection errors and timeouts are retried with exponential
-//! backoff and jitter ([`RetryPolicy`]); any other 4xx, and a 200 whose body is not a
-//! completion response, fail at once with an error naming the endpoint, the status and what
-//! was wrong. The API key is read from an environment variable, sent only in the
-//! `Authorization` header and never logged, stored or put in an error.
+//! Requests run on std threads, as many as the endpoints' concurrencies together; each request
+//! goes to the least-loaded healthy endpoint of the pool (`pool`), within that endpoint's rate limits
+//! ([`super::rate_limit`]). Rate limits (429), 408, server errors (5xx), connection errors and
+//! timeouts are retried with exponential backoff and jitter ([`RetryPolicy`]), on another
+//! endpoint when one is available (in-flight work of a failing endpoint moves over); an endpoint
+//! that keeps failing is benched and probed again later. Any other 4xx, and a 200 whose body is
+//! not a completion response, fail at once with an error naming the endpoint, the status and
+//! what was wrong. When a request has used up its retries the run stops: the samples finished so
+//! far have been handed over, so nothing done is lost. API keys are read from environment
+//! variables, sent only in the `Authorization` header and never logged, stored or put in an
+//! error.
 //!
 //! R1 endpoints return the thought in `reasoning_content` (or `reasoning`); it is joined back
 //! as `<think>\n{reasoning}\n</think>\n\n{content}` so rows look the same whichever teacher ran.
 //! Usage: `prompt_tokens` is the response's; with `n = 1` `completion_tokens` is too, with
 //! `n > 1` the response's total is apportioned to the samples by text length (servers do not
-//! report per-choice counts).
+//! report per-choice counts). With prices, each sample carries its cost: its completion tokens
+//! plus its share of the request's prompt tokens.
+//!
+//! Servers that ignore `n` (e.g. `transformers serve`) answer one choice: the missing samples
+//! are requested one by one, sample `k` with seed `seed + k` ([`sample_seed`]), and the
+//! endpoint is remembered as ignoring `n`, so later jobs send one request per sample there.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::redact::Redactor;
-use super::response::{parse_response, snippet};
-use super::retry::{is_retryable_status, RetryPolicy};
+use super::endpoint::{Endpoint, EndpointConfig, Failure, Transfer};
+use super::pool::{BenchPolicy, Pool};
+use super::retry::RetryPolicy;
 use super::{PromptJob, SamplingParams, Teacher, TeacherError, TeacherInfo, TeacherSample};
 
 /// Which endpoint of the API to call.
@@ -41,45 +52,35 @@ pub enum ApiKind {
 /// Settings of an endpoint teacher.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenAiConfig {
-    /// Base URL (`http://host:8000`, `http://host:8000/v1`) or the full endpoint URL.
-    pub endpoint: String,
-    /// The `model` field of every request.
-    pub model: String,
+    /// The endpoints (at least one), in order of preference when equally loaded.
+    pub endpoints: Vec<EndpointConfig>,
     /// Chat or completions.
     pub api: ApiKind,
-    /// The environment variable holding the API key (`None`: no `Authorization` header).
-    pub api_key_env: Option<String>,
-    /// Requests in flight at once.
-    pub concurrency: usize,
-    /// Whole-request timeout (connect, send, generate, receive).
-    pub timeout: Duration,
+    /// Whole responses or streamed ones, and their timeout.
+    pub transfer: Transfer,
     /// When to retry.
     pub retry: RetryPolicy,
 }
 
+/// Failures in a row that bench an endpoint.
+const BENCH_AFTER_FAILURES: u32 = 3;
+
 /// The endpoint teacher; see the module docs.
+#[derive(Debug)]
 pub struct OpenAiTeacher {
-    agent: ureq::Agent,
-    url: String,
-    /// `url` with any credentials replaced: what rows, summaries and errors show.
-    shown_url: String,
-    redactor: Redactor,
-    model: String,
+    endpoints: Vec<Endpoint>,
+    pool: Pool,
     api: ApiKind,
-    api_key: Option<String>,
-    concurrency: usize,
     retry: RetryPolicy,
+    /// Pieces of text received in streams so far (about one token each).
+    streamed: Arc<AtomicU64>,
 }
 
-impl std::fmt::Debug for OpenAiTeacher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAiTeacher")
-            .field("url", &self.shown_url)
-            .field("model", &self.model)
-            .field("api", &self.api)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
+/// The seed of sample `sample_index` of a job seeded `job_seed` when it is requested on its
+/// own: `job_seed + sample_index` (wrapping), so sample 0 keeps the job's seed and a request
+/// for all `n` choices and the per-sample fallback start from the same seed.
+pub fn sample_seed(job_seed: u64, sample_index: u32) -> u64 {
+    job_seed.wrapping_add(u64::from(sample_index))
 }
 
 /// The full URL of `api` for a user's endpoint: kept as is when it already names the API's
@@ -99,161 +100,220 @@ pub fn endpoint_url(endpoint: &str, api: ApiKind) -> String {
     }
 }
 
+/// What one request asks for: `n` choices, the first being sample `first_sample`.
+#[derive(Debug, Clone, Copy)]
+struct Ask {
+    n: usize,
+    first_sample: u32,
+}
+
 impl OpenAiTeacher {
-    /// A teacher for `config`; reads the API key from its environment variable now.
+    /// A teacher for `config`; reads the API keys from their environment variables now.
     pub fn new(config: &OpenAiConfig) -> Result<Self, TeacherError> {
-        let api_key = match &config.api_key_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
-                TeacherError::Config(format!(
-                    "the API key variable {var} (--api-key-env) is not set or not UTF-8"
-                ))
-            })?),
-            None => None,
-        };
-        if config.model.is_empty() {
+        if config.endpoints.is_empty() {
             return Err(TeacherError::Config(
-                "an endpoint teacher needs a model name (--api-model)".into(),
+                "an endpoint teacher needs at least one endpoint".into(),
             ));
         }
-        let agent = ureq::AgentBuilder::new().timeout(config.timeout).build();
-        let url = endpoint_url(&config.endpoint, config.api);
-        let redactor = Redactor::new(&url, api_key.as_deref());
+        let endpoints = config
+            .endpoints
+            .iter()
+            .map(|e| Endpoint::new(e, config.api, config.transfer))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pool = Pool::new(
+            endpoints.iter().map(|e| e.concurrency).collect(),
+            BenchPolicy {
+                after_failures: BENCH_AFTER_FAILURES,
+                first: config.retry.initial_backoff.max(Duration::from_millis(1)),
+                longest: config.retry.max_backoff,
+            },
+        );
         Ok(OpenAiTeacher {
-            agent,
-            shown_url: redactor.scrub(&url),
-            redactor,
-            url,
-            model: config.model.clone(),
+            endpoints,
+            pool,
             api: config.api,
-            api_key,
-            concurrency: config.concurrency.max(1),
             retry: config.retry.clone(),
+            streamed: Arc::default(),
         })
     }
 
-    /// The JSON body of one request.
-    fn body(&self, job: &PromptJob, params: &SamplingParams) -> Value {
+    /// The JSON body of a request to `endpoint` for `n` choices drawn with `seed`.
+    fn body(
+        &self,
+        endpoint: &Endpoint,
+        job: &PromptJob,
+        params: &SamplingParams,
+        n: usize,
+        seed: u64,
+    ) -> Value {
         let mut body = json!({
-            "model": self.model,
-            "n": params.n,
+            "model": endpoint.model,
+            "n": n,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "max_tokens": params.max_new_tokens,
-            "seed": job.seed,
+            "seed": seed,
         });
         match self.api {
             ApiKind::Chat => body["messages"] = json!(job.messages),
             ApiKind::Completions => body["prompt"] = json!(job.prompt),
         }
+        if endpoint.streams() {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+        }
         body
     }
 
-    /// Sends one request, retrying as the policy says; returns the status and body of the
-    /// first successful response.
-    fn post(&self, body: &str) -> Result<(u16, String), TeacherError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut request = self
-                .agent
-                .post(&self.url)
-                .set("Content-Type", "application/json");
-            if let Some(key) = &self.api_key {
-                request = request.set("Authorization", &format!("Bearer {key}"));
-            }
-            let retries_left = attempt <= self.retry.max_retries;
-            let (wait, failure) = match request.send_string(body) {
-                Ok(response) => {
-                    let status = response.status();
-                    match response.into_string() {
-                        Ok(text) => return Ok((status, text)),
-                        Err(error) => (None, self.transport(attempt, error.to_string())),
-                    }
-                }
-                Err(ureq::Error::Status(status, response)) => {
-                    let retry_after = response
-                        .header("Retry-After")
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let text = response.into_string().unwrap_or_default();
-                    let failure = TeacherError::Status {
-                        endpoint: self.shown_url.clone(),
-                        status,
-                        attempts: attempt,
-                        message: snippet(&self.redactor.scrub(&text)),
-                    };
-                    if !is_retryable_status(status) {
-                        return Err(failure);
-                    }
-                    (retry_after, failure)
-                }
-                Err(ureq::Error::Transport(transport)) => {
-                    let failure = self.transport(attempt, transport.to_string());
-                    if !is_retryable_transport(transport.kind()) {
-                        return Err(failure);
-                    }
-                    (None, failure)
-                }
-            };
-            if !retries_left {
-                return Err(failure);
-            }
-            std::thread::sleep(self.retry.delay(attempt, wait));
-        }
-    }
-
-    fn transport(&self, attempts: u32, message: String) -> TeacherError {
-        let prefix = format!("{}: ", self.url);
-        let message = message
-            .strip_prefix(&prefix)
-            .map_or(message.clone(), str::to_string);
-        TeacherError::Transport {
-            endpoint: self.shown_url.clone(),
-            attempts,
-            message: self.redactor.scrub(&message),
-        }
-    }
-
-    /// Samples one job: one request with `n` choices.
+    /// Samples one job: one request with `n` choices on an endpoint that honours `n`; the
+    /// samples it did not return are asked for one request each (see [`sample_seed`]).
+    /// `Ok(None)` when the pool was stopped before the job finished.
     fn sample_job(
         &self,
         job_index: usize,
         job: &PromptJob,
         params: &SamplingParams,
-    ) -> Result<Vec<TeacherSample>, TeacherError> {
-        let body = self.body(job, params).to_string();
-        let (status, text) = self.post(&body)?;
-        let malformed = |message: String| TeacherError::MalformedResponse {
-            endpoint: self.shown_url.clone(),
-            status,
-            message: self.redactor.scrub(&message),
-        };
-        let parsed = parse_response(&text, self.api, params.n).map_err(malformed)?;
-        Ok(parsed.into_samples(job_index, job.seed))
+    ) -> Result<Option<Vec<TeacherSample>>, TeacherError> {
+        let mut samples: Vec<TeacherSample> = Vec::with_capacity(params.n);
+        loop {
+            let missing =
+                (0..params.n as u32).find(|k| samples.iter().all(|s| s.sample_index != *k));
+            let Some(first_missing) = missing else {
+                return Ok(Some(samples));
+            };
+            let whole_job = samples.is_empty();
+            let ask = |endpoint: &Endpoint| {
+                if whole_job && (params.n == 1 || endpoint.honours_n()) {
+                    Ask {
+                        n: params.n,
+                        first_sample: 0,
+                    }
+                } else {
+                    Ask {
+                        n: 1,
+                        first_sample: first_missing,
+                    }
+                }
+            };
+            match self.request(job_index, job, params, ask)? {
+                Some(got) => samples.extend(got),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// One request of `job`, retried as the policy says, on the endpoints the pool gives;
+    /// `ask` says what to ask the chosen endpoint for. `Ok(None)` when the pool was stopped.
+    fn request(
+        &self,
+        job_index: usize,
+        job: &PromptJob,
+        params: &SamplingParams,
+        ask: impl Fn(&Endpoint) -> Ask,
+    ) -> Result<Option<Vec<TeacherSample>>, TeacherError> {
+        let mut attempt = 0;
+        let mut avoid = None;
+        loop {
+            attempt += 1;
+            let Some(lease) = self.pool.acquire(avoid) else {
+                return Ok(None);
+            };
+            let index = lease.index();
+            let endpoint = &self.endpoints[index];
+            let Ask { n, first_sample } = ask(endpoint);
+            let seed = sample_seed(job.seed, first_sample);
+            let body = self.body(endpoint, job, params, n, seed).to_string();
+            // About four characters a token: a reservation, settled with the real usage.
+            let reservation = endpoint.limiter.admit(job.prompt.len() as f64 / 4.0);
+            std::thread::sleep(reservation.wait);
+            let mut on_piece = || {
+                self.streamed.fetch_add(1, Ordering::Relaxed);
+            };
+            let failure = match endpoint.call(&body, self.api, n, attempt, &mut on_piece) {
+                Ok(success) => {
+                    let response = success.response;
+                    let used = response.prompt_tokens.unwrap_or(0) as f64
+                        + response.completion_tokens.unwrap_or(0) as f64;
+                    endpoint.limiter.settle(reservation, used);
+                    if let Some(pause) = success.pause {
+                        self.pool.pause(index, pause);
+                    }
+                    if response.indices().len() < n {
+                        endpoint.ignores_n();
+                    }
+                    lease.succeeded();
+                    let mut samples = response.into_samples(job_index, seed, first_sample);
+                    for sample in &mut samples {
+                        sample.endpoint = Some(endpoint.shown_url.clone());
+                    }
+                    if let Some(prices) = endpoint.prices {
+                        add_costs(&mut samples, prices);
+                    }
+                    return Ok(Some(samples));
+                }
+                Err(failure) => failure,
+            };
+            endpoint.limiter.settle(reservation, 0.0);
+            let Failure {
+                error,
+                retryable,
+                unhealthy,
+                pause,
+            } = failure;
+            if unhealthy {
+                lease.failed();
+            } else {
+                drop(lease);
+            }
+            if let Some(pause) = pause {
+                self.pool.pause(index, pause);
+            }
+            if !retryable || attempt > self.retry.max_retries {
+                return Err(error);
+            }
+            avoid = Some(index);
+            if pause.is_none() && !self.pool.has_other_up(index) {
+                std::thread::sleep(self.retry.delay(attempt, None));
+            }
+        }
     }
 }
 
-/// Whether a transport failure may go away on retry: DNS, connection and I/O errors
-/// (timeouts included); not a bad URL or an unsupported scheme.
-fn is_retryable_transport(kind: ureq::ErrorKind) -> bool {
-    matches!(
-        kind,
-        ureq::ErrorKind::Dns
-            | ureq::ErrorKind::ConnectionFailed
-            | ureq::ErrorKind::Io
-            | ureq::ErrorKind::ProxyConnect
-            | ureq::ErrorKind::BadStatus
-    )
+/// Sets each sample's cost at `prices`: its completion tokens plus an equal share of the
+/// request's prompt tokens (billed once per request); unknown when the usage is.
+fn add_costs(samples: &mut [TeacherSample], prices: super::endpoint::Prices) {
+    let share = samples.len().max(1) as f64;
+    for sample in samples {
+        sample.cost = match (sample.prompt_tokens, sample.completion_tokens) {
+            (Some(prompt), Some(completion)) => {
+                Some(prices.cost(f64::from(prompt) / share, f64::from(completion)))
+            }
+            _ => None,
+        };
+    }
 }
 
 impl Teacher for OpenAiTeacher {
     fn describe(&self) -> TeacherInfo {
+        let names: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| format!("{}@{}", e.model, e.shown_url))
+            .collect();
+        let concurrency: usize = self.endpoints.iter().map(|e| e.concurrency).sum();
         TeacherInfo {
-            name: format!("{}@{}", self.model, self.shown_url),
+            name: names.join(", "),
             // Large waves: with streaming, a slow request only gates the end of its wave.
-            batch_size: self.concurrency.saturating_mul(64),
+            batch_size: concurrency.saturating_mul(64),
             parameters: None,
         }
+    }
+
+    fn streamed_tokens(&self) -> Option<Arc<AtomicU64>> {
+        self.endpoints
+            .iter()
+            .any(Endpoint::streams)
+            .then(|| self.streamed.clone())
     }
 
     fn sample(
@@ -269,8 +329,8 @@ impl Teacher for OpenAiTeacher {
         Ok(samples)
     }
 
-    /// Runs the jobs on `concurrency` threads and hands each job's samples to `sink` (on the
-    /// calling thread) as soon as its request completes.
+    /// Runs the jobs on as many threads as the endpoints' concurrencies together and hands
+    /// each job's samples to `sink` (on the calling thread) as soon as its requests complete.
     fn sample_streaming(
         &mut self,
         batch: &[PromptJob],
@@ -280,25 +340,42 @@ impl Teacher for OpenAiTeacher {
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         let this = &*self;
+        this.pool.restart();
+        let workers: usize = this.endpoints.iter().map(|e| e.concurrency).sum();
         let mut first_error = None;
         std::thread::scope(|scope| {
             let (sender, receiver) = mpsc::channel();
-            for _ in 0..this.concurrency.min(batch.len()) {
+            for _ in 0..workers.min(batch.len()) {
                 let sender = sender.clone();
                 let (next, stop) = (&next, &stop);
-                scope.spawn(move || loop {
-                    let index = next.fetch_add(1, Ordering::SeqCst);
-                    if index >= batch.len() || stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let result = this.sample_job(index, &batch[index], params);
-                    if result.is_err() {
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                    if sender.send(result).is_err() {
-                        break;
-                    }
-                });
+                let spawned = std::thread::Builder::new()
+                    .stack_size(WORKER_STACK)
+                    .spawn_scoped(scope, move || loop {
+                        let index = next.fetch_add(1, Ordering::SeqCst);
+                        if index >= batch.len() || stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let result = match this.sample_job(index, &batch[index], params) {
+                            Ok(Some(samples)) => Ok(samples),
+                            Ok(None) => break,
+                            Err(error) => Err(error),
+                        };
+                        if result.is_err() {
+                            stop.store(true, Ordering::SeqCst);
+                            this.pool.stop();
+                        }
+                        if sender.send(result).is_err() {
+                            break;
+                        }
+                    });
+                if let Err(error) = spawned {
+                    first_error.get_or_insert(TeacherError::Config(format!(
+                        "cannot start a request thread: {error}"
+                    )));
+                    stop.store(true, Ordering::SeqCst);
+                    this.pool.stop();
+                    break;
+                }
             }
             drop(sender);
             for result in receiver {
@@ -307,10 +384,12 @@ impl Teacher for OpenAiTeacher {
                     Ok(samples) => {
                         if !sink(samples) {
                             stop.store(true, Ordering::SeqCst);
+                            this.pool.stop();
                         }
                     }
                     Err(error) => {
                         stop.store(true, Ordering::SeqCst);
+                        this.pool.stop();
                         first_error.get_or_insert(error);
                     }
                 }
@@ -319,6 +398,10 @@ impl Teacher for OpenAiTeacher {
         first_error.map_or(Ok(()), Err)
     }
 }
+
+/// Stack of a request thread: it only parses JSON and reads a socket, so thousands of
+/// concurrent requests cost little memory.
+const WORKER_STACK: usize = 256 * 1024;
 
 #[cfg(test)]
 mod tests {

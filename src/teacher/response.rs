@@ -22,10 +22,13 @@ pub(super) fn snippet(text: &str) -> String {
 
 /// One choice of a response, with the reasoning joined in.
 #[derive(Debug)]
-struct Choice {
-    index: usize,
-    text: String,
-    finish_reason: FinishReason,
+pub(super) struct Choice {
+    /// Its index among the request's `n`.
+    pub(super) index: usize,
+    /// The text, reasoning joined in (see [`join_reasoning`]).
+    pub(super) text: String,
+    /// Why it ended.
+    pub(super) finish_reason: FinishReason,
 }
 
 /// A parsed response: its choices in index order and its usage.
@@ -33,14 +36,25 @@ struct Choice {
 pub(super) struct ParsedResponse {
     choices: Vec<Choice>,
     /// `None` when the response has no usage.
-    prompt_tokens: Option<u32>,
+    pub(super) prompt_tokens: Option<u32>,
     /// `None` when the response has no usage.
-    completion_tokens: Option<u32>,
+    pub(super) completion_tokens: Option<u32>,
 }
 
 impl ParsedResponse {
-    /// The samples of job `job_index`, completion tokens apportioned by text length.
-    pub(super) fn into_samples(self, job_index: usize, seed: u64) -> Vec<TeacherSample> {
+    /// The choice indices the response holds, in order.
+    pub(super) fn indices(&self) -> Vec<usize> {
+        self.choices.iter().map(|c| c.index).collect()
+    }
+
+    /// The samples of job `job_index` drawn with `seed`, choice `i` becoming sample
+    /// `first_sample + i`; completion tokens apportioned by text length.
+    pub(super) fn into_samples(
+        self,
+        job_index: usize,
+        seed: u64,
+        first_sample: u32,
+    ) -> Vec<TeacherSample> {
         let lengths: Vec<u64> = self
             .choices
             .iter()
@@ -58,12 +72,14 @@ impl ParsedResponse {
             .zip(shares)
             .map(|(choice, completion_tokens)| TeacherSample {
                 job_index,
-                sample_index: choice.index as u32,
+                sample_index: first_sample + choice.index as u32,
                 text: choice.text,
                 seed,
                 finish_reason: choice.finish_reason,
                 prompt_tokens: self.prompt_tokens,
                 completion_tokens,
+                endpoint: None,
+                cost: None,
             })
             .collect()
     }
@@ -103,7 +119,9 @@ fn apportion(total: u64, weights: &[u64]) -> Vec<u64> {
     parts
 }
 
-/// Reads a completion response body; the error says what is wrong with it.
+/// Reads a completion response body to a request for `n` choices; the error says what is
+/// wrong with it. Fewer than `n` choices are accepted (many servers ignore `n` and answer one):
+/// the caller asks again for the missing ones. Duplicate or out-of-range indices are errors.
 pub(super) fn parse_response(text: &str, api: ApiKind, n: usize) -> Result<ParsedResponse, String> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| format!("not JSON ({e}): {}", snippet(text)))?;
@@ -115,15 +133,38 @@ pub(super) fn parse_response(text: &str, api: ApiKind, n: usize) -> Result<Parse
     for (position, choice) in choices.iter().enumerate() {
         parsed.push(parse_choice(choice, position, api)?);
     }
-    parsed.sort_by_key(|c| c.index);
-    let indices: Vec<usize> = parsed.iter().map(|c| c.index).collect();
-    if indices != (0..n).collect::<Vec<_>>() {
+    // Some servers send no usage (or null): the counts are then unknown, not an error.
+    let (prompt_tokens, completion_tokens) = usage_counts(value.get("usage"))?;
+    checked_response(parsed, n, prompt_tokens, completion_tokens)
+}
+
+/// A response of `choices` to a request for `n`: sorted by index, which must be distinct and
+/// below `n` (fewer than `n` is fine: many servers ignore `n`), and at least one.
+pub(super) fn checked_response(
+    mut choices: Vec<Choice>,
+    n: usize,
+    prompt_tokens: Option<u32>,
+    completion_tokens: Option<u32>,
+) -> Result<ParsedResponse, String> {
+    choices.sort_by_key(|c| c.index);
+    let indices: Vec<usize> = choices.iter().map(|c| c.index).collect();
+    let distinct_and_in_range =
+        indices.windows(2).all(|w| w[0] < w[1]) && indices.last().is_some_and(|&last| last < n);
+    if !distinct_and_in_range {
         return Err(format!(
-            "expected {n} choices with indices 0..{n}, got indices {indices:?}"
+            "expected up to {n} choices with distinct indices in 0..{n}, got indices {indices:?}"
         ));
     }
-    // Some servers send no usage (or null): the counts are then unknown, not an error.
-    let usage = value.get("usage").filter(|u| !u.is_null());
+    Ok(ParsedResponse {
+        choices,
+        prompt_tokens,
+        completion_tokens,
+    })
+}
+
+/// The `prompt_tokens` and `completion_tokens` of a `usage` object (`None` when absent or null).
+pub(super) fn usage_counts(usage: Option<&Value>) -> Result<(Option<u32>, Option<u32>), String> {
+    let usage = usage.filter(|u| !u.is_null());
     let count = |field: &str| -> Result<Option<u32>, String> {
         match usage.and_then(|u| u.get(field)).filter(|v| !v.is_null()) {
             None => Ok(None),
@@ -134,11 +175,28 @@ pub(super) fn parse_response(text: &str, api: ApiKind, n: usize) -> Result<Parse
                 .ok_or_else(|| format!("`usage.{field}` is not a count: {v}")),
         }
     };
-    Ok(ParsedResponse {
-        choices: parsed,
-        prompt_tokens: count("prompt_tokens")?,
-        completion_tokens: count("completion_tokens")?,
-    })
+    Ok((count("prompt_tokens")?, count("completion_tokens")?))
+}
+
+/// The generated text of a chat choice: `content`, after the reasoning as
+/// `<think>\n{reasoning}\n</think>\n\n` when there is any.
+pub(super) fn join_reasoning(content: &str, reasoning: Option<&str>) -> String {
+    match reasoning {
+        Some(r) if !r.is_empty() => format!("<think>\n{}\n</think>\n\n{content}", r.trim()),
+        _ => content.to_string(),
+    }
+}
+
+/// A `finish_reason` value; `field` names it in the error.
+pub(super) fn finish_reason(value: Option<&str>, field: &str) -> Result<FinishReason, String> {
+    match value {
+        Some("stop") | Some("eos") => Ok(FinishReason::Stop),
+        Some("length") => Ok(FinishReason::Length),
+        other => Err(format!(
+            "`{field}` is {} (expected \"stop\" or \"length\")",
+            other.map_or("missing".to_string(), |o| format!("{o:?}"))
+        )),
+    }
 }
 
 /// Reads `choices[position]`.
@@ -173,23 +231,13 @@ fn parse_choice(choice: &Value, position: usize, api: ApiKind) -> Result<Choice,
                 Some(r) => Some(r),
                 None => optional_text(message.get("reasoning"), "message.reasoning")?,
             };
-            match reasoning {
-                Some(r) if !r.is_empty() => format!("<think>\n{}\n</think>\n\n{content}", r.trim()),
-                _ => content,
-            }
+            join_reasoning(&content, reasoning.as_deref())
         }
     };
-    let finish_reason = match choice.get("finish_reason").and_then(Value::as_str) {
-        Some("stop") | Some("eos") => FinishReason::Stop,
-        Some("length") => FinishReason::Length,
-        other => {
-            return Err(format!(
-                "`{}` is {} (expected \"stop\" or \"length\")",
-                field("finish_reason"),
-                other.map_or("missing".to_string(), |o| format!("{o:?}"))
-            ))
-        }
-    };
+    let finish_reason = finish_reason(
+        choice.get("finish_reason").and_then(Value::as_str),
+        &field("finish_reason"),
+    )?;
     Ok(Choice {
         index,
         text,
@@ -218,7 +266,17 @@ mod tests {
             "<think>\nthink hard\n</think>\n\n42"
         );
         let error = parse_response(r#"{"choices":[]}"#, ApiKind::Chat, 1).unwrap_err();
-        assert!(error.contains("expected 1 choices"), "{error}");
+        assert!(error.contains("expected up to 1 choices"), "{error}");
+        let two = r#"{"choices":[{"index":1,"text":"a","finish_reason":"stop"},{"index":1,"text":"b","finish_reason":"stop"}]}"#;
+        let error = parse_response(two, ApiKind::Completions, 2).unwrap_err();
+        assert!(error.contains("got indices [1, 1]"), "{error}");
+        let one = r#"{"choices":[{"index":0,"text":"a","finish_reason":"stop"}]}"#;
+        assert_eq!(
+            parse_response(one, ApiKind::Completions, 4)
+                .unwrap()
+                .indices(),
+            [0]
+        );
         let error = parse_response("<html>", ApiKind::Chat, 1).unwrap_err();
         assert!(error.contains("not JSON"), "{error}");
     }

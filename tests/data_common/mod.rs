@@ -51,6 +51,9 @@ pub fn trace_row(problem: &Problem, sample_index: u32) -> TraceRow {
         prompt_tokens: Some(40),
         created_at: rfc3339_utc(UNIX_EPOCH + Duration::from_secs(1_700_000_000 + index)),
         metadata: serde_json::Map::from_iter([("difficulty".to_string(), json!(2))]),
+        teacher_endpoint: None,
+        cost: None,
+        round: None,
     }
 }
 

@@ -64,6 +64,9 @@ pub fn math500_traces() -> (Vec<TraceRow>, usize) {
                 prompt_tokens: Some(100),
                 created_at: "2026-11-21T10:50:55Z".into(),
                 metadata: problem.metadata.clone(),
+                teacher_endpoint: None,
+                cost: None,
+                round: None,
             });
         }
     }

@@ -57,6 +57,9 @@ pub fn row(id: &str, problem: &str, answer: &str, sample_index: u32, generation:
         completion_tokens: Some(80),
         created_at: "2026-11-21T10:50:55Z".into(),
         metadata: Map::new(),
+        teacher_endpoint: None,
+        cost: None,
+        round: None,
     }
 }
 

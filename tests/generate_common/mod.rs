@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use distill::data::schema::TraceRow;
 use distill::data::shards::read_trace_rows;
@@ -43,6 +43,8 @@ pub fn local_config(prompts: &str, out: &Path) -> GenerateConfig {
         top_p: 0.95,
         top_k: 0,
         n: 2,
+        until_verified: None,
+        max_samples: None,
         max_new_tokens: 24,
         seed: 7,
         out: out.to_path_buf(),
@@ -96,6 +98,8 @@ pub struct Received {
     pub headers: HashMap<String, String>,
     /// The JSON body.
     pub body: serde_json::Value,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// What the fake server does with a request.
@@ -106,6 +110,13 @@ pub enum Reply {
     Stall(Duration),
     /// Wait this long, then answer 200 with this body.
     Slow(Duration, String),
+    /// Wait this long, then close the connection without answering (a server that died with
+    /// the request in flight).
+    HangUp(Duration),
+    /// Answer with this status, these extra headers and this body.
+    WithHeaders(u16, Vec<(String, String)>, String),
+    /// Answer 200 with a server-sent-event stream: each chunk is written after its delay.
+    Events(Vec<(Duration, String)>),
 }
 
 /// A scripted OpenAI-compatible server on 127.0.0.1; `script(n, request)` decides the reply
@@ -177,6 +188,7 @@ fn serve(
         path,
         headers,
         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        at: Instant::now(),
     };
     let index = {
         let mut log = log.lock().unwrap();
@@ -193,15 +205,39 @@ fn serve(
     };
     match reply {
         Reply::Slow(..) => {}
-        Reply::Respond(status, body) => {
-            let response = format!(
-                "HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes());
-        }
+        Reply::Respond(status, body) => respond(&mut stream, status, &[], &body),
+        Reply::WithHeaders(status, headers, body) => respond(&mut stream, status, &headers, &body),
         Reply::Stall(duration) => std::thread::sleep(duration),
+        Reply::HangUp(duration) => {
+            std::thread::sleep(duration);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        Reply::Events(chunks) => {
+            let head =
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+            if stream.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            for (delay, chunk) in chunks {
+                std::thread::sleep(delay);
+                if stream.write_all(chunk.as_bytes()).is_err() || stream.flush().is_err() {
+                    return;
+                }
+            }
+        }
     }
+}
+
+fn respond(stream: &mut TcpStream, status: u16, headers: &[(String, String)], body: &str) {
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let response = format!(
+        "HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes());
 }
 
 /// A chat completion body with `n` choices (choice i says `answer {i}` after `thought {i}` in
@@ -222,6 +258,21 @@ pub fn chat_body(n: usize, prompt_tokens: u32, completion_tokens: u32) -> String
         "choices": choices,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
+    })
+    .to_string()
+}
+
+/// A chat completion body with one choice (index 0) whose answer names `seed`, as a server
+/// that ignores `n` sends whatever `n` asked.
+pub fn one_choice_naming_seed(seed: u64) -> String {
+    serde_json::json!({
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": format!("seed {seed} \\boxed{{1}}"),
+                        "reasoning_content": "thought"},
+            "finish_reason": "stop",
+        }],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
     })
     .to_string()
 }
