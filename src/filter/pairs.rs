@@ -85,20 +85,10 @@ pub fn default_rejected_reasons() -> Vec<String> {
         CodeVerdict::MemoryLimit,
         CodeVerdict::NoCode,
     ];
-    let readability = [
-        ReadabilityIssue::BadFormat,
-        ReadabilityIssue::LanguageMixing,
-        ReadabilityIssue::Repetition,
-        ReadabilityIssue::Truncated,
-        ReadabilityIssue::TooShort,
-        ReadabilityIssue::TooLong,
-        ReadabilityIssue::LongParagraph,
-        ReadabilityIssue::CodeBlock,
-    ];
     [WRONG_ANSWER, NO_ANSWER]
         .into_iter()
         .chain(code.map(CodeVerdict::name))
-        .chain(readability.map(ReadabilityIssue::name))
+        .chain(ReadabilityIssue::ALL.map(ReadabilityIssue::name))
         .map(str::to_string)
         .collect()
 }

@@ -15,18 +15,8 @@ pub const OVER_K: &str = "over_k";
 /// Every reason the filter can write, in the order reasons appear in a row.
 pub fn all_reasons() -> Vec<&'static str> {
     use crate::verify::ReadabilityIssue as Issue;
-    let readability = [
-        Issue::BadFormat,
-        Issue::LanguageMixing,
-        Issue::Repetition,
-        Issue::Truncated,
-        Issue::TooShort,
-        Issue::TooLong,
-        Issue::LongParagraph,
-        Issue::CodeBlock,
-    ];
     let mut reasons = vec![WRONG_ANSWER, NO_ANSWER];
-    reasons.extend(readability.map(Issue::name));
+    reasons.extend(Issue::ALL.map(Issue::name));
     reasons.extend([DUPLICATE, CONTAMINATED, OVER_K]);
     reasons
 }

@@ -86,6 +86,18 @@ pub enum ReadabilityIssue {
 }
 
 impl ReadabilityIssue {
+    /// Every issue, in the order a trace's issues are listed.
+    pub const ALL: [ReadabilityIssue; 8] = [
+        ReadabilityIssue::BadFormat,
+        ReadabilityIssue::LanguageMixing,
+        ReadabilityIssue::Repetition,
+        ReadabilityIssue::Truncated,
+        ReadabilityIssue::TooShort,
+        ReadabilityIssue::TooLong,
+        ReadabilityIssue::LongParagraph,
+        ReadabilityIssue::CodeBlock,
+    ];
+
     /// Stable snake_case name, for logs and JSON.
     pub fn name(self) -> &'static str {
         match self {
