@@ -34,6 +34,8 @@ pub enum OutputKind {
     Sft,
     /// `distill grpo`: a GRPO run.
     Grpo,
+    /// `distill dpo`: a DPO run.
+    Dpo,
     /// `distill eval`: samples and scores.
     Eval,
     /// `distill compare`: the report.
@@ -53,6 +55,7 @@ impl OutputKind {
             OutputKind::Pairs => "pairs",
             OutputKind::Sft => "train",
             OutputKind::Grpo => "grpo",
+            OutputKind::Dpo => "dpo",
             OutputKind::Eval => "eval",
             OutputKind::Report => "compare",
             OutputKind::Model => "model",
@@ -67,6 +70,7 @@ impl OutputKind {
             OutputKind::Pairs,
             OutputKind::Sft,
             OutputKind::Grpo,
+            OutputKind::Dpo,
             OutputKind::Eval,
             OutputKind::Report,
             OutputKind::Model,
@@ -231,7 +235,7 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
 fn infer_kind(dir: &Path) -> Option<OutputKind> {
     let has = |name: &str| dir.join(name).exists();
     if has("checkpoints") || has("final") || has("metrics.jsonl") {
-        // An SFT or a GRPO run: older files do not say which, so neither verb is refused here.
+        // A training run (SFT, GRPO or DPO): older files do not say which, so neither verb is refused here.
         return None;
     }
     if has("config.json") && (has("model.safetensors") || has("model.safetensors.index.json")) {

@@ -3,18 +3,20 @@
 //! raises the training reward and the held-out greedy accuracy (issue 7).
 
 mod common;
+#[path = "support/arithmetic_student.rs"]
+mod arithmetic_student;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use distill::data::schema::Message;
 use distill::data::sources::Problem;
-use distill::data::synth::{generate_tasks, run_steps, SynthTask, TaskKind, TaskSpec};
+use distill::data::synth::SynthTask;
 use distill::model::{Architecture, Completion, FinishReason};
 use distill::train::grpo::{policy_loss, GrpoConfig, RolloutBatch};
 use distill::train::rewards::{advantages, AdvantageScaling, RewardConfig, Scored};
+
+use arithmetic_student::{arithmetic, base_with_a_systematic_error, greedy_replies, mean_and_se, GreedyReply};
 
 fn grpo_config(extra: &str) -> GrpoConfig {
     toml::from_str(&format!(
@@ -157,156 +159,9 @@ fn rewards_score_accuracy_format_and_overlong_separately() {
     assert_eq!(c.accuracy, 1.0);
 }
 
-/// The task of the short GRPO run: two-step arithmetic ("Start with 8. Subtract 1. Multiply by 3.
-/// What is the result?"), difficulty 1.
-fn arithmetic(seed: u64, count: u64) -> Vec<SynthTask> {
-    generate_tasks(TaskKind::Arithmetic, 1, seed, count).unwrap()
-}
-
-/// The value after each step of an arithmetic task, starting value first.
-fn step_values(task: &SynthTask) -> Vec<i64> {
-    match &task.spec {
-        TaskSpec::Arithmetic { start, steps } => run_steps(*start, steps),
-        other => panic!("not an arithmetic task: {other:?}"),
-    }
-}
-
-/// A short worked reply, one `a op b = c.` line per step, then `The answer is \boxed{X}.` with X
-/// the result when `correct`, else the value after the first step (stopping one step early: the
-/// systematic error of the base's corpus).
-fn stepwise_reply(task: &SynthTask, correct: bool) -> String {
-    let TaskSpec::Arithmetic { start, steps } = &task.spec else {
-        panic!("not an arithmetic task")
-    };
-    let values = step_values(task);
-    let lines = distill::data::cot::step_lines(*start, steps);
-    let boxed = if correct {
-        values[values.len() - 1]
-    } else {
-        values[1]
-    };
-    format!(
-        "<think>\n{}\n</think>\n\n{}",
-        lines.join("\n"),
-        distill::data::cot::boxed_sentence(&boxed.to_string())
-    )
-}
-
-/// Share of the base's corpus whose reply boxes the result; the rest box the first step's value.
-const CORRECT_SHARE: f64 = 0.4;
 /// GRPO's training problems (10 steps of 8 prompts a pass) and steps (4 passes).
 const PROMPTS: usize = 80;
 const STEPS: usize = 40;
-
-/// Trains the GRPO test's student base in `dir` and returns its model directory: a fresh BPE
-/// tokenizer (numbers as whole tokens) and a 2-layer width-128 decoder, fine-tuned for 6 epochs on
-/// stepwise replies to ~2,300 generated problems (none in `held_out`), of which a seeded 40% box
-/// the result and 60% the first step's value.
-fn base_with_a_systematic_error(dir: &Path, held_out: &BTreeSet<String>) -> String {
-    use distill::data::corpus::{programmatic_row, ReplyStyle};
-    use distill::data::shards::{ShardOptions, ShardWriter};
-    let corpus = dir.join("corpus");
-    let mut writer = ShardWriter::open(&corpus, ShardOptions::new("grpo-test")).unwrap();
-    let mut texts = Vec::new();
-    for task in arithmetic(1, 3000)
-        .iter()
-        .filter(|t| !held_out.contains(&t.problem))
-    {
-        let draw = (distill::data::hashing::sha256_u64(task.id.as_bytes()) % 10_000) as f64;
-        let reply = stepwise_reply(task, draw / 10_000.0 < CORRECT_SHARE);
-        let mut row = programmatic_row(task, ReplyStyle::ShortAnswer);
-        row.messages[1] = Message::assistant(reply.clone());
-        row.generation = reply;
-        texts.extend(row.messages.iter().map(|m| m.content.clone()));
-        writer.write(row).unwrap();
-    }
-    writer.finish().unwrap();
-
-    let tokenizer =
-        distill::model::bpe::train_bpe(&texts, 512, false, &dir.join("tokenizer")).unwrap();
-    let mut config = common::tiny(Architecture::Qwen2, tokenizer.vocab_size());
-    config.hidden_size = 128;
-    config.intermediate_size = 352;
-    config.head_dim = 128 / config.num_attention_heads;
-    config.eos_token_ids = tokenizer.eos_token_id().into_iter().collect();
-    let weights = distill::model::init::random_weights(&config, 21, &Device::Cpu).unwrap();
-    let model =
-        distill::model::Decoder::from_weights(&config, &weights, DType::F32, &Device::Cpu).unwrap();
-    let student = dir.join("student");
-    distill::model::save::save_hf_dir(&model, &tokenizer, &config.eos_token_ids, &student).unwrap();
-
-    let sft: distill::train::sft::SftConfig = toml::from_str(&format!(
-        "student = {:?}\ndata = {:?}\nout = {:?}\nlearning_rate = 2e-3\nwarmup_steps = 20\n\
-         min_lr_ratio = 0.1\nepochs = 6\nbatch_size = 16\nmax_length = 128\neval_fraction = 0.0\n",
-        student.display().to_string(),
-        corpus.display().to_string(),
-        dir.join("base").display().to_string(),
-    ))
-    .unwrap();
-    let summary = distill::train::sft::run_sft(&sft, false).unwrap();
-    summary.model_dir.to_str().unwrap().to_string()
-}
-
-/// One held-out problem's greedy reply.
-struct GreedyReply {
-    /// The verifier accepts it.
-    correct: bool,
-    /// It boxes the value after the first step (the base corpus's systematic error).
-    boxes_first_step: bool,
-    /// Its last reasoning line ends with the result (`… = X.` before `</think>`).
-    reasoning_reaches_result: bool,
-}
-
-/// The greedy replies of `model_dir` to arithmetic `tasks`.
-fn greedy_replies(model_dir: &str, tasks: &[SynthTask]) -> Vec<GreedyReply> {
-    use distill::model::generate::{generate, GenerationConfig, GenerationRequest};
-    let loaded = distill::model::load(model_dir, &Device::Cpu, DType::F32).unwrap();
-    let problems: Vec<Problem> = tasks.iter().map(|t| t.to_problem()).collect();
-    let requests: Vec<GenerationRequest> = problems
-        .iter()
-        .map(|p| GenerationRequest {
-            prompt: distill::train::grpo::render_prompt(
-                &loaded.tokenizer,
-                p,
-                None,
-                distill::data::schema::DEFAULT_INSTRUCTION,
-            )
-            .unwrap(),
-            seed: 0,
-        })
-        .collect();
-    let config = GenerationConfig {
-        sampler: distill::model::SamplerConfig::greedy(),
-        max_new_tokens: 40,
-        n: 1,
-        eos_token_ids: loaded.eos_token_ids.clone(),
-        stop_strings: Vec::new(),
-    };
-    let out = generate(&loaded.model, &loaded.tokenizer, &requests, &config).unwrap();
-    assert_eq!(out.len(), problems.len());
-    out.iter()
-        .map(|c| {
-            let p = &problems[c.prompt_index];
-            let values = step_values(&tasks[c.prompt_index]);
-            let grade = distill::verify::grade(&p.answer, &p.metadata, &c.text).unwrap();
-            GreedyReply {
-                correct: grade.correct,
-                boxes_first_step: grade.answer == Some(values[1].to_string()),
-                reasoning_reaches_result: c
-                    .text
-                    .contains(&format!("= {}.\n</think>", values[values.len() - 1])),
-            }
-        })
-        .collect()
-}
-
-/// Mean and standard error of the mean.
-fn mean_and_se(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, (variance / n).sqrt())
-}
 
 /// Issue 7's "must show": on a synthetic task where the base student's samples are sometimes right,
 /// a short GRPO run, rewarded only by the verifier, raises the training reward and the held-out

@@ -69,6 +69,12 @@ epochs = 1
 batch_size = 8
 eval_fraction = 0.0
 
+[dpo]
+epochs = 1
+batch_size = 4
+learning_rate = 1e-4
+eval_fraction = 0.0
+
 [grpo]
 match_sft_compute = true
 steps = 4
@@ -142,7 +148,7 @@ fn the_shrunken_tiny_recipe_runs_end_to_end_and_resumes_to_the_same_report() {
     assert!(stdout.contains("report/report.md"), "{stdout}");
 
     let report = std::fs::read_to_string(straight.join("report/report.md")).unwrap();
-    for label in ["base", "sft", "grpo"] {
+    for label in ["base", "sft", "grpo", "sft→dpo"] {
         assert!(
             report.contains(label),
             "the report has a row for {label}:\n{report}"
@@ -274,6 +280,18 @@ fn every_shipped_recipe_parses_and_its_sections_are_valid_stage_configs() {
             &[("policy", "x".into()), ("out", dir.clone())],
         )
         .unwrap();
+        if let Some(dpo) = &recipe.dpo {
+            let _: distill::train::dpo::DpoConfig = stage_config(
+                "dpo",
+                &dpo.settings,
+                &[
+                    ("policy", "x".into()),
+                    ("data", dir.clone()),
+                    ("out", dir.clone()),
+                ],
+            )
+            .unwrap();
+        }
         let _: distill::eval::EvalConfig = stage_config(
             "eval",
             &recipe.eval,

@@ -3,6 +3,7 @@
 mod bench_cmd;
 mod compare_cmd;
 mod config_table;
+mod dpo_cmd;
 mod eval_cmd;
 mod filter_cmd;
 mod generate_cmd;
@@ -37,6 +38,8 @@ pub enum Command {
     Train(train_cmd::TrainArgs),
     /// Reinforcement learning (GRPO) on a student.
     Grpo(grpo_cmd::GrpoArgs),
+    /// Preference optimisation (DPO, IPO, SimPO) on the pairs of `distill pairs`.
+    Dpo(dpo_cmd::DpoArgs),
     /// pass@1 and cons@k of a model on a prompt set.
     Eval(eval_cmd::EvalArgs),
     /// The distillation-vs-RL report from several runs.
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pairs(args) => pairs_cmd::run(&args),
         Command::Train(args) => train_cmd::run(&args),
         Command::Grpo(args) => grpo_cmd::run(&args),
+        Command::Dpo(args) => dpo_cmd::run(&args),
         Command::Eval(args) => eval_cmd::run(&args),
         Command::Compare(args) => compare_cmd::run(&args),
         Command::Run(args) => run_cmd::run(&args),

@@ -174,8 +174,26 @@ pub fn run_compare(config: &CompareConfig) -> anyhow::Result<CompareReport> {
         }
         _ => None,
     };
+    // Every other run against `sft` on the same problems (e.g. SFT → DPO against SFT alone).
+    let against_sft = match tables.get("sft") {
+        Some((sft_ids, sft)) => runs
+            .iter()
+            .filter(|run| run.label != "sft")
+            .filter_map(|run| {
+                let (ids, table) = tables.get(&run.label)?;
+                let difference = (ids == sft_ids)
+                    .then(|| paired_difference(table, sft, config.bootstrap, config.seed ^ 0x5F7))??;
+                Some(report::AgainstSft {
+                    label: run.label.clone(),
+                    difference,
+                })
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let report = CompareReport {
         finding: finding::decide(&runs, difference),
+        against_sft,
         runs,
         seed: config.seed,
         bootstrap: config.bootstrap,

@@ -61,6 +61,12 @@ impl RunReport {
                     "GRPO: {} steps, {:.3e} forward-only tokens",
                     t.steps, t.forward_tokens
                 ),
+                TrainKind::Dpo => format!(
+                    "DPO: {} pairs, {} steps, {:.3e} tokens",
+                    t.examples.map_or("?".to_string(), |e| e.to_string()),
+                    t.steps,
+                    t.update_tokens
+                ),
             })
             .collect();
         RunReport {
@@ -110,10 +116,35 @@ pub struct CompareReport {
     pub runs: Vec<RunReport>,
     /// The SFT-vs-GRPO finding, or why there is none.
     pub finding: Finding,
+    /// Every other run's pass@1 against `sft`'s on the same problems (absent in older reports).
+    #[serde(default)]
+    pub against_sft: Vec<AgainstSft>,
     /// Seed of the bootstrap.
     pub seed: u64,
     /// Bootstrap replicates.
     pub bootstrap: usize,
+}
+
+/// One run's pass@1 minus `sft`'s, problem by problem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgainstSft {
+    /// The run.
+    pub label: String,
+    /// The paired-bootstrap 95% interval of pass@1(run) − pass@1(sft).
+    pub difference: Interval,
+}
+
+impl AgainstSft {
+    /// What the interval supports: higher, lower, or no difference shown.
+    pub fn verdict(&self) -> &'static str {
+        if !self.difference.excludes_zero() {
+            "no difference shown (the interval includes 0)"
+        } else if self.difference.mean > 0.0 {
+            "higher than sft"
+        } else {
+            "lower than sft"
+        }
+    }
 }
 
 /// The columns of the report table, in order.
@@ -165,6 +196,19 @@ impl CompareReport {
             md.push_str(&format!("| {} |\n", cells.join(" | ")));
         }
         md.push_str(&format!("\n## Finding\n\n{}\n", self.finding.sentence));
+        if !self.against_sft.is_empty() {
+            md.push_str(
+                "\n## Against `sft`\n\n| run | pass@1 − sft's [95% paired CI] | the interval shows |\n|---|---|---|\n",
+            );
+            for row in &self.against_sft {
+                md.push_str(&format!(
+                    "| {} | {} | {} |\n",
+                    row.label,
+                    interval(&row.difference),
+                    row.verdict()
+                ));
+            }
+        }
         md.push_str(&format!(
             "\n## Method\n\n- Intervals: 95% percentile bootstrap, {} replicates, seed {}, resampling \
              problems with replacement and, when a run has several eval directories, eval seeds too.\n\

@@ -58,6 +58,8 @@ pub enum TrainKind {
     Sft,
     /// `distill grpo`: `update_tokens`, `rollout_tokens`, `reference_tokens`, curve `reward`.
     Grpo,
+    /// `distill dpo`: `preference_loss`, `tokens_seen`, `reference_tokens`, curve `loss`.
+    Dpo,
 }
 
 /// A training run's compute and curve.
@@ -72,7 +74,8 @@ pub struct TrainRun {
     /// Tokens through forward + backward.
     pub update_tokens: f64,
     /// Tokens through forward-only passes (0 for SFT): rollout prefill and sampling, and the frozen
-    /// reference's scoring for the KL term (`reference_tokens`, absent in older summaries).
+    /// reference's scoring for GRPO's KL term or DPO's log-ratios (`reference_tokens`, absent in
+    /// older GRPO summaries).
     pub forward_tokens: f64,
     /// Wall time, seconds.
     pub wall_seconds: f64,
@@ -80,7 +83,7 @@ pub struct TrainRun {
     pub steps: u64,
     /// SFT examples kept for training, when recorded.
     pub examples: Option<u64>,
-    /// `(step, loss)` for SFT, `(step, reward)` for GRPO, from `metrics.jsonl`.
+    /// `(step, loss)` for SFT and DPO, `(step, reward)` for GRPO, from `metrics.jsonl`.
     pub curve: Vec<(f64, f64)>,
 }
 
@@ -116,11 +119,13 @@ pub fn load_train(dir: &Path) -> anyhow::Result<TrainRun> {
     let summary = read_json(&path)?;
     let kind = if summary.get("rollout_tokens").is_some() {
         TrainKind::Grpo
+    } else if summary.get("preference_loss").is_some() {
+        TrainKind::Dpo
     } else if summary.get("tokens_seen").is_some() {
         TrainKind::Sft
     } else {
         bail!(
-            "{}: neither an SFT summary (field `tokens_seen`) nor a GRPO summary (field `rollout_tokens`)",
+            "{}: not an SFT (field `tokens_seen`), GRPO (field `rollout_tokens`) or DPO (field `preference_loss`) summary",
             path.display()
         );
     };
@@ -133,6 +138,11 @@ pub fn load_train(dir: &Path) -> anyhow::Result<TrainRun> {
                     .get("reference_tokens")
                     .map_or(Ok(0.0), |_| number(&summary, &path, "reference_tokens"))?,
             "reward",
+        ),
+        TrainKind::Dpo => (
+            number(&summary, &path, "tokens_seen")?,
+            number(&summary, &path, "reference_tokens")?,
+            "loss",
         ),
     };
     let metrics = dir.join("metrics.jsonl");

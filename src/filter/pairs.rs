@@ -41,7 +41,7 @@ pub const PAIRS_DIR: &str = "pairs";
 pub const SUMMARY_FILE: &str = "summary.json";
 
 /// How pairs are made.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PairConfig {
     /// The filter's output directory (with `accepted/` and `rejected/`).
     pub filtered: PathBuf,

@@ -43,6 +43,9 @@ pub(crate) fn check_recipe(recipe: &Recipe) -> anyhow::Result<(StageConfigs, Vec
         .context("recipe section [filter]")?;
     configs.sft.validate().context("recipe section [sft]")?;
     configs.grpo.validate().context("recipe section [grpo]")?;
+    if let Some((_, dpo)) = &configs.dpo {
+        dpo.validate().context("recipe section [dpo]")?;
+    }
     compare_config(recipe, &layout, None)?;
     report.push(format!(
         "stages: generate ({} samples per problem, {} new tokens), filter, sft ({} epochs, lr {}), \

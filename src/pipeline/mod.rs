@@ -1,6 +1,7 @@
 //! `distill run RECIPE`: the whole pipeline, stage by stage — bootstrap a tokenizer, teacher and
 //! student base when the recipe asks for stand-ins, generate teacher traces, filter them, SFT the
-//! student, GRPO the same base at matched compute, evaluate all three and write the report.
+//! student, (when the recipe has a `[dpo]` section) make preference pairs and DPO the SFT student
+//! on them, GRPO the same base at matched compute, evaluate them all and write the report.
 //! A finished stage leaves a marker with the hash of its configuration and is skipped on rerun;
 //! an interrupted stage resumes from what it already wrote.
 
@@ -80,7 +81,7 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
         crate::output_dir::OutputDir::claim(&layout.root, crate::output_dir::OutputKind::Recipe)?;
     let bootstraps = usize::from(recipe.teacher.bootstrap.is_some())
         + usize::from(recipe.student.bootstrap.is_some());
-    let total = 6 + bootstraps + usize::from(bootstraps > 0);
+    let total = 6 + bootstraps + usize::from(bootstraps > 0) + 2 * usize::from(recipe.dpo.is_some());
     let mut index = 0;
     let mut next = || {
         index += 1;
@@ -145,6 +146,7 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
         filter,
         sft,
         mut grpo,
+        dpo,
         eval: eval_configs,
     } = configs;
     let traces = layout.stage("traces");
@@ -165,6 +167,21 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
         crate::train::sft::run_sft(&sft, true)?;
         Ok(())
     })?;
+
+    if let Some((pairs, dpo)) = &dpo {
+        stage(next(), total, "pairs", &pairs.out, pairs, || {
+            let summary = crate::filter::pairs::run_pairs(pairs)?;
+            eprintln!(
+                "  {} pairs from {} of {} problems",
+                summary.pairs, summary.problems_with_pairs, summary.problems
+            );
+            Ok(())
+        })?;
+        stage(next(), total, "dpo", &dpo.out, dpo, || {
+            crate::train::dpo::run_dpo(dpo, true)?;
+            Ok(())
+        })?;
+    }
 
     let grpo_dir = layout.stage("grpo");
     if recipe.grpo.match_sft_compute {
@@ -219,6 +236,8 @@ pub(crate) struct StageConfigs {
     pub(crate) filter: crate::filter::FilterConfig,
     pub(crate) sft: crate::train::sft::SftConfig,
     pub(crate) grpo: crate::train::grpo::GrpoConfig,
+    /// The DPO arm's pairs and training, when the recipe has one.
+    pub(crate) dpo: Option<(crate::filter::pairs::PairConfig, crate::train::dpo::DpoConfig)>,
     pub(crate) eval: Vec<crate::eval::EvalConfig>,
 }
 
@@ -285,12 +304,19 @@ impl StageConfigs {
                 ("device", device()),
             ],
         )?;
+        let dpo = match &recipe.dpo {
+            Some(stage) => Some(dpo_configs(recipe, layout, stage)?),
+            None => None,
+        };
         let eval_root = layout.stage("eval");
-        let candidates = [
+        let mut candidates = vec![
             ("base", student),
             ("sft", sft_dir.join("final").display().to_string()),
             ("grpo", grpo_dir.join("final").display().to_string()),
         ];
+        if let Some((_, dpo)) = &dpo {
+            candidates.push(("dpo", dpo.out.join("final").display().to_string()));
+        }
         let eval = candidates
             .iter()
             .map(|(label, model)| {
@@ -311,26 +337,56 @@ impl StageConfigs {
             filter,
             sft,
             grpo,
+            dpo,
             eval,
         })
     }
 }
 
-/// The report's configuration: base, SFT and GRPO evaluations, with the teacher's generation
-/// compute charged to SFT when `teacher_compute` (the generate summary) is known.
+/// The DPO arm's configurations: pairs from the filter's output, and DPO of the SFT student on
+/// them with the SFT student as the reference.
+fn dpo_configs(
+    recipe: &Recipe,
+    layout: &Layout,
+    stage: &recipe::DpoStage,
+) -> anyhow::Result<(crate::filter::pairs::PairConfig, crate::train::dpo::DpoConfig)> {
+    let pairs_dir = layout.stage("pairs");
+    let mut pairs = crate::filter::pairs::PairConfig::new(layout.stage("filtered"), pairs_dir.clone());
+    pairs.max_pairs_per_problem = stage.pairs.max_pairs_per_problem;
+    pairs.length_matched = stage.pairs.length_matched;
+    if let Some(reasons) = &stage.pairs.rejected_reasons {
+        pairs.rejected_reasons = reasons.clone();
+    }
+    let dpo = stage_config(
+        "dpo",
+        &stage.settings,
+        &[
+            ("policy", path_value(&layout.stage("sft").join("final"))),
+            ("data", path_value(&pairs_dir)),
+            ("out", path_value(&layout.stage("dpo"))),
+            ("seed", (recipe.seed as i64).into()),
+            ("device", recipe.device.clone().into()),
+        ],
+    )?;
+    Ok((pairs, dpo))
+}
+
+/// The report's configuration: base, SFT, GRPO (and SFT → DPO) evaluations, with the teacher's
+/// generation compute charged to SFT (and to SFT → DPO) when `teacher_compute` (the generate
+/// summary) is known.
 pub(crate) fn compare_config(
     recipe: &Recipe,
     layout: &Layout,
     teacher_compute: Option<PathBuf>,
 ) -> anyhow::Result<crate::compare::CompareConfig> {
     let eval_root = layout.stage("eval");
-    let runs = toml::Value::try_from(vec![
+    let mut specs = vec![
         run_spec("base", &eval_root.join("base"), &[], None),
         run_spec(
             "sft",
             &eval_root.join("sft"),
             &[layout.stage("sft")],
-            teacher_compute,
+            teacher_compute.clone(),
         ),
         run_spec(
             "grpo",
@@ -338,7 +394,16 @@ pub(crate) fn compare_config(
             &[layout.stage("grpo")],
             None,
         ),
-    ])?;
+    ];
+    if recipe.dpo.is_some() {
+        specs.push(run_spec(
+            "sft→dpo",
+            &eval_root.join("dpo"),
+            &[layout.stage("sft"), layout.stage("dpo")],
+            teacher_compute,
+        ));
+    }
+    let runs = toml::Value::try_from(specs)?;
     stage_config(
         "compare",
         &recipe.compare,

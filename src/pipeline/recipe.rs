@@ -48,7 +48,11 @@ pub struct Recipe {
     /// GRPO of the student base (a GrpoConfig without policy/out).
     #[serde(default)]
     pub grpo: GrpoStage,
-    /// Evaluation of base, SFT and GRPO students (an EvalConfig without model/out).
+    /// Optional third arm: preference pairs from the filter's output, then DPO of the SFT student
+    /// on them (a DpoConfig without policy/reference/data/out, plus a `[dpo.pairs]` table).
+    #[serde(default)]
+    pub dpo: Option<DpoStage>,
+    /// Evaluation of base, SFT, GRPO (and DPO) students (an EvalConfig without model/out).
     #[serde(default)]
     pub eval: toml::Table,
     /// The distillation-vs-RL report (a CompareConfig without runs/out).
@@ -128,6 +132,47 @@ pub struct GrpoStage {
     /// The GrpoConfig fields.
     #[serde(flatten)]
     pub settings: toml::Table,
+}
+
+/// The DPO arm: how pairs are made, plus the DpoConfig fields.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DpoStage {
+    /// How the filter's output becomes preference pairs.
+    #[serde(default)]
+    pub pairs: PairOptions,
+    /// The DpoConfig fields.
+    #[serde(flatten)]
+    pub settings: toml::Table,
+}
+
+/// `distill pairs` settings in a recipe (see [`crate::filter::pairs::PairConfig`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairOptions {
+    /// Most pairs per problem.
+    #[serde(default = "default_pairs_per_problem")]
+    pub max_pairs_per_problem: usize,
+    /// Rejection reasons that make a trace a rejected side, most preferred first (default: wrong
+    /// and missing answers, then the rest).
+    #[serde(default)]
+    pub rejected_reasons: Option<Vec<String>>,
+    /// Pair each chosen trace with the rejected trace closest to it in length.
+    #[serde(default)]
+    pub length_matched: bool,
+}
+
+impl Default for PairOptions {
+    fn default() -> Self {
+        PairOptions {
+            max_pairs_per_problem: default_pairs_per_problem(),
+            rejected_reasons: None,
+            length_matched: false,
+        }
+    }
+}
+
+fn default_pairs_per_problem() -> usize {
+    4
 }
 
 impl Recipe {
