@@ -174,7 +174,11 @@ fn a_clear_win_at_matched_compute_is_stated() {
     let header = md.lines().find(|l| l.starts_with("| run")).unwrap();
     let columns: Vec<&str> = header.trim_matches('|').split('|').map(str::trim).collect();
     assert_eq!(columns, TABLE_COLUMNS);
-    assert_eq!(md.lines().filter(|l| l.starts_with("| ")).count(), 4);
+    let table = md.split("## Finding").next().unwrap();
+    assert_eq!(table.lines().filter(|l| l.starts_with("| ")).count(), 4);
+    // base and grpo against sft, each a row of the paired-difference table.
+    assert_eq!(report.against_sft.len(), 2);
+    assert!(md.contains("| grpo | "), "{md}");
     assert!(md.contains(&report.finding.sentence));
     let json: distill::compare::report::CompareReport =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
@@ -349,4 +353,72 @@ fn runs_on_different_problems_are_compared_by_interval_overlap() {
         "{}",
         report.finding.sentence
     );
+}
+
+fn dpo_run(root: &Path) -> PathBuf {
+    let dir = root.join("dpo_train");
+    std::fs::create_dir_all(&dir).unwrap();
+    let summary = serde_json::json!({"preference_loss": "sigmoid", "steps": 4,
+        "examples": {"kept": 16, "dropped": 0, "truncated": 0}, "eval_pairs": 2,
+        "tokens_seen": 3000, "reference_tokens": 2000, "final_loss": 0.5, "final_eval": null,
+        "wall_seconds": 3.0, "parameters": 1000, "flops": 2.2e7, "compute_dtype": "F32",
+        "model_dir": dir.join("final")});
+    std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+    std::fs::write(
+        dir.join("metrics.jsonl"),
+        "{\"step\":1,\"loss\":0.69}\n{\"step\":4,\"loss\":0.5}\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// An SFT → DPO row charges both runs' compute (DPO's reference scoring as forward-only FLOPs),
+/// and every other run gets its paired difference against `sft`, called higher or lower only when
+/// the interval excludes 0.
+#[test]
+fn a_dpo_run_is_charged_and_every_run_is_compared_with_sft() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let sft_train = sft_run(root, 10_000);
+    let dpo_train = dpo_run(root);
+    let sft = eval_dir(root, "sft", "s", |p| usize::from(p % 2 == 0));
+    // DPO: every problem SFT got right, and a third of the others.
+    let dpo = eval_dir(root, "dpo", "d", |p| {
+        if p % 2 == 0 || p % 3 == 0 {
+            K
+        } else {
+            0
+        }
+    });
+    let same = eval_dir(root, "same", "x", |p| usize::from(p % 2 == 0));
+    let config = CompareConfig {
+        runs: vec![
+            spec("sft", vec![sft], vec![sft_train.clone()]),
+            spec("sft→dpo", vec![dpo], vec![sft_train, dpo_train]),
+            spec("same", vec![same], Vec::new()),
+        ],
+        out: root.join("report"),
+        seed: 1,
+        bootstrap: 500,
+    };
+    let report = run_compare(&config).unwrap();
+    let row = report.runs.iter().find(|r| r.label == "sft→dpo").unwrap();
+    assert_eq!(row.update_flops, 6.0 * 1000.0 * (10_000.0 + 3000.0));
+    assert_eq!(row.forward_flops, 2.0 * 1000.0 * 2000.0);
+    assert!(row.data.contains("DPO: 16 pairs, 4 steps"), "{}", row.data);
+    let against: Vec<(&str, &str)> = report
+        .against_sft
+        .iter()
+        .map(|a| (a.label.as_str(), a.verdict()))
+        .collect();
+    assert_eq!(
+        against,
+        vec![
+            ("sft→dpo", "higher than sft"),
+            ("same", "no difference shown (the interval includes 0)")
+        ]
+    );
+    let markdown = std::fs::read_to_string(root.join("report/report.md")).unwrap();
+    assert!(markdown.contains("## Against `sft`"), "{markdown}");
+    assert!(markdown.contains("| sft→dpo |"), "{markdown}");
 }

@@ -1,12 +1,12 @@
 //! `distill dpo`: a short run from a student with a systematic error, on pairs whose chosen side
 //! is right and whose rejected side makes that error, raises the reward margin on held-out pairs
-//! and the held-out greedy accuracy; a run killed with -9 and resumed ends with the same weights
+//! and (with the chosen replies' NLL) the held-out greedy accuracy; a run killed with -9 and resumed ends with the same weights
 //! as an uninterrupted one, reusing the reference's cached log-probs; bad configurations are
 //! refused before anything loads.
 
-mod common;
 #[path = "support/arithmetic_student.rs"]
 mod arithmetic_student;
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -100,8 +100,10 @@ fn held_out_margins(policy: &str, reference: &str, data: &Path, beta: f64) -> Ve
 
 /// Issue 21's "must show": from a student whose greedy replies mostly make one systematic error
 /// (boxing the first step's value; see `arithmetic_student`), a short DPO run on 240 pairs (chosen:
-/// the right reply; rejected: that error) raises the implicit reward margin on 250 held-out
-/// problems' pairs — mean β-margin above 0 by 3 standard errors, and the chosen side preferred on
+/// the right reply; rejected: that error; with the chosen replies' NLL at weight 1, RPO — plain
+/// DPO on these pairs also unlearns the first step's value inside the reasoning, where the right
+/// replies need it, and its greedy accuracy gain was 0.03–0.13 at learning rates 5e-5–1e-4)
+/// raises the implicit reward margin on 250 held-out problems' pairs — mean β-margin above 0 by 3 standard errors, and the chosen side preferred on
 /// more than half of them by 3 binomial standard errors — and raises the held-out greedy accuracy
 /// by at least 0.1 and 3 standard errors of the paired per-problem difference. The training
 /// margin also rises from the first steps to the last.
@@ -131,16 +133,15 @@ fn a_short_dpo_run_raises_the_held_out_margin_and_accuracy() {
         &base,
         &train_pairs,
         &tmp.path().join("dpo"),
-        "learning_rate = 3e-4\nbatch_size = 8\nepochs = 3\nbeta = 0.1\nmax_length = 256\n\
-         eval_fraction = 0.0\nwarmup_steps = 2\nseed = 0",
+        "learning_rate = 2e-4\nbatch_size = 8\nepochs = 3\nbeta = 0.1\nsft_weight = 1.0\n\
+         max_length = 256\neval_fraction = 0.0\nwarmup_steps = 2\nseed = 0",
     );
     let summary = run_dpo(&config, false).unwrap();
     let trained = summary.model_dir.to_str().unwrap().to_string();
 
     let margins = held_out_margins(&trained, &base, &held_out_pairs, beta);
     let (margin, margin_se) = mean_and_se(&margins);
-    let preferred =
-        margins.iter().filter(|&&m| m > 0.0).count() as f64 / margins.len() as f64;
+    let preferred = margins.iter().filter(|&&m| m > 0.0).count() as f64 / margins.len() as f64;
     let preferred_se = (0.25 / margins.len() as f64).sqrt();
     let (before, after) = (
         greedy_replies(&base, &held_out),
@@ -165,7 +166,10 @@ fn a_short_dpo_run_raises_the_held_out_margin_and_accuracy() {
         .collect();
     let window = 5.min(train_margins.len());
     let early = train_margins[..window].iter().sum::<f64>() / window as f64;
-    let late = train_margins[train_margins.len() - window..].iter().sum::<f64>() / window as f64;
+    let late = train_margins[train_margins.len() - window..]
+        .iter()
+        .sum::<f64>()
+        / window as f64;
     println!(
         "DPO, {} steps on {} pairs: training margin {early:.3} → {late:.3} (first and last {window} \
          steps); held-out pairs ({}): β-margin {margin:.3} ± {margin_se:.3} SE, chosen preferred on \
@@ -183,7 +187,10 @@ fn a_short_dpo_run_raises_the_held_out_margin_and_accuracy() {
         share(&after, |r| r.reasoning_reaches_result),
         started.elapsed().as_secs_f64()
     );
-    assert!(late > early, "the training margin must rise: {early:.3} → {late:.3}");
+    assert!(
+        late > early,
+        "the training margin must rise: {early:.3} → {late:.3}"
+    );
     assert!(
         margin > 3.0 * margin_se,
         "held-out β-margin {margin:.3} must exceed 3 SE ({margin_se:.3})"
@@ -238,7 +245,9 @@ fn kill_9_then_resume_gives_bit_identical_weights_and_reuses_the_reference() {
         .success());
 
     let killed = tmp.path().join("killed");
-    let mut child = dpo_command(&student, &data, &killed, false).spawn().unwrap();
+    let mut child = dpo_command(&student, &data, &killed, false)
+        .spawn()
+        .unwrap();
     let marker = killed.join("checkpoints").join("step-000012");
     let deadline = Instant::now() + std::time::Duration::from_secs(300);
     while !marker.exists() && Instant::now() < deadline {
@@ -246,7 +255,10 @@ fn kill_9_then_resume_gives_bit_identical_weights_and_reuses_the_reference() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!killed.join("final").exists(), "the run was killed before it finished");
+    assert!(
+        !killed.join("final").exists(),
+        "the run was killed before it finished"
+    );
     let cache = killed.join(distill::train::dpo::REFERENCE_FILE);
     let cached_at = std::fs::metadata(&cache).unwrap().modified().unwrap();
     assert!(dpo_command(&student, &data, &killed, true)
@@ -279,7 +291,10 @@ fn kill_9_then_resume_gives_bit_identical_weights_and_reuses_the_reference() {
     let straight_summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(straight.join("summary.json")).unwrap())
             .unwrap();
-    assert_eq!(summary["reference_tokens"], straight_summary["reference_tokens"]);
+    assert_eq!(
+        summary["reference_tokens"],
+        straight_summary["reference_tokens"]
+    );
     assert!(summary["reference_tokens"].as_u64().unwrap() > 0);
     assert!(summary["flops"].as_f64().unwrap() > 0.0);
 }

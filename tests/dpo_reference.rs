@@ -1,8 +1,8 @@
 //! distill's preference losses against TRL, on fixtures made by
 //! tests/fixtures/training/make_dpo_reference.py (torch, transformers and TRL versions in each
 //! JSON's `versions`): the loss, its gradient with respect to each pair's policy log-probs and the
-//! logged rewards on a fixed batch, for DPO (sigmoid), conservative DPO, robust DPO, IPO and
-//! SimPO; and one real pair through a real model — TRL's tokenisation, the policy's and the
+//! logged rewards on a fixed batch, for DPO (sigmoid), conservative DPO, robust DPO, IPO, SimPO
+//! and DPO with the chosen NLL (RPO); and one real pair through a real model — TRL's tokenisation, the policy's and the
 //! reference's summed reply log-probs, and `DPOTrainer`'s loss and rewards.
 
 use std::path::Path;
@@ -12,7 +12,7 @@ use distill::model::Message;
 use distill::train::dpo::PreferenceMetrics;
 use distill::train::dpo_data::sequence_log_probs;
 use distill::train::preference_loss::{
-    PairLogProbs, PreferenceLoss, PreferenceLossConfig,
+    chosen_nll, PairLogProbs, PreferenceLoss, PreferenceLossConfig,
 };
 use distill::train::sft_data::{tokenize_conversation, Batch, SftExample};
 use serde_json::Value;
@@ -26,7 +26,12 @@ fn fixture(name: &str) -> Value {
 }
 
 fn floats(value: &Value) -> Vec<f64> {
-    value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
 }
 
 fn close(ours: f64, theirs: f64, tolerance: f64, what: &str) {
@@ -64,6 +69,7 @@ fn losses_gradients_and_rewards_match_trl_on_a_fixed_batch() {
         ("robust", PreferenceLoss::Robust),
         ("ipo", PreferenceLoss::Ipo),
         ("simpo", PreferenceLoss::Simpo),
+        ("sigmoid_sft", PreferenceLoss::Sigmoid),
     ];
     for (name, kind) in cases {
         let case = &reference["losses"][name];
@@ -73,14 +79,22 @@ fn losses_gradients_and_rewards_match_trl_on_a_fixed_batch() {
             label_smoothing: case["label_smoothing"].as_f64().unwrap(),
             simpo_gamma: case["simpo_gamma"].as_f64().unwrap_or(0.0),
         };
+        let sft_weight = case["sft_weight"].as_f64().unwrap_or(0.0);
         let scored: Vec<_> = pairs.iter().map(|p| (*p, config.pair_loss(p))).collect();
-        let metrics = PreferenceMetrics::of(&scored);
+        let metrics = PreferenceMetrics::of(&scored, sft_weight);
         close(metrics.loss, case["loss"].as_f64().unwrap(), 1e-12, name);
         // TRL's gradient is of the batch mean.
         let n = pairs.len() as f64;
+        let (_, nll_grad) = chosen_nll(&pairs);
         for (i, (_, loss)) in scored.iter().enumerate() {
-            close(loss.grad_chosen / n, floats(&case["grad_chosen"])[i], 1e-12, name);
-            close(loss.grad_rejected / n, floats(&case["grad_rejected"])[i], 1e-12, name);
+            let chosen = loss.grad_chosen / n + sft_weight * nll_grad;
+            close(chosen, floats(&case["grad_chosen"])[i], 1e-12, name);
+            close(
+                loss.grad_rejected / n,
+                floats(&case["grad_rejected"])[i],
+                1e-12,
+                name,
+            );
         }
         let theirs = &case["metrics"];
         for (key, ours) in [
@@ -89,7 +103,12 @@ fn losses_gradients_and_rewards_match_trl_on_a_fixed_batch() {
             ("rewards/accuracies", metrics.accuracy),
             ("rewards/margins", metrics.margin),
         ] {
-            close(ours, theirs[key].as_f64().unwrap(), 1e-12, &format!("{name} {key}"));
+            close(
+                ours,
+                theirs[key].as_f64().unwrap(),
+                1e-12,
+                &format!("{name} {key}"),
+            );
         }
     }
 }
@@ -126,14 +145,21 @@ fn a_real_pair_through_real_models_matches_trl_dpo_trainer() {
     let trl_prompt = ids("prompt_ids");
     let mut examples = Vec::new();
     for side in ["chosen", "rejected"] {
-        let conversation: Vec<Message> =
-            prompt.iter().cloned().chain(messages(&pair[side])).collect();
+        let conversation: Vec<Message> = prompt
+            .iter()
+            .cloned()
+            .chain(messages(&pair[side]))
+            .collect();
         let (tokens, loss_mask) = tokenize_conversation(&policy.tokenizer, &conversation).unwrap();
         let mut trl_tokens = trl_prompt.clone();
         trl_tokens.extend(ids(&format!("{side}_ids")));
         assert_eq!(tokens, trl_tokens, "{side}: distill's tokens vs TRL's");
         let reply_start = loss_mask.iter().position(|&m| m == 1).unwrap();
-        assert_eq!(reply_start, trl_prompt.len(), "{side}: the loss starts at the reply");
+        assert_eq!(
+            reply_start,
+            trl_prompt.len(),
+            "{side}: the loss starts at the reply"
+        );
         examples.push(SftExample {
             id: side.into(),
             tokens,
@@ -153,10 +179,30 @@ fn a_real_pair_through_real_models_matches_trl_dpo_trainer() {
     let (p, r) = (score(&policy.model), score(&reference.model));
     let metrics = &reference_json["metrics"];
     let number = |v: &Value| v.as_f64().unwrap();
-    close(p[0], number(&metrics["logps/chosen"]), 1e-5, "policy chosen log-prob");
-    close(p[1], number(&metrics["logps/rejected"]), 1e-5, "policy rejected log-prob");
-    close(r[0], number(&reference_json["reference_chosen"]), 1e-5, "reference chosen log-prob");
-    close(r[1], number(&reference_json["reference_rejected"]), 1e-5, "reference rejected log-prob");
+    close(
+        p[0],
+        number(&metrics["logps/chosen"]),
+        1e-5,
+        "policy chosen log-prob",
+    );
+    close(
+        p[1],
+        number(&metrics["logps/rejected"]),
+        1e-5,
+        "policy rejected log-prob",
+    );
+    close(
+        r[0],
+        number(&reference_json["reference_chosen"]),
+        1e-5,
+        "reference chosen log-prob",
+    );
+    close(
+        r[1],
+        number(&reference_json["reference_rejected"]),
+        1e-5,
+        "reference rejected log-prob",
+    );
     let config = PreferenceLossConfig {
         kind: PreferenceLoss::Sigmoid,
         beta: number(&reference_json["beta"]),
@@ -173,6 +219,16 @@ fn a_real_pair_through_real_models_matches_trl_dpo_trainer() {
     };
     let loss = config.pair_loss(&logps);
     close(loss.loss, number(&reference_json["loss"]), 1e-4, "loss");
-    close(loss.chosen_reward, number(&metrics["rewards/chosen"]), 1e-4, "chosen reward");
-    close(loss.rejected_reward, number(&metrics["rewards/rejected"]), 1e-4, "rejected reward");
+    close(
+        loss.chosen_reward,
+        number(&metrics["rewards/chosen"]),
+        1e-4,
+        "chosen reward",
+    );
+    close(
+        loss.rejected_reward,
+        number(&metrics["rewards/rejected"]),
+        1e-4,
+        "rejected reward",
+    );
 }

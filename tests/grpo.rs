@@ -2,9 +2,9 @@
 //! advantages; rewards and advantages behave as documented; and a short run on a synthetic task
 //! raises the training reward and the held-out greedy accuracy (issue 7).
 
-mod common;
 #[path = "support/arithmetic_student.rs"]
 mod arithmetic_student;
+mod common;
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -16,7 +16,9 @@ use distill::model::{Architecture, Completion, FinishReason};
 use distill::train::grpo::{policy_loss, GrpoConfig, RolloutBatch};
 use distill::train::rewards::{advantages, AdvantageScaling, RewardConfig, Scored};
 
-use arithmetic_student::{arithmetic, base_with_a_systematic_error, greedy_replies, mean_and_se, GreedyReply};
+use arithmetic_student::{
+    arithmetic, base_with_a_systematic_error, greedy_replies, mean_and_se, GreedyReply,
+};
 
 fn grpo_config(extra: &str) -> GrpoConfig {
     toml::from_str(&format!(

@@ -1,4 +1,5 @@
-//! SFT: overfitting, the assistant-only loss mask, packing, exact resume after kill -9, and export.
+//! SFT: overfitting, the assistant-only loss mask, packing, exact resume after kill -9, export,
+//! and what max_length takes away.
 
 mod common;
 
@@ -343,4 +344,58 @@ fn resume_falls_back_past_damaged_checkpoints_to_the_newest_intact_one() {
             "{message}"
         );
     }
+}
+
+/// No silent truncation (issue 20 item 5): the loss tokens `max_length` takes away are counted
+/// exactly (every one of a dropped example's, the cut part of a truncated one's), and a run that
+/// would lose more than `max_lost_loss_fraction` of them refuses to start, saying how many.
+#[test]
+fn max_length_losses_are_counted_and_too_many_stop_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let student = common::synthetic_student(tmp.path(), 1);
+    let data = tmp.path().join("accepted");
+    common::write_trace_shards(&data, 24, 5);
+    let tokenizer = Tokenizer::from_dir(Path::new(&student)).unwrap();
+    let examples: Vec<(Vec<u32>, Vec<u8>)> = common::load_conversations(&data)
+        .unwrap()
+        .iter()
+        .map(|c| tokenize_conversation(&tokenizer, &c.messages).unwrap())
+        .collect();
+    let loss_tokens = |mask: &[u8]| mask.iter().skip(1).filter(|&&m| m == 1).count();
+    let mut lengths: Vec<usize> = examples.iter().map(|(t, _)| t.len()).collect();
+    lengths.sort_unstable();
+    // A limit that the longest third of the examples exceed.
+    let max_length = lengths[lengths.len() * 2 / 3];
+    let total: usize = examples.iter().map(|(_, m)| loss_tokens(m)).sum();
+    let truncated_loss: usize = examples
+        .iter()
+        .filter(|(t, _)| t.len() > max_length)
+        .map(|(_, m)| loss_tokens(m) - loss_tokens(&m[..max_length]))
+        .sum();
+
+    let mut cfg = config(&student, &data, &tmp.path().join("refused"));
+    cfg.max_length = max_length;
+    cfg.max_steps = Some(1);
+    let error = format!("{:#}", run_sft(&cfg, false).unwrap_err());
+    assert!(
+        error.contains("max_length") && error.contains("max_lost_loss_fraction"),
+        "{error}"
+    );
+    assert!(
+        !tmp.path().join("refused/final").exists(),
+        "nothing was trained"
+    );
+
+    cfg.out = tmp.path().join("truncated");
+    cfg.over_length = distill::train::sft_data::OverLength::Truncate;
+    cfg.max_lost_loss_fraction = 1.0;
+    let report = run_sft(&cfg, false).unwrap().examples;
+    assert_eq!(report.loss_tokens, total);
+    assert_eq!(report.lost_loss_tokens, truncated_loss);
+    assert!(report.truncated > 0 && report.lost_loss_tokens > 0);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("truncated/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["examples"]["lost_loss_tokens"], truncated_loss);
 }

@@ -48,6 +48,9 @@ pub struct DpoArgs {
     /// SimPO's target margin γ.
     #[arg(long)]
     pub simpo_gamma: Option<f64>,
+    /// Weight of the chosen replies' NLL added to the loss (RPO; TRL's `sft` loss type).
+    #[arg(long)]
+    pub sft_weight: Option<f64>,
     /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -63,6 +66,9 @@ pub struct DpoArgs {
     /// What to do with a longer side (a dropped side drops its pair).
     #[arg(long, value_enum)]
     pub over_length: Option<OverLength>,
+    /// The most of the reply tokens max_length may take away before the run refuses to start.
+    #[arg(long)]
+    pub max_lost_loss_fraction: Option<f64>,
     /// Passes over the pairs.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -107,11 +113,13 @@ impl DpoArgs {
         table.set("beta", self.beta);
         table.set("label_smoothing", self.label_smoothing);
         table.set("simpo_gamma", self.simpo_gamma);
+        table.set("sft_weight", self.sft_weight);
         table.set("learning_rate", self.lr);
         table.set("batch_size", int(self.batch_size));
         table.set("grad_accum", int(self.grad_accum));
         table.set("max_length", int(self.max_length));
         table.set_enum("over_length", self.over_length);
+        table.set("max_lost_loss_fraction", self.max_lost_loss_fraction);
         table.set("epochs", int(self.epochs));
         table.set("max_steps", int64(self.max_steps));
         table.set("warmup_steps", int64(self.warmup_steps));
@@ -141,11 +149,13 @@ pub fn run(args: &DpoArgs) -> anyhow::Result<()> {
         )
     });
     println!(
-        "trained {} steps on {} pairs ({} dropped, {} truncated); final loss {:.4}{held_out}; model in {}",
+        "trained {} steps on {} pairs ({} dropped, {} truncated: {} of {} reply tokens lost); final loss {:.4}{held_out}; model in {}",
         summary.steps,
         summary.examples.kept,
         summary.examples.dropped,
         summary.examples.truncated,
+        summary.examples.lost_loss_tokens,
+        summary.examples.loss_tokens,
         summary.final_loss,
         summary.model_dir.display()
     );

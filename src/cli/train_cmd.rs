@@ -48,6 +48,10 @@ pub struct TrainArgs {
     /// What to do with longer examples.
     #[arg(long, value_enum)]
     pub over_length: Option<OverLength>,
+    /// The most of the loss tokens max_length may take away before the run refuses to start
+    /// (default 0.1).
+    #[arg(long)]
+    pub max_lost_loss_fraction: Option<f64>,
     /// Pack several examples per row.
     #[arg(long)]
     pub pack: bool,
@@ -104,6 +108,7 @@ impl TrainArgs {
         table.set("grad_accum", int(self.grad_accum));
         table.set("max_length", int(self.max_length));
         table.set_enum("over_length", self.over_length);
+        table.set("max_lost_loss_fraction", self.max_lost_loss_fraction);
         table.set("pack", self.pack.then_some(true));
         table.set("epochs", int(self.epochs));
         table.set("max_steps", int64(self.max_steps));
@@ -131,11 +136,13 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     }
     let summary = run_sft(&config, args.resume)?;
     println!(
-        "trained {} steps on {} examples ({} dropped, {} truncated, {} held out); final loss {:.4}{}; model in {}",
+        "trained {} steps on {} examples ({} dropped, {} truncated: {} of {} loss tokens lost; {} held out); final loss {:.4}{}; model in {}",
         summary.steps,
         summary.examples.kept,
         summary.examples.dropped,
         summary.examples.truncated,
+        summary.examples.lost_loss_tokens,
+        summary.examples.loss_tokens,
         summary.eval_examples,
         summary.final_loss,
         summary.final_eval_loss.map_or(String::new(), |l| format!(", held-out loss {l:.4}")),

@@ -181,8 +181,9 @@ pub fn run_compare(config: &CompareConfig) -> anyhow::Result<CompareReport> {
             .filter(|run| run.label != "sft")
             .filter_map(|run| {
                 let (ids, table) = tables.get(&run.label)?;
-                let difference = (ids == sft_ids)
-                    .then(|| paired_difference(table, sft, config.bootstrap, config.seed ^ 0x5F7))??;
+                let difference = (ids == sft_ids).then(|| {
+                    paired_difference(table, sft, config.bootstrap, config.seed ^ 0x5F7)
+                })??;
                 Some(report::AgainstSft {
                     label: run.label.clone(),
                     difference,

@@ -81,7 +81,8 @@ pub fn run_recipe(recipe: &Recipe) -> anyhow::Result<PathBuf> {
         crate::output_dir::OutputDir::claim(&layout.root, crate::output_dir::OutputKind::Recipe)?;
     let bootstraps = usize::from(recipe.teacher.bootstrap.is_some())
         + usize::from(recipe.student.bootstrap.is_some());
-    let total = 6 + bootstraps + usize::from(bootstraps > 0) + 2 * usize::from(recipe.dpo.is_some());
+    let total =
+        6 + bootstraps + usize::from(bootstraps > 0) + 2 * usize::from(recipe.dpo.is_some());
     let mut index = 0;
     let mut next = || {
         index += 1;
@@ -237,7 +238,10 @@ pub(crate) struct StageConfigs {
     pub(crate) sft: crate::train::sft::SftConfig,
     pub(crate) grpo: crate::train::grpo::GrpoConfig,
     /// The DPO arm's pairs and training, when the recipe has one.
-    pub(crate) dpo: Option<(crate::filter::pairs::PairConfig, crate::train::dpo::DpoConfig)>,
+    pub(crate) dpo: Option<(
+        crate::filter::pairs::PairConfig,
+        crate::train::dpo::DpoConfig,
+    )>,
     pub(crate) eval: Vec<crate::eval::EvalConfig>,
 }
 
@@ -349,9 +353,13 @@ fn dpo_configs(
     recipe: &Recipe,
     layout: &Layout,
     stage: &recipe::DpoStage,
-) -> anyhow::Result<(crate::filter::pairs::PairConfig, crate::train::dpo::DpoConfig)> {
+) -> anyhow::Result<(
+    crate::filter::pairs::PairConfig,
+    crate::train::dpo::DpoConfig,
+)> {
     let pairs_dir = layout.stage("pairs");
-    let mut pairs = crate::filter::pairs::PairConfig::new(layout.stage("filtered"), pairs_dir.clone());
+    let mut pairs =
+        crate::filter::pairs::PairConfig::new(layout.stage("filtered"), pairs_dir.clone());
     pairs.max_pairs_per_problem = stage.pairs.max_pairs_per_problem;
     pairs.length_matched = stage.pairs.length_matched;
     if let Some(reasons) = &stage.pairs.rejected_reasons {

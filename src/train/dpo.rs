@@ -18,11 +18,15 @@ use serde_json::json;
 
 use super::checkpoint::{latest_checkpoint, save_checkpoint, start_or_resume, ExportInfo};
 use super::compute::estimated_flops;
-use super::dpo_data::{pair_batch, sequence_log_probs, PairLoading, PreferenceData, PreferencePair};
+use super::dpo_data::{
+    pair_batch, sequence_log_probs, PairLoading, PreferenceData, PreferencePair,
+};
 use super::metrics::{plot_curves, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
 use super::precision::Precision;
-use super::preference_loss::{PairLogProbs, PairLoss, PreferenceLoss, PreferenceLossConfig};
+use super::preference_loss::{
+    chosen_nll, PairLogProbs, PairLoss, PreferenceLoss, PreferenceLossConfig,
+};
 use super::schedule::{Decay, Schedule};
 use super::sft_data::{Batching, LengthReport, OverLength};
 use super::trainable::{cast_decoder, TrainableDecoder};
@@ -55,6 +59,10 @@ pub struct DpoConfig {
     /// SimPO's target margin γ.
     #[serde(default = "defaults::simpo_gamma")]
     pub simpo_gamma: f64,
+    /// Weight of the chosen replies' negative log-likelihood added to the loss (RPO; TRL's
+    /// `loss_type=[…, "sft"]` with this loss weight); 0 = none.
+    #[serde(default)]
+    pub sft_weight: f64,
     /// Peak learning rate.
     #[serde(default = "defaults::learning_rate")]
     pub learning_rate: f64,
@@ -79,6 +87,10 @@ pub struct DpoConfig {
     /// What to do with a longer side (a dropped side drops its pair).
     #[serde(default = "defaults::over_length")]
     pub over_length: OverLength,
+    /// The most of the training pairs' reply tokens that `max_length` may take away before the
+    /// run refuses to start.
+    #[serde(default = "defaults::max_lost_loss_fraction")]
+    pub max_lost_loss_fraction: f64,
     /// Passes over the training pairs (ignored when `max_steps` is set).
     #[serde(default = "defaults::one")]
     pub epochs: usize,
@@ -137,6 +149,9 @@ mod defaults {
     pub fn over_length() -> OverLength {
         OverLength::Drop
     }
+    pub fn max_lost_loss_fraction() -> f64 {
+        0.1
+    }
     pub fn eval_fraction() -> f64 {
         0.05
     }
@@ -185,8 +200,10 @@ pub const REFERENCE_FILE: &str = "reference_logps.json";
 /// Means over a set of pairs of what TRL logs for DPO.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct PreferenceMetrics {
-    /// Mean loss.
+    /// Mean preference loss, plus the weighted chosen NLL when there is one.
     pub loss: f64,
+    /// Mean negative log-likelihood per token of the chosen replies.
+    pub chosen_nll: f64,
     /// Mean implicit reward of the chosen replies.
     pub chosen_reward: f64,
     /// Mean implicit reward of the rejected replies.
@@ -204,12 +221,17 @@ pub struct PreferenceMetrics {
 }
 
 impl PreferenceMetrics {
-    /// The means over `pairs` (each its log-probs and loss).
-    pub fn of(pairs: &[(PairLogProbs, PairLoss)]) -> Self {
+    /// The means over `pairs` (each its log-probs and loss), the chosen NLL weighted by
+    /// `sft_weight` joining the loss.
+    pub fn of(pairs: &[(PairLogProbs, PairLoss)], sft_weight: f64) -> Self {
         let n = pairs.len().max(1) as f64;
-        let mean = |f: &dyn Fn(&(PairLogProbs, PairLoss)) -> f64| pairs.iter().map(f).sum::<f64>() / n;
+        let mean =
+            |f: &dyn Fn(&(PairLogProbs, PairLoss)) -> f64| pairs.iter().map(f).sum::<f64>() / n;
+        let logps: Vec<PairLogProbs> = pairs.iter().map(|(p, _)| *p).collect();
+        let (nll, _) = chosen_nll(&logps);
         PreferenceMetrics {
-            loss: mean(&|(_, l)| l.loss),
+            loss: mean(&|(_, l)| l.loss) + sft_weight * nll,
+            chosen_nll: nll,
             chosen_reward: mean(&|(_, l)| l.chosen_reward),
             rejected_reward: mean(&|(_, l)| l.rejected_reward),
             accuracy: mean(&|(_, l)| f64::from(u8::from(l.chosen_reward > l.rejected_reward))),
@@ -224,6 +246,7 @@ impl PreferenceMetrics {
     fn record(&self, prefix: &str) -> serde_json::Map<String, serde_json::Value> {
         [
             ("loss", self.loss),
+            ("nll/chosen", self.chosen_nll),
             ("rewards/chosen", self.chosen_reward),
             ("rewards/rejected", self.rejected_reward),
             ("rewards/accuracies", self.accuracy),
@@ -244,8 +267,12 @@ impl DpoConfig {
         finite_at_least("learning_rate", self.learning_rate, 0.0)?;
         fraction("min_lr_ratio", self.min_lr_ratio)?;
         fraction("eval_fraction", self.eval_fraction)?;
+        fraction("max_lost_loss_fraction", self.max_lost_loss_fraction)?;
         if !(self.beta > 0.0 && self.beta.is_finite()) {
-            bail!("`beta` is {}: it must be a positive finite number", self.beta);
+            bail!(
+                "`beta` is {}: it must be a positive finite number",
+                self.beta
+            );
         }
         if !(0.0..0.5).contains(&self.label_smoothing) {
             bail!(
@@ -256,6 +283,7 @@ impl DpoConfig {
         if self.loss == PreferenceLoss::Ipo && self.label_smoothing != 0.0 {
             bail!("`label_smoothing` has no meaning for the `ipo` loss: leave it at 0");
         }
+        finite_at_least("sft_weight", self.sft_weight, 0.0)?;
         if !self.simpo_gamma.is_finite() {
             bail!("`simpo_gamma` is {}: it must be finite", self.simpo_gamma);
         }
@@ -264,7 +292,12 @@ impl DpoConfig {
         }
         count_at_least("batch_size", self.batch_size, 1, "pairs per micro-batch")?;
         count_at_least("grad_accum", self.grad_accum, 1, "micro-batches per step")?;
-        count_at_least("max_length", self.max_length, 2, "a prompt token and a target")?;
+        count_at_least(
+            "max_length",
+            self.max_length,
+            2,
+            "a prompt token and a target",
+        )?;
         count_at_least("epochs", self.epochs, 1, "passes over the data")?;
         Ok(())
     }
@@ -318,15 +351,24 @@ fn reference_key(config: &DpoConfig) -> String {
     sha256_hex(canonical.to_string().as_bytes())[..16].to_string()
 }
 
-/// Scores `pairs` with `model` without gradient, `batch_size` pairs at a time: the summed
-/// log-probs `(chosen, rejected)` and reply lengths of each pair, and the tokens scored.
+/// Pairs scored by one model.
+struct ScoredPairs {
+    /// Summed reply log-probs `(chosen, rejected)` of each pair.
+    logps: Vec<(f64, f64)>,
+    /// Reply lengths `(chosen, rejected)` of each pair.
+    lengths: Vec<(usize, usize)>,
+    /// Tokens scored (prompts and replies).
+    tokens: u64,
+}
+
+/// Scores `pairs` with `model` without gradient, `batch_size` pairs at a time.
 fn score_pairs(
     model: &Decoder,
     data: &PreferenceData,
     pairs: &[PreferencePair],
     batch_size: usize,
     device: &Device,
-) -> anyhow::Result<(Vec<(f64, f64)>, Vec<(usize, usize)>, u64)> {
+) -> anyhow::Result<ScoredPairs> {
     let (mut logps, mut lengths, mut tokens) = (Vec::new(), Vec::new(), 0u64);
     for chunk in pairs.chunks(batch_size.max(1)) {
         let refs: Vec<&PreferencePair> = chunk.iter().collect();
@@ -337,7 +379,11 @@ fn score_pairs(
         lengths.extend((0..b).map(|i| (scored.tokens[i], scored.tokens[b + i])));
         tokens += scored.batch_tokens as u64;
     }
-    Ok((logps, lengths, tokens))
+    Ok(ScoredPairs {
+        logps,
+        lengths,
+        tokens,
+    })
 }
 
 /// The reference's log-probs: read from the cache when it was made for the same reference and
@@ -363,15 +409,13 @@ fn reference_log_probs(
     let reference = model::load(config.reference_model(), device, DType::F32)
         .with_context(|| format!("loading reference {}", config.reference_model()))?;
     let reference = cast_decoder(&reference.model, compute_dtype)?;
-    let (train, _, train_tokens) =
-        score_pairs(&reference, data, &data.train, config.batch_size, device)?;
-    let (eval, _, eval_tokens) =
-        score_pairs(&reference, data, &data.eval, config.batch_size, device)?;
+    let train = score_pairs(&reference, data, &data.train, config.batch_size, device)?;
+    let eval = score_pairs(&reference, data, &data.eval, config.batch_size, device)?;
     let scored = ReferenceLogProbs {
         key,
-        tokens: train_tokens + eval_tokens,
-        train,
-        eval,
+        tokens: train.tokens + eval.tokens,
+        train: train.logps,
+        eval: eval.logps,
     };
     crate::model::save::write_atomic(&path, &serde_json::to_vec(&scored)?)?;
     Ok(scored)
@@ -411,13 +455,11 @@ fn held_out_metrics(
     device: &Device,
 ) -> anyhow::Result<PreferenceMetrics> {
     let model = trainable.compute_model()?.detached()?;
-    let (policy, lengths, _) = score_pairs(&model, data, &data.eval, config.batch_size, device)?;
-    Ok(PreferenceMetrics::of(&pair_losses(
-        &config.loss_config(),
-        &policy,
-        reference,
-        &lengths,
-    )))
+    let policy = score_pairs(&model, data, &data.eval, config.batch_size, device)?;
+    Ok(PreferenceMetrics::of(
+        &pair_losses(&config.loss_config(), &policy.logps, reference, &policy.lengths),
+        config.sft_weight,
+    ))
 }
 
 /// Runs DPO; with `resume`, continues from the newest complete checkpoint under `config.out`.
@@ -439,6 +481,9 @@ pub fn run_dpo(config: &DpoConfig, resume: bool) -> anyhow::Result<DpoSummary> {
     }
     .load()
     .with_context(|| format!("reading preference pairs from {}", config.data.display()))?;
+    data.report
+        .check_lost_fraction(config.max_length, config.max_lost_loss_fraction)
+        .with_context(|| format!("{}: preference pairs", config.data.display()))?;
     let compute_dtype = config.precision.compute_dtype(&device);
     let reference = if config.loss.needs_reference() {
         reference_log_probs(config, &data, &device, compute_dtype)?
@@ -501,12 +546,19 @@ pub fn run_dpo(config: &DpoConfig, resume: bool) -> anyhow::Result<DpoSummary> {
                 state.batch_in_epoch = 0;
                 plan = batching.plan(&pair_tokens, state.epoch);
             }
-            micro_batches.push(plan[state.batch_in_epoch].iter().map(|row| row[0]).collect());
+            micro_batches.push(
+                plan[state.batch_in_epoch]
+                    .iter()
+                    .map(|row| row[0])
+                    .collect(),
+            );
             state.batch_in_epoch += 1;
         }
-        // The step's loss is the mean over every pair of its micro-batches.
+        // The step's loss is the mean over every pair of its micro-batches, plus each
+        // micro-batch's chosen NLL (a token mean, as TRL's `sft` term) weighted by its share of
+        // the step's pairs.
         let step_pairs = micro_batches.iter().map(Vec::len).sum::<usize>().max(1) as f64;
-        let (mut scored, mut step_tokens) = (Vec::new(), 0usize);
+        let (mut scored, mut step_tokens, mut step_nll) = (Vec::new(), 0usize, 0.0);
         for indices in &micro_batches {
             let pairs: Vec<&PreferencePair> = indices.iter().map(|&i| &data.train[i]).collect();
             let policy = sequence_log_probs(&model, &pair_batch(&data.store, &pairs, &device)?)?;
@@ -514,16 +566,24 @@ pub fn run_dpo(config: &DpoConfig, resume: bool) -> anyhow::Result<DpoSummary> {
             let b = pairs.len();
             let losses = pair_losses(
                 &loss_config,
-                &(0..b).map(|i| (values[i], values[b + i])).collect::<Vec<_>>(),
-                &indices.iter().map(|&i| reference.train[i]).collect::<Vec<_>>(),
+                &(0..b)
+                    .map(|i| (values[i], values[b + i]))
+                    .collect::<Vec<_>>(),
+                &indices
+                    .iter()
+                    .map(|&i| reference.train[i])
+                    .collect::<Vec<_>>(),
                 &(0..b)
                     .map(|i| (policy.tokens[i], policy.tokens[b + i]))
                     .collect::<Vec<_>>(),
             );
+            let share = b as f64 / step_pairs;
+            let (nll, nll_grad) = chosen_nll(&losses.iter().map(|(p, _)| *p).collect::<Vec<_>>());
+            step_nll += share * nll;
             // d(step loss)/d(log-prob) per row; the surrogate Σ w·logπ has the loss's gradient.
             let weights: Vec<f64> = losses
                 .iter()
-                .map(|(_, l)| l.grad_chosen / step_pairs)
+                .map(|(_, l)| l.grad_chosen / step_pairs + config.sft_weight * share * nll_grad)
                 .chain(losses.iter().map(|(_, l)| l.grad_rejected / step_pairs))
                 .collect();
             let weights = Tensor::new(weights, &device)?.to_dtype(policy.logps.dtype())?;
@@ -532,7 +592,9 @@ pub fn run_dpo(config: &DpoConfig, resume: bool) -> anyhow::Result<DpoSummary> {
             step_tokens += policy.batch_tokens;
             scored.extend(losses);
         }
-        let step = PreferenceMetrics::of(&scored);
+        let mut step = PreferenceMetrics::of(&scored, 0.0);
+        step.chosen_nll = step_nll;
+        step.loss += config.sft_weight * step_nll;
         if !step.loss.is_finite() {
             bail!(
                 "loss is {} at step {}: stopping; the last good checkpoint is {}",

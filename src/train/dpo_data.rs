@@ -103,8 +103,8 @@ impl PairLoading<'_> {
                     row.id,
                     row.pair_index
                 );
-                let held_out = (sha256_u64(row.id.as_bytes()) % 10_000) as f64 / 10_000.0
-                    < self.eval_fraction;
+                let held_out =
+                    (sha256_u64(row.id.as_bytes()) % 10_000) as f64 / 10_000.0 < self.eval_fraction;
                 let counted = if held_out {
                     &mut eval_report
                 } else {
@@ -154,7 +154,8 @@ impl PairLoading<'_> {
     }
 
     /// Applies the length policy to both sides of a pair, counting the pair once in `report`
-    /// (dropped when either side is, truncated when either side is).
+    /// (dropped when either side is, truncated when either side is) and both sides' loss tokens
+    /// (a dropped pair loses all of them).
     fn length_policy(
         &self,
         sides: Vec<SftExample>,
@@ -165,10 +166,13 @@ impl PairLoading<'_> {
             apply_length_policy(side, self.max_length, self.over_length, &mut sides_report)
         });
         let (chosen, rejected) = (kept.next(), kept.next());
+        report.loss_tokens += sides_report.loss_tokens;
         if sides_report.dropped > 0 {
             report.dropped += 1;
+            report.lost_loss_tokens += sides_report.loss_tokens;
             return None;
         }
+        report.lost_loss_tokens += sides_report.lost_loss_tokens;
         if sides_report.truncated > 0 {
             report.truncated += 1;
         }

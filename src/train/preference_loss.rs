@@ -18,6 +18,10 @@
 //!   with `loss_type="simpo"`, where `γ = simpo_gamma`).
 //!
 //! Rewards are `β (π − ρ)` (DPO, IPO) or `β π / ℓ` (SimPO), as TRL logs them.
+//!
+//! Any of them can be joined by a weighted negative log-likelihood of the chosen replies
+//! ([`chosen_nll`]; RPO, Pang et al. 2024), TRL's `loss_type=[…, "sft"]`: DPO alone lowers the
+//! likelihood of tokens the two replies share in other contexts, and the NLL term holds it up.
 
 use serde::{Deserialize, Serialize};
 
@@ -134,7 +138,8 @@ impl PreferenceLossConfig {
                 let h = beta * (chosen_ratio - rejected_ratio);
                 let loss = (-(1.0 - epsilon) * log_sigmoid(h) + epsilon * log_sigmoid(-h))
                     / (1.0 - 2.0 * epsilon);
-                let slope = (-(1.0 - epsilon) * sigmoid(-h) - epsilon * sigmoid(h)) / (1.0 - 2.0 * epsilon);
+                let slope =
+                    (-(1.0 - epsilon) * sigmoid(-h) - epsilon * sigmoid(h)) / (1.0 - 2.0 * epsilon);
                 PairLoss {
                     loss,
                     grad_chosen: slope * beta,
@@ -170,6 +175,15 @@ impl PreferenceLossConfig {
             }
         }
     }
+}
+
+/// The mean negative log-likelihood of the chosen replies' tokens over a batch of pairs,
+/// `−Σ π_c / Σ ℓ_c` (TRL's `sft` loss type), and its derivative in each pair's `π_c` (the same
+/// for every pair: `−1 / Σ ℓ_c`).
+pub fn chosen_nll(pairs: &[PairLogProbs]) -> (f64, f64) {
+    let tokens = pairs.iter().map(|p| p.chosen_tokens).sum::<usize>().max(1) as f64;
+    let logp = pairs.iter().map(|p| p.policy_chosen).sum::<f64>();
+    (-logp / tokens, -1.0 / tokens)
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use super::optim::{AdamW, AdamWConfig};
 use super::precision::Precision;
 use super::schedule::{Decay, Schedule};
 use super::sft_data::{
-    apply_length_policy, tokenize_conversation, Batching, LengthReport, OverLength, SftExample,
+    apply_length_policy, pack_best_fit_decreasing, packing_efficiency, tokenize_conversation,
+    Batching, LengthReport, OverLength, SftExample,
 };
 use super::token_store::{StoredExample, TokenStore, TokenStoreWriter};
 use super::trainable::TrainableDecoder;
@@ -61,6 +62,15 @@ pub struct SftConfig {
     /// What to do with longer examples.
     #[serde(default = "defaults::over_length")]
     pub over_length: OverLength,
+    /// The most of the training loss tokens that `max_length` may take away (dropped or cut
+    /// examples) before the run refuses to start.
+    /// (Left out of the serialised config at its default, so recipe stage hashes made before it
+    /// existed still match.)
+    #[serde(
+        default = "defaults::max_lost_loss_fraction",
+        skip_serializing_if = "defaults::is_max_lost_loss_fraction"
+    )]
+    pub max_lost_loss_fraction: f64,
     /// Pack several examples per row.
     #[serde(default)]
     pub pack: bool,
@@ -118,6 +128,12 @@ mod defaults {
     pub fn over_length() -> OverLength {
         OverLength::Drop
     }
+    pub fn max_lost_loss_fraction() -> f64 {
+        0.1
+    }
+    pub fn is_max_lost_loss_fraction(value: &f64) -> bool {
+        *value == max_lost_loss_fraction()
+    }
     pub fn eval_fraction() -> f64 {
         0.05
     }
@@ -141,6 +157,8 @@ pub struct SftSummary {
     pub final_loss: f64,
     /// Held-out loss at the end (when there is a held-out split).
     pub final_eval_loss: Option<f64>,
+    /// With packing: real tokens over row capacity (rows × max_length) of the first epoch's rows.
+    pub packing_efficiency: Option<f64>,
     /// Wall time of this invocation, seconds.
     pub wall_seconds: f64,
     /// Parameters of the student.
@@ -288,6 +306,7 @@ impl SftConfig {
         finite_at_least("learning_rate", self.learning_rate, 0.0)?;
         fraction("min_lr_ratio", self.min_lr_ratio)?;
         fraction("eval_fraction", self.eval_fraction)?;
+        fraction("max_lost_loss_fraction", self.max_lost_loss_fraction)?;
         count_at_least("batch_size", self.batch_size, 1, "examples per micro-batch")?;
         count_at_least("grad_accum", self.grad_accum, 1, "micro-batches per step")?;
         count_at_least(
@@ -311,6 +330,10 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let loaded = model::load(&config.student, &device, DType::F32)
         .with_context(|| format!("loading student {}", config.student))?;
     let dataset = load_dataset(config, &loaded.tokenizer)?;
+    dataset
+        .report
+        .check_lost_fraction(config.max_length, config.max_lost_loss_fraction)
+        .with_context(|| format!("{}: SFT data", config.data.display()))?;
     let export = ExportInfo {
         tokenizer: &loaded.tokenizer,
         eos_token_ids: &loaded.eos_token_ids,
@@ -453,6 +476,10 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
         tokens_seen: state.tokens_seen,
         final_loss: last_loss,
         final_eval_loss: last_eval,
+        packing_efficiency: config.pack.then(|| {
+            let rows = pack_best_fit_decreasing(&dataset.train_lengths, config.max_length);
+            packing_efficiency(&rows, &dataset.train_lengths, config.max_length)
+        }),
         wall_seconds: started.elapsed().as_secs_f64(),
         parameters: loaded.model.config().parameter_count(),
         flops: estimated_flops(
