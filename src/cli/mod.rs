@@ -3,12 +3,14 @@
 mod bench_cmd;
 mod compare_cmd;
 mod config_table;
+mod engine_args;
 mod eval_cmd;
 mod filter_cmd;
 mod generate_cmd;
 mod grpo_cmd;
 mod model_cmd;
 mod pairs_cmd;
+mod rewards_cmd;
 mod run_cmd;
 mod sandbox_args;
 mod train_cmd;
@@ -37,6 +39,8 @@ pub enum Command {
     Train(train_cmd::TrainArgs),
     /// Reinforcement learning (GRPO) on a student.
     Grpo(grpo_cmd::GrpoArgs),
+    /// Score GRPO completions from stdin with distill's reward terms (the TRL engine's rewards).
+    Rewards(rewards_cmd::RewardsArgs),
     /// pass@1 and cons@k of a model on a prompt set.
     Eval(eval_cmd::EvalArgs),
     /// The distillation-vs-RL report from several runs.
@@ -59,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pairs(args) => pairs_cmd::run(&args),
         Command::Train(args) => train_cmd::run(&args),
         Command::Grpo(args) => grpo_cmd::run(&args),
+        Command::Rewards(args) => rewards_cmd::run(&args),
         Command::Eval(args) => eval_cmd::run(&args),
         Command::Compare(args) => compare_cmd::run(&args),
         Command::Run(args) => run_cmd::run(&args),

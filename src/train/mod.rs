@@ -1,5 +1,5 @@
 //! Training: the trainable decoder, token losses, AdamW and schedules, SFT data and loop,
-//! checkpoints and metrics.
+//! checkpoints and metrics, and the TRL engine that runs the same stages under accelerate.
 
 pub mod checkpoint;
 pub mod compute;
@@ -15,3 +15,4 @@ pub mod sft;
 pub mod sft_data;
 pub mod token_store;
 pub mod trainable;
+pub mod trl;
