@@ -172,3 +172,140 @@ fn distill_and_trl_train_the_same_steps() {
         println!("  distill: {a:?}\n  TRL:     {b:?}");
     }
 }
+
+/// The built-in recipe as a TOML table, with its output under `out`.
+fn tiny_recipe(out: &Path) -> toml::Table {
+    let mut recipe: toml::Table =
+        toml::from_str(&std::fs::read_to_string("recipes/tiny-r1.toml").unwrap()).unwrap();
+    recipe.insert("out".into(), out.display().to_string().into());
+    recipe
+}
+
+/// `distill run RECIPE --check` on `recipe`: whether it passed, and its stderr.
+fn check(dir: &Path, recipe: &toml::Table) -> (bool, String) {
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, toml::to_string(recipe).unwrap()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(["run", path.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_recipe_chooses_the_engine_per_stage_and_is_checked_before_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut recipe = tiny_recipe(&out);
+    for stage in ["sft", "grpo"] {
+        let section = recipe[stage].as_table_mut().unwrap();
+        section.insert("engine".into(), "trl".into());
+        section.insert(
+            "trl".into(),
+            toml::Value::Table(toml::from_str("nproc_per_node = 2").unwrap()),
+        );
+    }
+    let (ok, stderr) = check(tmp.path(), &recipe);
+    assert!(ok, "{stderr}");
+    assert!(!out.exists(), "--check runs nothing");
+
+    let mut odd = recipe.clone();
+    odd["grpo"]["trl"]
+        .as_table_mut()
+        .unwrap()
+        .insert("nproc_per_node".into(), 3.into());
+    let (ok, stderr) = check(tmp.path(), &odd);
+    assert!(
+        !ok && stderr.contains("[grpo]") && stderr.contains("prompts_per_step × group_size"),
+        "{stderr}"
+    );
+
+    let mut packed = recipe.clone();
+    packed["sft"]
+        .as_table_mut()
+        .unwrap()
+        .insert("pack".into(), true.into());
+    let (ok, stderr) = check(tmp.path(), &packed);
+    assert!(
+        !ok && stderr.contains("[sft]") && stderr.contains("field pack"),
+        "{stderr}"
+    );
+
+    let mut unknown = recipe;
+    unknown["sft"]["trl"]
+        .as_table_mut()
+        .unwrap()
+        .insert("nprocs".into(), 2.into());
+    let (ok, stderr) = check(tmp.path(), &unknown);
+    assert!(!ok && stderr.contains("nprocs"), "{stderr}");
+}
+
+#[test]
+fn grpo_through_trl_is_scored_by_distill_and_lands_in_distills_layout() {
+    let Some(python) = std::env::var(PYTHON_ENV).ok().filter(|p| !p.is_empty()) else {
+        println!("skipped: set {PYTHON_ENV} to a Python with torch, transformers, trl, accelerate, datasets");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let student = common::early_stopping_student(tmp.path(), 4);
+    let out = tmp.path().join("grpo");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args([
+            "grpo",
+            "--policy",
+            &student,
+            "--prompts",
+            "synth:arith:difficulty=1:count=16:seed=3",
+            "--out",
+            out.to_str().unwrap(),
+            "--engine",
+            "trl",
+            "--python",
+            &python,
+            "--steps",
+            "2",
+            "--group-size",
+            "4",
+            "--prompts-per-step",
+            "2",
+            "--max-new-tokens",
+            "16",
+            "--beta",
+            "0.04",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["engine"], "trl");
+    assert_eq!(summary["steps"], 2);
+    let rollout = summary["rollout_tokens"].as_u64().unwrap();
+    assert!(
+        rollout > 2 * 8 * 10,
+        "8 completions a step, each prompt and completion counted: {rollout}"
+    );
+    assert_eq!(
+        summary["reference_tokens"].as_u64().unwrap(),
+        rollout,
+        "beta > 0 scores them again"
+    );
+    let metrics = distill::train::metrics::MetricsLog::read(&out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.len(), 2);
+    for record in &metrics {
+        let accuracy = record["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&accuracy), "{record}");
+        assert!(record["reward"].is_number(), "{record}");
+    }
+    distill::model::load(
+        out.join("final").to_str().unwrap(),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let run = distill::compare::runs::load_train(&out).unwrap();
+    assert_eq!(run.kind, distill::compare::runs::TrainKind::Grpo);
+}
