@@ -72,7 +72,7 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     student = os.path.join(args.run, "student", "train", "final")
-    accepted = pd.read_parquet(os.path.join(args.run, "filtered", "accepted"))
+    accepted = pd.read_parquet(os.path.join(args.run, "filtered", "accepted", "data"))
     accepted = accepted.sort_values(["id", "sample_index"]).head(args.examples)
     data = os.path.join(args.work, "traces.jsonl")
     with open(data, "w") as f:
