@@ -159,6 +159,28 @@ fn distill_and_trl_train_the_same_steps() {
     .unwrap();
     assert_eq!(summary["engine"], "trl");
     assert!(tmp.path().join("trl/trl/launch.sh").is_file());
+    // Resume: without the last checkpoint, a rerun continues from the one before and logs the
+    // same losses.
+    let mut resumable = make(Engine::Trl, "resumed");
+    resumable.save_every = 3;
+    run_sft(&resumable, false).unwrap();
+    let resumed = tmp.path().join("resumed");
+    std::fs::remove_dir_all(resumed.join("checkpoints/checkpoint-6")).unwrap();
+    std::fs::remove_dir_all(resumed.join("final")).unwrap();
+    let kept = resumed.join("checkpoints/checkpoint-3/model.safetensors");
+    let written = std::fs::metadata(&kept).unwrap().modified().unwrap();
+    run_sft(&resumable, true).unwrap();
+    assert!(resumed.join("final/model.safetensors").is_file());
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().modified().unwrap(),
+        written,
+        "resumed from step 3, not trained again from the start"
+    );
+    assert_eq!(
+        losses(&resumed),
+        b,
+        "the resumed run logs the uninterrupted losses"
+    );
     let (ours, theirs) = (
         greedy(&tmp.path().join("distill/final"), 77),
         greedy(&tmp.path().join("trl/final"), 77),

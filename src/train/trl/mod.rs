@@ -113,3 +113,51 @@ impl TrlLaunch {
         self.nproc_per_node.unwrap_or(1) * self.nnodes.unwrap_or(1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_settings_are_checked() {
+        let ok = TrlLaunch {
+            nproc_per_node: Some(8),
+            nnodes: Some(2),
+            node_rank: Some(1),
+            rdzv_endpoint: Some("node0:29500".into()),
+            ..TrlLaunch::default()
+        };
+        ok.validate(Engine::Trl).unwrap();
+        assert_eq!(ok.world_size(), 16);
+        let refused = |launch: TrlLaunch, engine: Engine, field: &str| {
+            let err = launch.validate(engine).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        };
+        refused(ok.clone(), Engine::Distill, "engine = \"trl\"");
+        let no_endpoint = TrlLaunch {
+            rdzv_endpoint: None,
+            ..ok.clone()
+        };
+        refused(no_endpoint, Engine::Trl, "trl.rdzv_endpoint");
+        let bad_endpoint = TrlLaunch {
+            rdzv_endpoint: Some("node0".into()),
+            ..ok.clone()
+        };
+        refused(bad_endpoint, Engine::Trl, "not HOST:PORT");
+        let bad_rank = TrlLaunch {
+            node_rank: Some(2),
+            ..ok.clone()
+        };
+        refused(bad_rank, Engine::Trl, "trl.node_rank");
+        let no_processes = TrlLaunch {
+            nproc_per_node: Some(0),
+            ..TrlLaunch::default()
+        };
+        refused(no_processes, Engine::Trl, "at least 1");
+        let missing_config = TrlLaunch {
+            accelerate_config: Some("/no/such/fsdp.yaml".into()),
+            ..TrlLaunch::default()
+        };
+        refused(missing_config, Engine::Trl, "no such file");
+    }
+}
