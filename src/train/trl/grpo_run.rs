@@ -117,7 +117,9 @@ pub fn run_trl_grpo(
     std::fs::create_dir_all(&data_dir).with_context(|| data_dir.display().to_string())?;
     let prompts_file = data_dir.join("prompts.jsonl");
     write_prompts(&prompts_file, config, &tokenizer, problems)?;
-    // Every step validated by `distill rewards` as well: its prompts load and their answers check.
+    // A gold answer the verifier cannot read fails here, naming the problem, not inside TRL's
+    // reward function.
+    crate::verify::grade::checkers_for(problems, &config.sandbox, "prompt")?;
     let reward_settings = RewardSettings {
         terms: config.rewards.clone(),
         sandbox: config.sandbox.clone(),

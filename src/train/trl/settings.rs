@@ -155,8 +155,8 @@ pub fn sft_settings(config: &SftConfig, paths: &ScriptPaths) -> anyhow::Result<V
     }))
 }
 
-/// Refuses the GRPO settings TRL cannot honour the same way, for `processes` processes in all
-/// (checked by `GrpoConfig::validate` too).
+/// Refuses the GRPO settings TRL cannot honour the same way over `launch`'s processes (checked by
+/// `GrpoConfig::validate`, so a recipe fails before any stage runs).
 pub fn refuse_unmappable_grpo(config: &GrpoConfig, launch: &TrlLaunch) -> anyhow::Result<()> {
     let completions = config.prompts_per_step * config.group_size;
     let processes = launch.world_size();
