@@ -486,7 +486,8 @@ impl GrpoConfig {
     }
 }
 
-/// Runs GRPO on `problems` (with the trainer `config.engine` names); with `resume`, continues from the newest complete checkpoint.
+/// Runs GRPO on `problems` (with the trainer `config.engine` names); with `resume`, continues
+/// from the newest complete checkpoint.
 pub fn run_grpo(
     config: &GrpoConfig,
     problems: &[Problem],

@@ -315,7 +315,8 @@ impl SftConfig {
     }
 }
 
-/// Runs SFT (with the trainer `config.engine` names); with `resume`, continues from the newest complete checkpoint under `config.out`.
+/// Runs SFT (with the trainer `config.engine` names); with `resume`, continues from the newest
+/// complete checkpoint under `config.out`.
 pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let started = Instant::now();
     config.validate()?;
