@@ -242,6 +242,9 @@ fn every_shipped_recipe_parses_and_its_sections_are_valid_stage_configs() {
     let mut seen = 0;
     for entry in std::fs::read_dir("recipes").unwrap() {
         let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue; // recipes/accelerate/: accelerate configs for the TRL engine
+        }
         let recipe =
             Recipe::from_file(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         let dir = path_value(Path::new("x"));

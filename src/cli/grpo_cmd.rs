@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::config_table::{int, int64, ConfigTable};
+use super::engine_args::EngineArgs;
 use super::sandbox_args::SandboxArgs;
 use crate::data::prompt_source::load_prompts;
 use crate::train::grpo::{run_grpo, GrpoConfig, LossAggregation};
@@ -87,6 +88,9 @@ pub struct GrpoArgs {
     /// How code problems' programs are run (flags override the config file's [sandbox]).
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+    /// The training engine and its launch.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 impl GrpoArgs {
@@ -117,6 +121,7 @@ impl GrpoArgs {
         table.set("seed", int64(self.seed));
         table.set("device", self.device.clone());
         table.set_enum("precision", self.precision);
+        self.engine.apply(&mut table);
         let mut config: GrpoConfig = table.finish("--policy and --out")?;
         config.sandbox = self.sandbox.apply(config.sandbox);
         Ok(config)

@@ -4,12 +4,14 @@ mod bench_cmd;
 mod compare_cmd;
 mod config_table;
 mod dpo_cmd;
+mod engine_args;
 mod eval_cmd;
 mod filter_cmd;
 mod generate_cmd;
 mod grpo_cmd;
 mod model_cmd;
 mod pairs_cmd;
+mod rewards_cmd;
 mod run_cmd;
 mod sandbox_args;
 mod train_cmd;
@@ -40,6 +42,8 @@ pub enum Command {
     Grpo(grpo_cmd::GrpoArgs),
     /// Preference optimisation (DPO, IPO, SimPO) on the pairs of `distill pairs`.
     Dpo(dpo_cmd::DpoArgs),
+    /// Score GRPO completions from stdin with distill's reward terms (the TRL engine's rewards).
+    Rewards(rewards_cmd::RewardsArgs),
     /// pass@1 and cons@k of a model on a prompt set.
     Eval(eval_cmd::EvalArgs),
     /// The distillation-vs-RL report from several runs.
@@ -63,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train_cmd::run(&args),
         Command::Grpo(args) => grpo_cmd::run(&args),
         Command::Dpo(args) => dpo_cmd::run(&args),
+        Command::Rewards(args) => rewards_cmd::run(&args),
         Command::Eval(args) => eval_cmd::run(&args),
         Command::Compare(args) => compare_cmd::run(&args),
         Command::Run(args) => run_cmd::run(&args),

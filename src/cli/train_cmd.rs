@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::config_table::{int, int64, ConfigTable};
+use super::engine_args::EngineArgs;
 use crate::train::precision::Precision;
 use crate::train::schedule::Decay;
 use crate::train::sft::{run_sft, SftConfig};
@@ -94,6 +95,9 @@ pub struct TrainArgs {
     /// The device's dense peak TFLOP/s in that precision, for the logged MFU (looked up for known GPUs).
     #[arg(long)]
     pub peak_tflops: Option<f64>,
+    /// The training engine and its launch.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 impl TrainArgs {
@@ -123,6 +127,7 @@ impl TrainArgs {
         table.set("peak_tflops", self.peak_tflops);
         table.set("optimizer.weight_decay", self.weight_decay);
         table.set("optimizer.max_grad_norm", self.max_grad_norm);
+        self.engine.apply(&mut table);
         table.finish("--student, --data and --out")
     }
 }

@@ -457,7 +457,12 @@ fn held_out_metrics(
     let model = trainable.compute_model()?.detached()?;
     let policy = score_pairs(&model, data, &data.eval, config.batch_size, device)?;
     Ok(PreferenceMetrics::of(
-        &pair_losses(&config.loss_config(), &policy.logps, reference, &policy.lengths),
+        &pair_losses(
+            &config.loss_config(),
+            &policy.logps,
+            reference,
+            &policy.lengths,
+        ),
         config.sft_weight,
     ))
 }

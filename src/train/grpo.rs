@@ -24,6 +24,7 @@ use super::precision::Precision;
 use super::rewards::{advantages, AdvantageScaling, RewardBreakdown, RewardConfig, Scored};
 use super::schedule::{Decay, Schedule};
 use super::trainable::{cast_decoder, TrainableDecoder};
+use super::trl::{Engine, TrlLaunch};
 use crate::data::hashing::{sha256_hex, sha256_u64};
 use crate::data::sources::Problem;
 use crate::generate::prompts::think_prefill;
@@ -136,6 +137,12 @@ pub struct GrpoConfig {
     /// Optimiser settings.
     #[serde(default)]
     pub optimizer: AdamWConfig,
+    /// Which trainer runs the steps: `distill` (this loop) or `trl` (TRL under accelerate).
+    #[serde(default, skip_serializing_if = "Engine::is_distill")]
+    pub engine: Engine,
+    /// How the `trl` engine is launched (interpreter, processes, nodes, accelerate config).
+    #[serde(default, skip_serializing_if = "TrlLaunch::is_default")]
+    pub trl: TrlLaunch,
 }
 
 mod defaults {
@@ -471,11 +478,16 @@ impl GrpoConfig {
         if let Some(budget) = self.max_flops {
             finite_at_least("max_flops", budget, 0.0)?;
         }
+        self.trl.validate(self.engine)?;
+        if self.engine == Engine::Trl {
+            super::trl::settings::refuse_unmappable_grpo(self, &self.trl)?;
+        }
         Ok(())
     }
 }
 
-/// Runs GRPO on `problems`; with `resume`, continues from the newest complete checkpoint.
+/// Runs GRPO on `problems` (with the trainer `config.engine` names); with `resume`, continues
+/// from the newest complete checkpoint.
 pub fn run_grpo(
     config: &GrpoConfig,
     problems: &[Problem],
@@ -483,6 +495,9 @@ pub fn run_grpo(
 ) -> anyhow::Result<GrpoSummary> {
     let started = Instant::now();
     config.validate()?;
+    if config.engine == Engine::Trl {
+        return super::trl::grpo_run::run_trl_grpo(config, problems, resume);
+    }
     let _claim =
         crate::output_dir::OutputDir::claim(&config.out, crate::output_dir::OutputKind::Grpo)?;
     if problems.is_empty() {

@@ -1,5 +1,6 @@
 //! Training: the trainable decoder, token losses, AdamW and schedules, SFT data and loop, GRPO,
-//! DPO (preference losses, pair data and loop), checkpoints and metrics.
+//! DPO (preference losses, pair data and loop), checkpoints and metrics, and the TRL engine that
+//! runs SFT and GRPO under accelerate.
 
 pub mod checkpoint;
 pub mod compute;
@@ -18,3 +19,4 @@ pub mod sft;
 pub mod sft_data;
 pub mod token_store;
 pub mod trainable;
+pub mod trl;

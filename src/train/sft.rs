@@ -22,6 +22,7 @@ use super::sft_data::{
 };
 use super::token_store::{StoredExample, TokenStore, TokenStoreWriter};
 use super::trainable::TrainableDecoder;
+use super::trl::{Engine, TrlLaunch};
 use crate::data::conversations::for_each_conversation;
 use crate::data::hashing::{sha256_hex, sha256_u64};
 use crate::model;
@@ -106,6 +107,12 @@ pub struct SftConfig {
     /// unset it is looked up for known GPUs; without it no MFU is logged.
     #[serde(default)]
     pub peak_tflops: Option<f64>,
+    /// Which trainer runs the steps: `distill` (this loop) or `trl` (TRL under accelerate).
+    #[serde(default, skip_serializing_if = "Engine::is_distill")]
+    pub engine: Engine,
+    /// How the `trl` engine is launched (interpreter, processes, nodes, accelerate config).
+    #[serde(default, skip_serializing_if = "TrlLaunch::is_default")]
+    pub trl: TrlLaunch,
 }
 
 mod defaults {
@@ -179,13 +186,13 @@ pub struct SftSummary {
 pub const TOKEN_STORE_FILE: &str = ".sft-tokens";
 
 /// Tokenised training and held-out examples, kept on disk.
-struct Dataset {
-    store: TokenStore,
-    train: Vec<StoredExample>,
+pub(crate) struct Dataset {
+    pub(crate) store: TokenStore,
+    pub(crate) train: Vec<StoredExample>,
     /// Token count of each training example, what the batch plans are made from.
     train_lengths: Vec<usize>,
-    eval: Vec<StoredExample>,
-    report: LengthReport,
+    pub(crate) eval: Vec<StoredExample>,
+    pub(crate) report: LengthReport,
 }
 
 /// An example as it was loaded, before the split.
@@ -200,8 +207,12 @@ struct LoadedExample {
 
 /// Streams the conversations of `config.data`, tokenising each into the token store as it is
 /// read, so memory holds one conversation's text at a time. Rows of a distill shard directory
-/// are put in (id, sample) order, as if read sorted.
-fn load_dataset(config: &SftConfig, tokenizer: &model::Tokenizer) -> anyhow::Result<Dataset> {
+/// are put in (id, sample) order, as if read sorted. Refuses data of which `max_length` would take
+/// away more than `max_lost_loss_fraction` of the training loss tokens.
+pub(crate) fn load_dataset(
+    config: &SftConfig,
+    tokenizer: &model::Tokenizer,
+) -> anyhow::Result<Dataset> {
     let mut writer = TokenStoreWriter::create(&config.out.join(TOKEN_STORE_FILE))?;
     let (mut report, mut eval_report) = (LengthReport::default(), LengthReport::default());
     let mut stored: Vec<LoadedExample> = Vec::new();
@@ -256,6 +267,9 @@ fn load_dataset(config: &SftConfig, tokenizer: &model::Tokenizer) -> anyhow::Res
             config.max_length
         );
     }
+    report
+        .check_lost_fraction(config.max_length, config.max_lost_loss_fraction)
+        .with_context(|| format!("{}: SFT data", config.data.display()))?;
     Ok(Dataset {
         store: writer.finish()?,
         train_lengths: train.iter().map(StoredExample::len).collect(),
@@ -316,24 +330,28 @@ impl SftConfig {
             "a prompt token and a target",
         )?;
         count_at_least("epochs", self.epochs, 1, "passes over the data")?;
+        self.trl.validate(self.engine)?;
+        if self.engine == Engine::Trl {
+            super::trl::settings::refuse_unmappable_sft(self)?;
+        }
         Ok(())
     }
 }
 
-/// Runs SFT; with `resume`, continues from the newest complete checkpoint under `config.out`.
+/// Runs SFT (with the trainer `config.engine` names); with `resume`, continues from the newest
+/// complete checkpoint under `config.out`.
 pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let started = Instant::now();
     config.validate()?;
+    if config.engine == Engine::Trl {
+        return super::trl::sft_run::run_trl_sft(config, resume);
+    }
     let _claim =
         crate::output_dir::OutputDir::claim(&config.out, crate::output_dir::OutputKind::Sft)?;
     let device = crate::runtime::parse_device(&config.device)?;
     let loaded = model::load(&config.student, &device, DType::F32)
         .with_context(|| format!("loading student {}", config.student))?;
     let dataset = load_dataset(config, &loaded.tokenizer)?;
-    dataset
-        .report
-        .check_lost_fraction(config.max_length, config.max_lost_loss_fraction)
-        .with_context(|| format!("{}: SFT data", config.data.display()))?;
     let export = ExportInfo {
         tokenizer: &loaded.tokenizer,
         eos_token_ids: &loaded.eos_token_ids,
@@ -498,7 +516,8 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     Ok(summary)
 }
 
-fn write_loss_plot(out: &Path) -> anyhow::Result<()> {
+/// Draws `loss.svg` from the run's `metrics.jsonl`.
+pub(crate) fn write_loss_plot(out: &Path) -> anyhow::Result<()> {
     let records = MetricsLog::read(&out.join("metrics.jsonl"))?;
     let series = |key: &str| -> Vec<(f64, f64)> {
         records
