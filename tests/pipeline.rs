@@ -42,7 +42,7 @@ corpus = "synth:arith:difficulty=1:count=16:seed=11"
 learning_rate = 5e-3
 min_lr_ratio = 0.1
 warmup_steps = 10
-epochs = 300
+epochs = 60
 batch_size = 8
 eval_fraction = 0.0
 
@@ -60,8 +60,8 @@ batch_size = 32
 eval_fraction = 0.0
 
 [generate]
-n = 2
-temperature = 0.3
+n = 4
+temperature = 1.0
 max_new_tokens = 160
 
 [sft]

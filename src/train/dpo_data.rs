@@ -133,7 +133,11 @@ impl PairLoading<'_> {
             }
         }
         if loaded.is_empty() && report.dropped + eval_report.dropped == 0 {
-            bail!("{}: no preference pairs to train on", dir.display());
+            bail!(
+                "{}: no preference pairs to train on (a pair needs an accepted and a rejected trace \
+                 of one problem: sample more per problem, or at a higher temperature)",
+                dir.display()
+            );
         }
         loaded.sort_by(|a, b| a.1.key.cmp(&b.1.key));
         let (eval, train): (Vec<_>, Vec<_>) = loaded.into_iter().partition(|(held, _)| *held);
