@@ -21,7 +21,7 @@ use super::compute::estimated_flops;
 use super::dpo_data::{
     pair_batch, sequence_log_probs, PairLoading, PreferenceData, PreferencePair,
 };
-use super::metrics::{plot_curves, MetricsLog};
+use super::metrics::{plot_metrics, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
 use super::precision::Precision;
 use super::preference_loss::{
@@ -670,28 +670,21 @@ pub fn run_dpo(config: &DpoConfig, resume: bool) -> anyhow::Result<DpoSummary> {
     Ok(summary)
 }
 
+/// Draws `loss.svg` and `margins.svg` from the run's `metrics.jsonl`.
 fn write_plots(out: &Path) -> anyhow::Result<()> {
-    let records = MetricsLog::read(&out.join("metrics.jsonl"))?;
-    let series = |key: &str| -> Vec<(f64, f64)> {
-        records
-            .iter()
-            .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(key)?.as_f64()?)))
-            .collect()
-    };
-    plot_curves(
-        &out.join("loss.svg"),
+    plot_metrics(
+        out,
+        "loss.svg",
         "DPO loss",
-        &[
-            ("train loss", series("loss")),
-            ("held-out loss", series("eval_loss")),
-        ],
+        &[("train loss", "loss"), ("held-out loss", "eval_loss")],
     )?;
-    plot_curves(
-        &out.join("margins.svg"),
+    plot_metrics(
+        out,
+        "margins.svg",
         "DPO reward margin (chosen − rejected)",
         &[
-            ("train", series("rewards/margins")),
-            ("held-out", series("eval_rewards/margins")),
+            ("train", "rewards/margins"),
+            ("held-out", "eval_rewards/margins"),
         ],
     )?;
     Ok(())

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::checkpoint::{save_checkpoint, start_or_resume, ExportInfo};
 use super::compute::estimated_flops;
 use super::loss::next_token_log_probs_and_entropy;
-use super::metrics::{plot_curves, MetricsLog};
+use super::metrics::{plot_metrics, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
 use super::precision::Precision;
 use super::rewards::{advantages, AdvantageScaling, RewardBreakdown, RewardConfig, Scored};
@@ -720,21 +720,13 @@ pub fn run_grpo(
 
     let model_dir = config.out.join("final");
     export.save(&trainable, &model_dir)?;
-    let records = MetricsLog::read(&config.out.join("metrics.jsonl"))?;
-    let series = |key: &str| -> Vec<(f64, f64)> {
-        records
-            .iter()
-            .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(key)?.as_f64()?)))
-            .collect()
-    };
-    plot_curves(
-        &config.out.join("reward.svg"),
+    plot_metrics(
+        &config.out,
+        "reward.svg",
         "GRPO reward",
-        &[
-            ("reward", series("reward")),
-            ("accuracy", series("accuracy")),
-        ],
+        &[("reward", "reward"), ("accuracy", "accuracy")],
     )?;
+    let records = MetricsLog::read(&config.out.join("metrics.jsonl"))?;
     let summary = GrpoSummary {
         steps: state.step,
         first_reward: records

@@ -68,6 +68,23 @@ impl MetricsLog {
     }
 }
 
+/// Plots metrics of the run in `out` against the step into `out/file`: one curve per
+/// `(label, metrics.jsonl key)`.
+pub fn plot_metrics(out: &Path, file: &str, title: &str, curves: &[(&str, &str)]) -> Result<()> {
+    let records = MetricsLog::read(&out.join("metrics.jsonl"))?;
+    let series: Vec<(&str, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|&(label, key)| {
+            let points = records
+                .iter()
+                .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(key)?.as_f64()?)))
+                .collect();
+            (label, points)
+        })
+        .collect();
+    plot_curves(&out.join(file), title, &series)
+}
+
 /// Plots the named series (each a list of (step, value) points) against the step, as SVG.
 pub fn plot_curves(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
     crate::plot_font::register();

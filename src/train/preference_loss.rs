@@ -121,32 +121,24 @@ impl PreferenceLossConfig {
         let rejected_len = pair.rejected_tokens.max(1) as f64;
         let chosen_ratio = pair.policy_chosen - pair.reference_chosen;
         let rejected_ratio = pair.policy_rejected - pair.reference_rejected;
+        // DPO and robust DPO: a function of h = βΔ, whose slope gives both gradients.
+        let of_margin = |(loss, slope): (f64, f64)| PairLoss {
+            loss,
+            grad_chosen: slope * beta,
+            grad_rejected: -slope * beta,
+            chosen_reward: beta * chosen_ratio,
+            rejected_reward: beta * rejected_ratio,
+        };
+        let h = beta * (chosen_ratio - rejected_ratio);
+        let epsilon = self.label_smoothing;
         match self.kind {
-            PreferenceLoss::Sigmoid => {
-                let (loss, slope) =
-                    smoothed_logistic(beta * (chosen_ratio - rejected_ratio), self.label_smoothing);
-                PairLoss {
-                    loss,
-                    grad_chosen: slope * beta,
-                    grad_rejected: -slope * beta,
-                    chosen_reward: beta * chosen_ratio,
-                    rejected_reward: beta * rejected_ratio,
-                }
-            }
+            PreferenceLoss::Sigmoid => of_margin(smoothed_logistic(h, epsilon)),
             PreferenceLoss::Robust => {
-                let epsilon = self.label_smoothing;
-                let h = beta * (chosen_ratio - rejected_ratio);
-                let loss = (-(1.0 - epsilon) * log_sigmoid(h) + epsilon * log_sigmoid(-h))
-                    / (1.0 - 2.0 * epsilon);
-                let slope =
-                    (-(1.0 - epsilon) * sigmoid(-h) - epsilon * sigmoid(h)) / (1.0 - 2.0 * epsilon);
-                PairLoss {
-                    loss,
-                    grad_chosen: slope * beta,
-                    grad_rejected: -slope * beta,
-                    chosen_reward: beta * chosen_ratio,
-                    rejected_reward: beta * rejected_ratio,
-                }
+                let scale = 1.0 - 2.0 * epsilon;
+                of_margin((
+                    (-(1.0 - epsilon) * log_sigmoid(h) + epsilon * log_sigmoid(-h)) / scale,
+                    (-(1.0 - epsilon) * sigmoid(-h) - epsilon * sigmoid(h)) / scale,
+                ))
             }
             PreferenceLoss::Ipo => {
                 let gap = chosen_ratio / chosen_len - rejected_ratio / rejected_len - 0.5 / beta;
@@ -161,10 +153,8 @@ impl PreferenceLossConfig {
             PreferenceLoss::Simpo => {
                 let chosen_reward = beta * pair.policy_chosen / chosen_len;
                 let rejected_reward = beta * pair.policy_rejected / rejected_len;
-                let (loss, slope) = smoothed_logistic(
-                    chosen_reward - rejected_reward - self.simpo_gamma,
-                    self.label_smoothing,
-                );
+                let (loss, slope) =
+                    smoothed_logistic(chosen_reward - rejected_reward - self.simpo_gamma, epsilon);
                 PairLoss {
                     loss,
                     grad_chosen: slope * beta / chosen_len,

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::checkpoint::{latest_checkpoint, save_checkpoint, start_or_resume, ExportInfo};
 use super::compute::{estimated_flops, mfu, peak_flops, training_flops};
 use super::loss::next_token_loss;
-use super::metrics::{plot_curves, MetricsLog};
+use super::metrics::{plot_metrics, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
 use super::precision::Precision;
 use super::schedule::{Decay, Schedule};
@@ -518,20 +518,11 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
 
 /// Draws `loss.svg` from the run's `metrics.jsonl`.
 pub(crate) fn write_loss_plot(out: &Path) -> anyhow::Result<()> {
-    let records = MetricsLog::read(&out.join("metrics.jsonl"))?;
-    let series = |key: &str| -> Vec<(f64, f64)> {
-        records
-            .iter()
-            .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(key)?.as_f64()?)))
-            .collect()
-    };
-    plot_curves(
-        &out.join("loss.svg"),
+    plot_metrics(
+        out,
+        "loss.svg",
         "SFT loss",
-        &[
-            ("train loss", series("loss")),
-            ("held-out loss", series("eval_loss")),
-        ],
+        &[("train loss", "loss"), ("held-out loss", "eval_loss")],
     )?;
     Ok(())
 }

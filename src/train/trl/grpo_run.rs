@@ -23,7 +23,7 @@ use crate::model::save::write_atomic;
 use crate::model::{ModelConfig, Tokenizer};
 use crate::train::compute::estimated_flops;
 use crate::train::grpo::{render_prompt_text, GrpoConfig, GrpoSummary};
-use crate::train::metrics::{plot_curves, MetricsLog};
+use crate::train::metrics::plot_metrics;
 
 /// The training script the launch runs.
 const SCRIPT: &str = include_str!("grpo_train.py");
@@ -191,20 +191,11 @@ pub fn run_trl_grpo(
 
 /// Draws `reward.svg` from the run's `metrics.jsonl`.
 fn write_reward_plot(out: &Path) -> anyhow::Result<()> {
-    let records = MetricsLog::read(&out.join("metrics.jsonl"))?;
-    let series = |key: &str| -> Vec<(f64, f64)> {
-        records
-            .iter()
-            .filter_map(|r| Some((r.get("step")?.as_f64()?, r.get(key)?.as_f64()?)))
-            .collect()
-    };
-    plot_curves(
-        &out.join("reward.svg"),
+    plot_metrics(
+        out,
+        "reward.svg",
         "GRPO reward (TRL)",
-        &[
-            ("reward", series("reward")),
-            ("accuracy", series("accuracy")),
-        ],
+        &[("reward", "reward"), ("accuracy", "accuracy")],
     )?;
     Ok(())
 }
