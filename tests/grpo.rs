@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use distill::data::sources::Problem;
-use distill::data::synth::SynthTask;
 use distill::model::{Architecture, Completion, FinishReason};
 use distill::train::grpo::{policy_loss, GrpoConfig, RolloutBatch};
 use distill::train::rewards::{advantages, AdvantageScaling, RewardConfig, Scored};
 
 use arithmetic_student::{
-    arithmetic, base_with_a_systematic_error, greedy_replies, mean_and_se, GreedyReply,
+    arithmetic, base_with_a_systematic_error, greedy_replies, held_out_tasks, paired_gain,
+    GreedyReply,
 };
 
 fn grpo_config(extra: &str) -> GrpoConfig {
@@ -194,13 +194,7 @@ const STEPS: usize = 40;
 fn a_short_grpo_run_raises_reward_and_held_out_accuracy() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let mut held_out_texts = BTreeSet::new();
-    let held_out_tasks: Vec<SynthTask> = arithmetic(12, 400)
-        .into_iter()
-        .filter(|t| held_out_texts.insert(t.problem.clone()))
-        .take(250)
-        .collect();
-    assert_eq!((held_out_tasks.len(), held_out_texts.len()), (250, 250));
+    let (held_out_tasks, held_out_texts) = held_out_tasks();
     // GRPO's prompts: 80 distinct problems, so that each 10-step pass (8 prompts a step) covers
     // every one of them exactly once and passes can be compared on the same prompts.
     let mut train_texts = BTreeSet::new();
@@ -228,12 +222,7 @@ fn a_short_grpo_run_raises_reward_and_held_out_accuracy() {
     let share = |replies: &[GreedyReply], property: fn(&GreedyReply) -> bool| {
         replies.iter().filter(|r| property(r)).count() as f64 / n
     };
-    let differences: Vec<f64> = before
-        .iter()
-        .zip(&after)
-        .map(|(b, a)| f64::from(u8::from(a.correct)) - f64::from(u8::from(b.correct)))
-        .collect();
-    let (gain, gain_se) = mean_and_se(&differences);
+    let (gain, gain_se) = paired_gain(&before, &after);
 
     let records =
         distill::train::metrics::MetricsLog::read(&cfg.out.join("metrics.jsonl")).unwrap();

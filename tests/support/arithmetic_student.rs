@@ -161,3 +161,26 @@ pub fn mean_and_se(values: &[f64]) -> (f64, f64) {
     let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
     (mean, (variance / n).sqrt())
 }
+
+/// The 250 distinct held-out problems of the short runs (seed 12), and their texts, which every
+/// training input leaves out.
+pub fn held_out_tasks() -> (Vec<SynthTask>, BTreeSet<String>) {
+    let mut texts = BTreeSet::new();
+    let tasks: Vec<SynthTask> = arithmetic(12, 400)
+        .into_iter()
+        .filter(|t| texts.insert(t.problem.clone()))
+        .take(250)
+        .collect();
+    assert_eq!((tasks.len(), texts.len()), (250, 250));
+    (tasks, texts)
+}
+
+/// The mean and standard error of the per-problem change in greedy correctness, `after` − `before`.
+pub fn paired_gain(before: &[GreedyReply], after: &[GreedyReply]) -> (f64, f64) {
+    let differences: Vec<f64> = before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| f64::from(u8::from(a.correct)) - f64::from(u8::from(b.correct)))
+        .collect();
+    mean_and_se(&differences)
+}

@@ -12,13 +12,13 @@ use serde_json::{json, Value};
 
 use super::launch::{accelerate_command, run_launch, write_launch};
 use super::outputs::{
-    absolute, complete_model_dir, has_checkpoint, read_trainer_state, step_entries, write_metrics,
+    absolute, complete_model_dir, has_checkpoint, hf_model_dir, read_trainer_state, step_entries,
+    write_metrics,
 };
 use super::python::{detect, interpreter};
 use super::rewards_server::{PromptRow, RewardSettings};
 use super::settings::{grpo_settings, ScriptPaths};
 use crate::data::sources::Problem;
-use crate::model::load::{resolve, ModelSource};
 use crate::model::save::write_atomic;
 use crate::model::{ModelConfig, Tokenizer};
 use crate::train::compute::estimated_flops;
@@ -98,16 +98,7 @@ pub fn run_trl_grpo(
     if problems.is_empty() {
         bail!("GRPO needs at least one prompt");
     }
-    let policy_dir = match resolve(&config.policy)
-        .with_context(|| format!("loading policy {}", config.policy))?
-    {
-        ModelSource::HfDir(dir) => dir,
-        ModelSource::Llama2c { checkpoint, .. } => bail!(
-            "field policy: {} is a llama2.c checkpoint; the trl engine needs an HF model \
-             directory (export it with `distill model export`)",
-            checkpoint.display()
-        ),
-    };
+    let policy_dir = hf_model_dir("policy", &config.policy)?;
     let _claim =
         crate::output_dir::OutputDir::claim(&config.out, crate::output_dir::OutputKind::Grpo)?;
     let parameters = ModelConfig::from_file(&policy_dir.join("config.json"))?.parameter_count();

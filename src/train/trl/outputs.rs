@@ -1,12 +1,14 @@
-//! Turning a TRL launch's outputs into distill's run layout: the final model directory completed
+//! The model a TRL launch starts from (an HF directory), and turning the launch's outputs into
+//! distill's run layout: the final model directory completed
 //! with the student's tokenizer and generation files (and checked to load in distill), TRL's log
 //! history read back, `metrics.jsonl` written from it, and whether a checkpoint exists to resume.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde_json::Value;
 
+use crate::model::load::{resolve, ModelSource};
 use crate::model::save::write_atomic;
 use crate::model::{ModelConfig, Tokenizer};
 
@@ -19,6 +21,19 @@ const KEPT_FILES: [&str; 5] = [
     "chat_template.jinja",
     "generation_config.json",
 ];
+
+/// The HF model directory that `model` (the recipe's `field`) names: TRL loads nothing else, so a
+/// llama2.c checkpoint is refused with the command that converts it.
+pub fn hf_model_dir(field: &str, model: &str) -> anyhow::Result<PathBuf> {
+    match resolve(model).with_context(|| format!("loading {field} {model}"))? {
+        ModelSource::HfDir(dir) => Ok(dir),
+        ModelSource::Llama2c { checkpoint, .. } => bail!(
+            "field {field}: {} is a llama2.c checkpoint; the trl engine needs an HF model \
+             directory (export it with `distill model export`)",
+            checkpoint.display()
+        ),
+    }
+}
 
 /// `path` made absolute (the launch script runs in its own directory), as text.
 pub fn absolute(path: &Path) -> anyhow::Result<String> {

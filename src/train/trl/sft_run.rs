@@ -7,16 +7,15 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::{json, Value};
 
 use super::launch::{accelerate_command, run_launch, write_launch};
 use super::outputs::{
-    absolute, complete_model_dir, has_checkpoint, read_trainer_state, write_metrics,
+    absolute, complete_model_dir, has_checkpoint, hf_model_dir, read_trainer_state, write_metrics,
 };
 use super::python::{detect, interpreter};
 use super::settings::{sft_settings, ScriptPaths};
-use crate::model::load::{resolve, ModelSource};
 use crate::model::save::write_atomic;
 use crate::model::{ModelConfig, Tokenizer};
 use crate::train::compute::estimated_flops;
@@ -80,16 +79,7 @@ pub fn metrics_from_log_history(history: &[Value]) -> Vec<Value> {
 pub fn run_trl_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let started = Instant::now();
     let python = detect(&interpreter(config.trl.python.as_deref()))?;
-    let student_dir = match resolve(&config.student)
-        .with_context(|| format!("loading student {}", config.student))?
-    {
-        ModelSource::HfDir(dir) => dir,
-        ModelSource::Llama2c { checkpoint, .. } => bail!(
-            "field student: {} is a llama2.c checkpoint; the trl engine needs an HF model \
-             directory (export it with `distill model export`)",
-            checkpoint.display()
-        ),
-    };
+    let student_dir = hf_model_dir("student", &config.student)?;
     let _claim =
         crate::output_dir::OutputDir::claim(&config.out, crate::output_dir::OutputKind::Sft)?;
     let model_config = ModelConfig::from_file(&student_dir.join("config.json"))?;
