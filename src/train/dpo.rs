@@ -387,10 +387,12 @@ fn score_pairs(
 }
 
 /// The reference's log-probs: read from the cache when it was made for the same reference and
-/// data, otherwise computed (loading the reference) and cached.
+/// data, otherwise computed (with `policy`, the loaded starting model, unless another reference is
+/// named) and cached.
 fn reference_log_probs(
     config: &DpoConfig,
     data: &PreferenceData,
+    policy: &Decoder,
     device: &Device,
     compute_dtype: DType,
 ) -> anyhow::Result<ReferenceLogProbs> {
@@ -406,9 +408,15 @@ fn reference_log_probs(
             }
         }
     }
-    let reference = model::load(config.reference_model(), device, DType::F32)
-        .with_context(|| format!("loading reference {}", config.reference_model()))?;
-    let reference = cast_decoder(&reference.model, compute_dtype)?;
+    // The default reference is the starting policy, already loaded: it is not read again.
+    let reference = match &config.reference {
+        None => cast_decoder(policy, compute_dtype)?,
+        Some(path) => {
+            let loaded = model::load(path, device, DType::F32)
+                .with_context(|| format!("loading reference {path}"))?;
+            cast_decoder(&loaded.model, compute_dtype)?
+        }
+    };
     let train = score_pairs(&reference, data, &data.train, config.batch_size, device)?;
     let eval = score_pairs(&reference, data, &data.eval, config.batch_size, device)?;
     let scored = ReferenceLogProbs {
@@ -491,7 +499,7 @@ pub fn run_dpo(config: &DpoConfig, resume: bool) -> anyhow::Result<DpoSummary> {
         .with_context(|| format!("{}: preference pairs", config.data.display()))?;
     let compute_dtype = config.precision.compute_dtype(&device);
     let reference = if config.loss.needs_reference() {
-        reference_log_probs(config, &data, &device, compute_dtype)?
+        reference_log_probs(config, &data, &loaded.model, &device, compute_dtype)?
     } else {
         let zeros = |n: usize| vec![(0.0, 0.0); n];
         ReferenceLogProbs {
