@@ -27,13 +27,17 @@ pub enum BenchShape {
     #[value(name = "qwen2.5-0.5b")]
     #[serde(rename = "qwen2.5-0.5b")]
     Qwen25HalfB,
+    /// Qwen2.5-1.5B's full shape (1.54B parameters), for the GPU benches.
+    #[value(name = "qwen2.5-1.5b")]
+    #[serde(rename = "qwen2.5-1.5b")]
+    Qwen25OneHalfB,
 }
 
 impl BenchShape {
-    /// Tokens per training row: 1024 for the full-size shape, 256 otherwise.
+    /// Tokens per training row: 1024 for the full-size shapes, 256 otherwise.
     pub fn train_seq_len(self) -> usize {
         match self {
-            BenchShape::Qwen25HalfB => 1024,
+            BenchShape::Qwen25HalfB | BenchShape::Qwen25OneHalfB => 1024,
             _ => 256,
         }
     }
@@ -47,6 +51,11 @@ impl BenchShape {
                 return crate::model::init::Preset::Qwen25_0_5b
                     .config(151_936)
                     .expect("the Qwen2.5-0.5B preset has a fixed shape")
+            }
+            BenchShape::Qwen25OneHalfB => {
+                return crate::model::init::Preset::Qwen25_1_5b
+                    .config(151_936)
+                    .expect("the Qwen2.5-1.5B preset has a fixed shape")
             }
         };
         ModelConfig {
@@ -131,9 +140,14 @@ pub fn bench_train(
 ) -> anyhow::Result<BenchResult> {
     let device = &target.device;
     let config = shape.config();
-    let weights = random_weights(&config, 0, &Device::Cpu)?;
-    let trainable = TrainableDecoder::new(&config, &weights, DType::F32, device)?
-        .computing_in(target.compute_dtype);
+    // The random weights are freed once copied into the variables.
+    let trainable = TrainableDecoder::new(
+        &config,
+        &random_weights(&config, 0, &Device::Cpu)?,
+        DType::F32,
+        device,
+    )?
+    .computing_in(target.compute_dtype);
     let mut optimizer = AdamW::new(&trainable.params, AdamWConfig::default())?;
     let ids = Tensor::from_vec(
         random_ids(batch, seq, config.vocab_size, 7),
@@ -174,7 +188,7 @@ pub fn bench_train(
 }
 
 /// Greedy generation of `new_tokens` after `prompt_len` random prompt tokens for `batch` rows (no
-/// EOS); new tokens/s including the prefill, after one warm-up run.
+/// EOS) on the CPU in f32; new tokens/s including the prefill, after a short warm-up run.
 pub fn bench_generate(
     shape: BenchShape,
     tokenizer: &Tokenizer,
@@ -182,34 +196,90 @@ pub fn bench_generate(
     prompt_len: usize,
     new_tokens: usize,
 ) -> anyhow::Result<BenchResult> {
-    let config = shape.config();
+    let run = GenerateRun {
+        shape,
+        batch,
+        prompt_len,
+        new_tokens,
+    };
+    Ok(bench_generate_on(&run, tokenizer, &Device::Cpu, DType::F32)?.result)
+}
+
+/// One generation workload: `batch` rows of `prompt_len` random tokens, `new_tokens` greedy tokens
+/// each (no EOS, so every row runs to the end).
+#[derive(Debug, Clone, Copy)]
+pub struct GenerateRun {
+    /// The model shape (random weights).
+    pub shape: BenchShape,
+    /// Rows generated together.
+    pub batch: usize,
+    /// Prompt tokens per row.
+    pub prompt_len: usize,
+    /// New tokens per row.
+    pub new_tokens: usize,
+}
+
+/// A generation measurement with the bytes a decode step must read, for a bandwidth roofline.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerateResult {
+    /// Throughput and peak memory.
+    #[serde(flatten)]
+    pub result: BenchResult,
+    /// Seconds of the timed run (prefill + decode).
+    pub seconds: f64,
+    /// Bytes of the weights in the compute dtype, read once per decode step.
+    pub weight_bytes: f64,
+    /// KV-cache bytes read per decode step, averaged over the run (batch × mean context).
+    pub mean_kv_bytes_per_step: f64,
+}
+
+/// [`bench_generate`] on any device and dtype, with the bytes of the weights and KV cache that
+/// each decode step reads.
+pub fn bench_generate_on(
+    run: &GenerateRun,
+    tokenizer: &Tokenizer,
+    device: &Device,
+    dtype: DType,
+) -> anyhow::Result<GenerateResult> {
+    let config = run.shape.config();
     let weights = random_weights(&config, 0, &Device::Cpu)?;
-    let model = crate::model::Decoder::from_weights(&config, &weights, DType::F32, &Device::Cpu)?;
-    let requests: Vec<GenerationRequest> = (0..batch)
+    let model = crate::model::Decoder::from_weights(&config, &weights, dtype, device)?;
+    let requests: Vec<GenerationRequest> = (0..run.batch)
         .map(|b| GenerationRequest {
-            prompt: random_ids(1, prompt_len, config.vocab_size, b as u32),
+            prompt: random_ids(1, run.prompt_len, config.vocab_size, b as u32),
             seed: b as u64,
         })
         .collect();
-    let generation = GenerationConfig {
+    let generation = |max_new_tokens| GenerationConfig {
         sampler: SamplerConfig::greedy(),
-        max_new_tokens: new_tokens,
+        max_new_tokens,
         n: 1,
         eos_token_ids: Vec::new(),
         stop_strings: Vec::new(),
     };
-    generate(&model, tokenizer, &requests[..1], &generation)?;
+    generate(&model, tokenizer, &requests, &generation(4))?;
+    device.synchronize()?;
     let started = Instant::now();
-    let completions = generate(&model, tokenizer, &requests, &generation)?;
+    let completions = generate(&model, tokenizer, &requests, &generation(run.new_tokens))?;
     let seconds = started.elapsed().as_secs_f64();
     let produced: usize = completions.iter().map(|c| c.completion_tokens).sum();
-    Ok(BenchResult {
-        workload: "generate",
-        shape,
-        batch,
-        tokens_per_s: produced as f64 / seconds,
-        peak_rss_mib: peak_rss_mib(),
-        mfu: None,
+    let dtype_bytes = dtype.size_in_bytes() as f64;
+    let kv_bytes_per_token =
+        (2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim) as f64
+            * dtype_bytes;
+    let mean_context = run.prompt_len as f64 + run.new_tokens as f64 / 2.0;
+    Ok(GenerateResult {
+        result: BenchResult {
+            workload: "generate",
+            shape: run.shape,
+            batch: run.batch,
+            tokens_per_s: produced as f64 / seconds,
+            peak_rss_mib: peak_rss_mib(),
+            mfu: None,
+        },
+        seconds,
+        weight_bytes: config.parameter_count() as f64 * dtype_bytes,
+        mean_kv_bytes_per_step: run.batch as f64 * mean_context * kv_bytes_per_token,
     })
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, on a machine without a GPU, what benches/gpu/run.sh runs on a GPU machine: the CUDA
 # parity tests (tests/ops_cuda_parity.rs) and the distill binary with `--features cuda`, plus
-# the stories260K model for a generation check. They are stripped and gzipped into the
+# the stories260K model (generation and a short SFT run against the CPU), 64 GSM8K rows for that
+# run, and the Qwen2.5 tokenizer for the real-shape generation and GRPO benches. They are stripped and gzipped into the
 # git-ignored .gpubin/ (~25 MiB; the device carry limit is 64 MiB): carry `.gpubin`, then run
 # `bash benches/gpu/run.sh` there.
 #
@@ -31,5 +32,17 @@ for bin in ops_cuda_parity distill; do
 done
 cp ../shared/data/llama2c_stories260K/stories260K.bin ../shared/data/llama2c_stories260K/tok512.bin \
   .gpubin/stories260K/
+mkdir -p .gpubin/tokenizer_qwen2_5
+cp ../shared/data/tokenizer_qwen2_5/tokenizer.json ../shared/data/tokenizer_qwen2_5/tokenizer_config.json \
+  .gpubin/tokenizer_qwen2_5/
+gzip -9 .gpubin/tokenizer_qwen2_5/tokenizer.json
+# Short prompt/completion pairs that fit stories260K's 512-token context.
+python3 - <<'PY'
+import json
+with open("../shared/data/gsm8k/train.jsonl") as source, open(".gpubin/sft_gsm8k64.jsonl", "w") as out:
+    for line, _ in zip(source, range(64)):
+        row = json.loads(line)
+        out.write(json.dumps({"prompt": row["question"][:120], "completion": row["answer"][:160]}) + "\n")
+PY
 gzip -9 .gpubin/ops_cuda_parity .gpubin/distill
-du -ch .gpubin/* .gpubin/stories260K/*
+du -ch .gpubin/* .gpubin/*/*

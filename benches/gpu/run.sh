@@ -1,84 +1,135 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine, in one go, what benches/gpu/build.sh put in .gpubin/ and prints a
-# summary: (1) the CUDA parity tests of every custom op, forward and backward in f32, bf16 and f16,
-# and of a tiny decoder's forward and backward, against the CPU; (2) greedy generation with
-# stories260K on cuda:0 against the CPU; (3) training throughput and MFU of the Qwen2.5-0.5B shape
-# (batch 8 x 1024, bf16 over f32 master weights) against PyTorch AMP on the same card
-# (benches/baselines/torch_train_gpu.py). Logs go to $OUT (the run tool brings them back) or
-# to ./gpu-logs. Exit status 1 if a parity test fails or is skipped (no CUDA device).
+# Runs on the GPU machine, in one go, what benches/gpu/build.sh put in .gpubin/, then prints a
+# summary (benches/gpu/summarize.py). Parts, in order:
+#   parity      the CUDA parity tests of every custom op (forward and backward, f32/bf16/f16) and of
+#               a tiny decoder's forward and backward, against the CPU
+#   sample      greedy generation with stories260K on cuda:0 against the CPU
+#   sft         a 20-step SFT run of stories260K on the CPU (f32) and on cuda:0 (f32 and bf16)
+#   train       the Qwen2.5-0.5B-shape training step (8 x 1024, bf16 over f32 master weights),
+#               ours and PyTorch AMP (benches/baselines/torch_train_gpu.py)
+#   generate    greedy generation, Qwen2.5-0.5B shape, bf16, 256 prompt + 1024 new tokens, batch
+#               1/16/64/256, ours and transformers `generate` (benches/baselines/torch_generate_gpu.py)
+#   grpo        two GRPO steps of a Qwen2.5-0.5B-shape policy on cuda:0: rollout and update seconds
+#   train15     the Qwen2.5-1.5B-shape step at 2 x 4096, ours and PyTorch
+#   generate15  generation at the Qwen2.5-1.5B shape, batch 1 and 64, ours and transformers
+# GPU_PARTS (comma-separated) picks parts; GPU_BUDGET_S (default 420) bounds the whole script: a
+# part gets at most what is left, and a part that would start with under 20 s left is skipped.
+# Every log goes into $OUT/gpu-logs.tgz (the run tool brings $OUT back; at most 8 files) and
+# $OUT/summary.txt, or into ./gpu-logs without $OUT. Exit status 1 if a parity test fails or is
+# skipped (no CUDA device).
 #
 #   run tool: carry [".gpubin"], command "bash benches/gpu/run.sh"
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-logs="${OUT:-gpu-logs}"
+started=$(date +%s)
+budget="${GPU_BUDGET_S:-420}"
+parts="${GPU_PARTS:-parity,sample,sft,train,generate,grpo,train15,generate15}"
+if [ -n "${OUT:-}" ]; then logs=$(mktemp -d); else logs=gpu-logs; fi
 mkdir -p "$logs"
+exec 3>&1
 purelib=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' 2>/dev/null || true)
 export RUST_BACKTRACE=0  # candle errors would otherwise carry a backtrace each
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:$purelib/nvidia/cu13/lib:/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PYTHONUNBUFFERED=1
 
 bin=$(mktemp -d)
 for f in .gpubin/*.gz; do
   gunzip -c "$f" >"$bin/$(basename "$f" .gz)"
 done
 chmod +x "$bin"/*
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$logs/gpu.txt"
-missing=$(ldd "$bin/ops_cuda_parity" | grep 'not found' || true)
-[ -n "$missing" ] && echo "missing libraries: $missing"
+tokenizer=$(mktemp -d)
+gunzip -c .gpubin/tokenizer_qwen2_5/tokenizer.json.gz >"$tokenizer/tokenizer.json"
+cp .gpubin/tokenizer_qwen2_5/tokenizer_config.json "$tokenizer/"
+work=$(mktemp -d)
+distill="$bin/distill"
+stories=.gpubin/stories260K/stories260K.bin
 
-echo "== ops_cuda_parity"
-start=$(date +%s)
-"$bin/ops_cuda_parity" --test-threads=1 --nocapture >"$logs/ops_cuda_parity.log" 2>&1
-tests_status=$?
-tests_seconds=$(( $(date +%s) - start ))
-skipped=$(grep -c 'no CUDA device' "$logs/ops_cuda_parity.log")
-grep -E '^test |^distill_|test result|panicked|relative error|NaN' "$logs/ops_cuda_parity.log" | head -80
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$logs/gpu.txt" 2>&1
+cat "$logs/gpu.txt"
+ldd "$bin/ops_cuda_parity" | grep 'not found' && echo "missing libraries (above)"
 
-echo "== generation: stories260K, greedy, 48 new tokens"
-sample() {
-  "$bin/distill" model sample --model .gpubin/stories260K/stories260K.bin \
-    --prompt "Once upon a time" --max-new-tokens 48 --device "$1"
+export distill stories logs work tokenizer
+# part NAME LIMIT_S COMMAND...: runs COMMAND (a program or an exported function) under a timeout of LIMIT_S or what is left of the
+# budget, whichever is less; records "NAME exit STATUS SECONDS" in parts.txt.
+part() {
+  local name=$1 limit=$2
+  shift 2
+  case ",$parts," in *",$name,"*) ;; *) return 0 ;; esac
+  local left=$((budget - ($(date +%s) - started) - 10))
+  if [ $left -lt 20 ]; then
+    echo "$name skipped 0" >>"$logs/parts.txt"
+    echo "== $name: skipped, the budget is spent" >&3
+    return 0
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "== $name (at most $limit s)" >&3
+  local t0=$(date +%s)
+  timeout "$limit" bash -c '"$@"' "$name" "$@"
+  local status=$?
+  echo "$name $status $(($(date +%s) - t0))" >>"$logs/parts.txt"
+  echo "   exit $status after $(($(date +%s) - t0)) s" >&3
 }
-sample cpu >"$logs/sample_cpu.txt" 2>"$logs/sample_cpu.err"
-cpu_status=$?
-sample cuda:0 >"$logs/sample_cuda.txt" 2>"$logs/sample_cuda.err"
-cuda_status=$?
-for device in cpu cuda; do
-  echo "$device: $(head -c 400 "$logs/sample_$device.txt")"
-  echo "      $(head -n 3 "$logs/sample_$device.err")"
-done
 
-echo "== training: qwen2.5-0.5b shape, batch 8 x 1024, bf16 compute over f32 master weights"
-"$bin/distill" bench train --device cuda:0 --precision bf16 --shape qwen2.5-0.5b --batch 8 --steps 5 \
-  >"$logs/train_ours.json" 2>"$logs/train_ours.err"
-train_status=$?
-timeout 300 python3 benches/baselines/torch_train_gpu.py --batch 8 --seq 1024 --steps 5 \
-  >"$logs/train_torch.json" 2>"$logs/train_torch.err"
-echo "ours:    $(tail -n 1 "$logs/train_ours.json") $(tail -n 2 "$logs/train_ours.err")"
-echo "PyTorch: $(tail -n 1 "$logs/train_torch.json") $(tail -n 2 "$logs/train_torch.err")"
+part parity 150 "$bin/ops_cuda_parity" --test-threads=1 --nocapture >"$logs/parity.log" 2>&1
 
-echo "== summary"
-echo "GPU: $(cat "$logs/gpu.txt")"
-if [ "$skipped" != 0 ]; then
-  echo "parity tests: SKIPPED ($skipped tests found no CUDA device; see ops_cuda_parity.log)"
-  tests_status=1
-else
-  echo "parity tests: $([ $tests_status = 0 ] && echo PASS || echo "FAIL (exit $tests_status)") in ${tests_seconds} s; $(grep -E '^test result' "$logs/ops_cuda_parity.log" | tail -1)"
+sample() {
+  "$distill" model sample --model "$stories" --prompt "Once upon a time" --max-new-tokens 48 \
+    --device "$1" >"$logs/sample_$2.txt" 2>"$logs/sample_$2.err"
+}
+sample_both() { sample cpu cpu; sample cuda:0 cuda; }
+export -f sample sample_both
+part sample 40 sample_both
+
+sft() {
+  "$distill" train --student "$stories" --data .gpubin/sft_gsm8k64.jsonl --out "$work/sft_$1" \
+    --max-steps 20 --batch-size 4 --max-length 512 --seed 0 --device "$2" --precision "$3" \
+    >"$logs/sft_$1.out" 2>&1
+  cp "$work/sft_$1/metrics.jsonl" "$logs/sft_$1.metrics.jsonl"
+}
+sft_all() { sft cpu_f32 cpu f32; sft cuda_f32 cuda:0 f32; sft cuda_bf16 cuda:0 bf16; }
+export -f sft sft_all
+part sft 90 sft_all
+
+train() { # SHAPE BATCH SEQ STEPS TAG
+  part "$5" 100 "$distill" bench train --device cuda:0 --precision bf16 --shape "$1" --batch "$2" \
+    --seq "$3" --steps "$4" >"$logs/$5_ours.json" 2>"$logs/$5_ours.err"
+  part "$5" 100 python3 benches/baselines/torch_train_gpu.py --shape "$1" --batch "$2" --seq "$3" \
+    --steps "$4" >"$logs/$5_torch.json" 2>"$logs/$5_torch.err"
+}
+train qwen2.5-0.5b 8 1024 5 train
+
+generation() { # SHAPE TAG BATCH...
+  local shape=$1 tag=$2
+  shift 2
+  local batches=()
+  for b in "$@"; do batches+=(--batch "$b"); done
+  part "$tag" 150 "$distill" bench generate --device cuda:0 --shape "$shape" --tokenizer "$tokenizer" \
+    --prompt-len 256 --new-tokens 1024 "${batches[@]}" >"$logs/${tag}_ours.json" 2>"$logs/${tag}_ours.err"
+  part "$tag" 150 python3 benches/baselines/torch_generate_gpu.py --shape "$shape" \
+    --prompt-len 256 --new-tokens 1024 "${batches[@]}" >"$logs/${tag}_torch.json" 2>"$logs/${tag}_torch.err"
+}
+generation qwen2.5-0.5b generate 1 16 64 256
+
+grpo() {
+  "$distill" model init --preset qwen2.5-0.5b --tokenizer "$tokenizer" --out "$work/policy" &&
+    "$distill" grpo --policy "$work/policy" --prompts synth:arith:difficulty=1:count=64:seed=0 \
+      --out "$work/grpo" --steps 2 --group-size 8 --prompts-per-step 8 --max-new-tokens 256 \
+      --device cuda:0
+  local status=$?
+  cp "$work/grpo/metrics.jsonl" "$logs/grpo.metrics.jsonl" 2>/dev/null
+  return $status
+}
+export -f grpo
+part grpo 120 grpo >"$logs/grpo.log" 2>&1
+
+train qwen2.5-1.5b 2 4096 3 train15
+generation qwen2.5-1.5b generate15 1 64
+
+python3 benches/gpu/summarize.py "$logs" | tee "$logs/summary.txt"
+summary_status=${PIPESTATUS[0]}
+if [ -n "${OUT:-}" ]; then
+  cp "$logs/summary.txt" "$OUT/"
+  tar czf "$OUT/gpu-logs.tgz" -C "$logs" .
 fi
-if [ $cpu_status != 0 ] || [ $cuda_status != 0 ]; then
-  echo "generation: FAILED (cpu exit $cpu_status, cuda exit $cuda_status; see sample_*.err)"
-elif cmp -s "$logs/sample_cpu.txt" "$logs/sample_cuda.txt"; then
-  echo "generation: cuda:0 text equals the CPU's"
-else
-  echo "generation: cuda:0 text differs from the CPU's (greedy ties can flip; compare sample_*.txt)"
-fi
-if [ $train_status = 0 ]; then
-  python3 - "$logs/train_ours.json" "$logs/train_torch.json" <<'PY'
-import json, sys
-ours, torch = (json.loads(open(p).read().strip().splitlines()[-1]) for p in sys.argv[1:])
-print(f"training: ours {ours['tokens_per_s']:.0f} tok/s (MFU {ours['mfu']}), PyTorch {torch['tokens_per_s']:.0f} tok/s "
-      f"(MFU {torch['mfu']}), ours/PyTorch {ours['tokens_per_s'] / torch['tokens_per_s']:.2f}")
-PY
-else
-  echo "training: FAILED (exit $train_status; see train_ours.err)"
-fi
-[ $tests_status = 0 ]
+echo "total $(($(date +%s) - started)) s"
+exit "$summary_status"

@@ -9,7 +9,10 @@ use std::process::Command;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::bench::{bench_generate, bench_train, BenchResult, BenchShape, TrainTarget};
+use crate::bench::{
+    bench_generate, bench_generate_on, bench_train, BenchResult, BenchShape, GenerateRun,
+    TrainTarget,
+};
 use crate::model::Tokenizer;
 use crate::train::compute::peak_flops;
 use crate::train::precision::Precision;
@@ -24,6 +27,9 @@ pub enum BenchCommand {
     Grpo(GrpoBenchArgs),
     /// Training tokens/s and MFU of one shape on a chosen device and precision (prints JSON).
     Train(TrainBenchArgs),
+    /// Greedy generation new tokens/s of one shape on a chosen device and precision, one JSON line
+    /// per batch size (`benches/baselines/torch_generate_gpu.py` prints the same for transformers).
+    Generate(GenerateBenchArgs),
     /// Traces/s and peak memory of `distill filter` on synthetic R1-like trace sets (prints JSON).
     Filter(FilterBenchArgs),
 }
@@ -75,6 +81,32 @@ pub struct TrainBenchArgs {
     /// The device's dense peak TFLOP/s in that precision (looked up for known GPUs when unset).
     #[arg(long)]
     pub peak_tflops: Option<f64>,
+}
+
+/// `distill bench generate`.
+#[derive(Debug, Args)]
+pub struct GenerateBenchArgs {
+    /// small-vocab, qwen-vocab, qwen2.5-0.5b or qwen2.5-1.5b.
+    #[arg(long, default_value = "qwen2.5-0.5b")]
+    pub shape: BenchShape,
+    /// Rows generated together; repeat for several runs (e.g. `--batch 1 --batch 64`).
+    #[arg(long, default_values_t = [1])]
+    pub batch: Vec<usize>,
+    /// Random prompt tokens per row.
+    #[arg(long, default_value_t = 256)]
+    pub prompt_len: usize,
+    /// New tokens per row (no EOS: every row runs to the end).
+    #[arg(long, default_value_t = 1024)]
+    pub new_tokens: usize,
+    /// `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// auto (bf16 on CUDA, f32 on the CPU), f32 or bf16.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub precision: Precision,
+    /// tokenizer.json directory used to decode generated ids.
+    #[arg(long, default_value = "../shared/data/tokenizer_qwen2_5")]
+    pub tokenizer: PathBuf,
 }
 
 /// `distill bench cpu`.
@@ -178,6 +210,27 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
             line["compute_dtype"] = format!("{compute_dtype:?}").into();
             line["seq"] = seq.into();
             println!("{line}");
+            return Ok(());
+        }
+        BenchCommand::Generate(args) => {
+            let device = crate::runtime::parse_device(&args.device)?;
+            let dtype = args.precision.compute_dtype(&device);
+            let tokenizer = Tokenizer::from_dir(&args.tokenizer)?;
+            for &batch in &args.batch {
+                let run = GenerateRun {
+                    shape: args.shape,
+                    batch,
+                    prompt_len: args.prompt_len,
+                    new_tokens: args.new_tokens,
+                };
+                let result = bench_generate_on(&run, &tokenizer, &device, dtype)?;
+                let mut line = serde_json::to_value(&result)?;
+                line["device"] = crate::runtime::device_name(&device).into();
+                line["compute_dtype"] = format!("{dtype:?}").into();
+                line["prompt_len"] = args.prompt_len.into();
+                line["new_tokens"] = args.new_tokens.into();
+                println!("{line}");
+            }
             return Ok(());
         }
     };

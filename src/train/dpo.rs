@@ -482,7 +482,7 @@ pub fn run_dpo(config: &DpoConfig, resume: bool) -> anyhow::Result<DpoSummary> {
     let _claim =
         crate::output_dir::OutputDir::claim(&config.out, crate::output_dir::OutputKind::Dpo)?;
     let device = crate::runtime::parse_device(&config.device)?;
-    let loaded = model::load(&config.policy, &device, DType::F32)
+    let mut loaded = model::load(&config.policy, &device, DType::F32)
         .with_context(|| format!("loading policy {}", config.policy))?;
     let data = PairLoading {
         data: &config.data,
@@ -515,6 +515,8 @@ pub fn run_dpo(config: &DpoConfig, resume: bool) -> anyhow::Result<DpoSummary> {
         generation_config: loaded.generation_config.as_ref(),
     };
     let trainable = TrainableDecoder::from_model(&loaded.model)?.computing_in(compute_dtype);
+    // The variables hold the weights from here on; the loaded copy is freed (4 bytes a parameter).
+    loaded.model = trainable.model.clone();
     let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
     let batching = Batching {
         batch_size: config.batch_size,

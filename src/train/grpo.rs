@@ -505,7 +505,7 @@ pub fn run_grpo(
     }
     let checkers = crate::verify::grade::checkers_for(problems, &config.sandbox, "prompt")?;
     let device = crate::runtime::parse_device(&config.device)?;
-    let loaded = model::load(&config.policy, &device, DType::F32)
+    let mut loaded = model::load(&config.policy, &device, DType::F32)
         .with_context(|| format!("loading policy {}", config.policy))?;
     let tokenizer = &loaded.tokenizer;
     let export = ExportInfo {
@@ -520,6 +520,9 @@ pub fn run_grpo(
     } else {
         None
     };
+    // The variables hold the weights from here on; the loaded copy is freed unless it is the
+    // reference (4 bytes a parameter).
+    loaded.model = trainable.model.clone();
     let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
     let schedule = Schedule {
         peak: config.learning_rate,

@@ -1,9 +1,9 @@
-//! AdamW with f32 moments, updated in place on host buffers (one fused pass per parameter, instead of
-//! the ~10 tensor ops per parameter of candle_nn's AdamW), global-norm gradient clipping and gradient
-//! accumulation.
+//! AdamW with f32 moments, global-norm gradient clipping and gradient accumulation. On the CPU the
+//! moments are host buffers updated in place (one fused pass per parameter, instead of the ~10 tensor
+//! ops per parameter of candle_nn's AdamW); on a GPU they stay on the device beside the weights.
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Storage, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ModelError, Result};
@@ -39,14 +39,23 @@ impl Default for AdamWConfig {
     }
 }
 
-/// One parameter's optimiser state.
+/// The two AdamW moments of one parameter.
+enum Moments {
+    /// On the CPU: host buffers updated in place, one fused pass per parameter.
+    Host { m: Vec<f32>, v: Vec<f32> },
+    /// On an accelerator: f32 tensors beside the weights, updated with tensor ops there (no
+    /// weight, gradient or moment crosses to the host).
+    Device { m: Tensor, v: Tensor },
+}
+
+/// One parameter's optimiser state. The variable itself is the f32 master copy of the weights, and
+/// the accumulated gradient is kept as the tensor backward produced (no zeroed buffer, no copy),
+/// so a parameter costs its weights, one gradient and two moments: 16 bytes per value.
 struct Slot {
     name: String,
     var: Var,
-    value: Vec<f32>,
-    grad: Vec<f32>,
-    m: Vec<f32>,
-    v: Vec<f32>,
+    grad: Option<Tensor>,
+    moments: Moments,
     decay: bool,
 }
 
@@ -77,22 +86,134 @@ fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
 }
 
+/// Calls `f` with `t`'s values as f32: read in place when `t` is a contiguous f32 CPU tensor,
+/// otherwise from a host copy.
+fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            if let Ok(values) = cpu.as_slice::<f32>() {
+                return Ok(f(&values[start..end]));
+            }
+        }
+    }
+    Ok(f(&host_f32(t)?))
+}
+
+impl Moments {
+    /// Zero moments for `var`, on the host for a CPU variable and beside it otherwise.
+    fn zeros(var: &Var) -> Result<Self> {
+        let tensor = var.as_tensor();
+        Ok(if tensor.device().is_cpu() {
+            let n = tensor.elem_count();
+            Moments::Host {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            }
+        } else {
+            Moments::Device {
+                m: tensor.zeros_like()?,
+                v: tensor.zeros_like()?,
+            }
+        })
+    }
+}
+
+/// The scalars of one AdamW step, shared by every parameter.
+#[derive(Clone, Copy)]
+struct StepScalars {
+    clip: f32,
+    b1: f32,
+    b2: f32,
+    step_size: f32,
+    inv_bias2_sqrt: f32,
+    eps: f32,
+}
+
+impl Slot {
+    /// Sum of the squared accumulated gradient, added to `total` value by value on the CPU.
+    fn add_grad_sum_sq(&self, total: &mut f64) -> Result<()> {
+        let Some(grad) = &self.grad else {
+            return Ok(());
+        };
+        if grad.device().is_cpu() {
+            with_host_f32(grad, |g| {
+                for &x in g {
+                    *total += f64::from(x) * f64::from(x);
+                }
+            })
+        } else {
+            *total += grad
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            Ok(())
+        }
+    }
+
+    /// Applies one AdamW update with weight-decay factor `decay` and clears the gradient.
+    fn update(&mut self, s: StepScalars, decay: f32) -> Result<()> {
+        let grad = self.grad.take().ok_or_else(|| {
+            ModelError::Invalid(format!("parameter {} received no gradient", self.name))
+        })?;
+        let weights = self.var.as_tensor();
+        let updated = match &mut self.moments {
+            Moments::Host { m, v } => {
+                let values = with_host_f32(weights, |p| {
+                    with_host_f32(&grad, |g| {
+                        let mut out = Vec::with_capacity(p.len());
+                        for i in 0..p.len() {
+                            let g = g[i] * s.clip;
+                            let mi = s.b1 * m[i] + (1.0 - s.b1) * g;
+                            let vi = s.b2 * v[i] + (1.0 - s.b2) * g * g;
+                            m[i] = mi;
+                            v[i] = vi;
+                            let p = p[i] * (1.0 - decay);
+                            out.push(p - s.step_size * mi / (vi.sqrt() * s.inv_bias2_sqrt + s.eps));
+                        }
+                        out
+                    })
+                })??;
+                Tensor::from_vec(values, weights.shape(), weights.device())?
+            }
+            Moments::Device { m, v } => {
+                let g = grad.affine(f64::from(s.clip), 0.0)?;
+                *m = (m.affine(f64::from(s.b1), 0.0)? + g.affine(f64::from(1.0 - s.b1), 0.0)?)?;
+                *v = (v.affine(f64::from(s.b2), 0.0)?
+                    + g.sqr()?.affine(f64::from(1.0 - s.b2), 0.0)?)?;
+                let denominator = v
+                    .sqrt()?
+                    .affine(f64::from(s.inv_bias2_sqrt), f64::from(s.eps))?;
+                let step = (&*m / denominator)?.affine(f64::from(s.step_size), 0.0)?;
+                (weights.affine(f64::from(1.0 - decay), 0.0)? - step)?
+            }
+        };
+        self.var.set(&updated)?;
+        Ok(())
+    }
+}
+
 impl AdamW {
-    /// Starts fresh state (zero moments) for `params`.
+    /// Starts fresh state (zero moments) for `params`, which must be f32: the variables are the
+    /// master weights.
     pub fn new(params: &[(String, Var)], config: AdamWConfig) -> Result<Self> {
         let slots = params
             .iter()
             .map(|(name, var)| {
-                let value = host_f32(var.as_tensor())?;
-                let n = value.len();
+                if var.dtype() != DType::F32 {
+                    return Err(ModelError::Invalid(format!(
+                        "parameter {name} is {:?}: AdamW trains f32 master weights (compute in bf16 \
+                         with a precision setting instead)",
+                        var.dtype()
+                    )));
+                }
                 Ok(Slot {
                     name: name.clone(),
                     var: var.clone(),
                     decay: decays(name, &config),
-                    value,
-                    grad: vec![0.0; n],
-                    m: vec![0.0; n],
-                    v: vec![0.0; n],
+                    grad: None,
+                    moments: Moments::zeros(var)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -115,29 +236,34 @@ impl AdamW {
             let grad = grads.get(slot.var.as_tensor()).ok_or_else(|| {
                 ModelError::Invalid(format!("parameter {} received no gradient", slot.name))
             })?;
-            let grad = host_f32(grad)?;
-            for (acc, g) in slot.grad.iter_mut().zip(grad) {
-                *acc += scale * g;
-            }
+            let grad = grad.to_dtype(DType::F32)?;
+            let scaled = if scale == 1.0 {
+                grad
+            } else {
+                grad.affine(f64::from(scale), 0.0)?
+            };
+            slot.grad = Some(match slot.grad.take() {
+                None => scaled,
+                Some(sum) => (sum + scaled)?,
+            });
         }
         Ok(())
     }
 
     /// Global L2 norm of the accumulated gradients.
-    pub fn grad_norm(&self) -> f64 {
-        self.slots
-            .iter()
-            .flat_map(|s| s.grad.iter())
-            .map(|&g| f64::from(g) * f64::from(g))
-            .sum::<f64>()
-            .sqrt()
+    pub fn grad_norm(&self) -> Result<f64> {
+        let mut total = 0.0;
+        for slot in &self.slots {
+            slot.add_grad_sum_sq(&mut total)?;
+        }
+        Ok(total.sqrt())
     }
 
     /// Clips, applies one AdamW update at learning rate `lr`, writes the new weights into the
     /// variables and clears the accumulated gradients. Refuses (and changes nothing) when the gradient
     /// is not finite.
     pub fn step(&mut self, lr: f64) -> Result<StepReport> {
-        let grad_norm = self.grad_norm();
+        let grad_norm = self.grad_norm()?;
         if !grad_norm.is_finite() {
             return Err(ModelError::Invalid(format!(
                 "gradient norm is {grad_norm}: refusing to update the weights"
@@ -153,52 +279,43 @@ impl AdamW {
         let t = self.steps as f64;
         let bias1 = 1.0 - c.beta1.powf(t);
         let bias2 = 1.0 - c.beta2.powf(t);
-        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
-        let step_size = (lr / bias1) as f32;
-        let inv_bias2_sqrt = (1.0 / bias2.sqrt()) as f32;
-        let eps = c.eps as f32;
-        let clip = clip as f32;
+        let scalars = StepScalars {
+            clip: clip as f32,
+            b1: c.beta1 as f32,
+            b2: c.beta2 as f32,
+            step_size: (lr / bias1) as f32,
+            inv_bias2_sqrt: (1.0 / bias2.sqrt()) as f32,
+            eps: c.eps as f32,
+        };
         for slot in &mut self.slots {
             let decay = if slot.decay {
                 (lr * c.weight_decay) as f32
             } else {
                 0.0
             };
-            for i in 0..slot.value.len() {
-                let g = slot.grad[i] * clip;
-                let m = b1 * slot.m[i] + (1.0 - b1) * g;
-                let v = b2 * slot.v[i] + (1.0 - b2) * g * g;
-                slot.m[i] = m;
-                slot.v[i] = v;
-                let p = slot.value[i] * (1.0 - decay);
-                slot.value[i] = p - step_size * m / (v.sqrt() * inv_bias2_sqrt + eps);
-                slot.grad[i] = 0.0;
-            }
-            let tensor = slot.var.as_tensor();
-            let updated = Tensor::from_slice(&slot.value, tensor.shape(), tensor.device())?
-                .to_dtype(tensor.dtype())?;
-            slot.var.set(&updated)?;
+            slot.update(scalars, decay)?;
         }
         Ok(StepReport {
             grad_norm,
-            clipped: clip < 1.0,
+            clipped: scalars.clip < 1.0,
         })
     }
 
-    /// The moments as named tensors (`m.NAME`, `v.NAME`) for a checkpoint.
+    /// The moments as named tensors (`m.NAME`, `v.NAME`) on the CPU, for a checkpoint.
     pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let cpu = candle_core::Device::Cpu;
         let mut out = Vec::with_capacity(2 * self.slots.len());
         for slot in &self.slots {
             let shape = slot.var.as_tensor().shape().clone();
-            let cpu = candle_core::Device::Cpu;
-            out.push((
-                format!("m.{}", slot.name),
-                Tensor::from_slice(&slot.m, shape.clone(), &cpu)?,
-            ));
-            out.push((
-                format!("v.{}", slot.name),
-                Tensor::from_slice(&slot.v, shape, &cpu)?,
-            ));
+            let (m, v) = match &slot.moments {
+                Moments::Host { m, v } => (
+                    Tensor::from_slice(m, shape.clone(), &cpu)?,
+                    Tensor::from_slice(v, shape, &cpu)?,
+                ),
+                Moments::Device { m, v } => (m.to_device(&cpu)?, v.to_device(&cpu)?),
+            };
+            out.push((format!("m.{}", slot.name), m));
+            out.push((format!("v.{}", slot.name), v));
         }
         Ok(out)
     }
@@ -211,28 +328,38 @@ impl AdamW {
         origin: &str,
     ) -> Result<()> {
         for slot in &mut self.slots {
-            for (prefix, target) in [("m", &mut slot.m), ("v", &mut slot.v)] {
+            let weights = slot.var.as_tensor();
+            let read = |prefix: &str| -> Result<Tensor> {
                 let name = format!("{prefix}.{}", slot.name);
                 let tensor = tensors.get(&name).ok_or_else(|| ModelError::Weights {
                     file: origin.to_string(),
                     tensor: name.clone(),
                     message: "missing optimiser state".into(),
                 })?;
-                let values = host_f32(tensor)?;
-                if values.len() != target.len() {
+                if tensor.elem_count() != weights.elem_count() {
                     return Err(ModelError::Weights {
                         file: origin.to_string(),
                         tensor: name,
                         message: format!(
                             "has {} values, the parameter has {}",
-                            values.len(),
-                            target.len()
+                            tensor.elem_count(),
+                            weights.elem_count()
                         ),
                     });
                 }
-                *target = values;
-            }
-            slot.value = host_f32(slot.var.as_tensor())?;
+                Ok(tensor.to_dtype(DType::F32)?.reshape(weights.shape())?)
+            };
+            let (m, v) = (read("m")?, read("v")?);
+            slot.moments = match slot.moments {
+                Moments::Host { .. } => Moments::Host {
+                    m: host_f32(&m)?,
+                    v: host_f32(&v)?,
+                },
+                Moments::Device { .. } => Moments::Device {
+                    m: m.to_device(weights.device())?,
+                    v: v.to_device(weights.device())?,
+                },
+            };
         }
         self.steps = steps;
         Ok(())

@@ -349,7 +349,7 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     let _claim =
         crate::output_dir::OutputDir::claim(&config.out, crate::output_dir::OutputKind::Sft)?;
     let device = crate::runtime::parse_device(&config.device)?;
-    let loaded = model::load(&config.student, &device, DType::F32)
+    let mut loaded = model::load(&config.student, &device, DType::F32)
         .with_context(|| format!("loading student {}", config.student))?;
     let dataset = load_dataset(config, &loaded.tokenizer)?;
     let export = ExportInfo {
@@ -359,6 +359,8 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
     };
     let compute_dtype = config.precision.compute_dtype(&device);
     let trainable = TrainableDecoder::from_model(&loaded.model)?.computing_in(compute_dtype);
+    // The variables hold the weights from here on; the loaded copy is freed (4 bytes a parameter).
+    loaded.model = trainable.model.clone();
     let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
     let peak_flops = peak_flops(config.peak_tflops, &device, compute_dtype);
     let (mut run_model_flops, mut run_step_seconds) = (0.0, 0.0);
