@@ -85,6 +85,32 @@ pub struct BenchResult {
     pub peak_rss_mib: f64,
     /// Model FLOPs utilisation (training, when the device's peak is known).
     pub mfu: Option<f64>,
+    /// Where a training step's time goes (training only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases: Option<TrainPhases>,
+}
+
+/// Seconds per training step in each phase, the device synchronised between phases.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TrainPhases {
+    /// Forward through the decoder and the loss.
+    pub forward_seconds: f64,
+    /// `backward()`.
+    pub backward_seconds: f64,
+    /// Gradient accumulation, clipping and the AdamW update.
+    pub optimizer_seconds: f64,
+}
+
+impl TrainPhases {
+    /// These totals over `steps` steps, as means per step.
+    fn per_step(self, steps: usize) -> Self {
+        let n = steps.max(1) as f64;
+        TrainPhases {
+            forward_seconds: self.forward_seconds / n,
+            backward_seconds: self.backward_seconds / n,
+            optimizer_seconds: self.optimizer_seconds / n,
+        }
+    }
 }
 
 /// Where and how a training bench computes.
@@ -160,21 +186,31 @@ pub fn bench_train(
         device,
     )?;
     let mask = Tensor::ones((batch, seq), DType::F32, device)?;
-    let mut step = || -> anyhow::Result<()> {
+    let mut phases = TrainPhases::default();
+    let mut step = |phases: &mut TrainPhases| -> anyhow::Result<()> {
+        let started = Instant::now();
         let model = trainable.compute_model()?;
         let hidden = model.forward(&ids, &positions, None, None)?;
         let loss = next_token_loss(&hidden, model.lm_head(), &ids, &mask)?;
-        optimizer.accumulate(&loss.backward()?, 1.0)?;
+        device.synchronize()?;
+        let forward_done = Instant::now();
+        let grads = loss.backward()?;
+        device.synchronize()?;
+        let backward_done = Instant::now();
+        optimizer.accumulate(&grads, 1.0)?;
+        drop(grads);
         optimizer.step(1e-4)?;
+        device.synchronize()?;
+        phases.forward_seconds += (forward_done - started).as_secs_f64();
+        phases.backward_seconds += (backward_done - forward_done).as_secs_f64();
+        phases.optimizer_seconds += backward_done.elapsed().as_secs_f64();
         Ok(())
     };
-    step()?;
-    device.synchronize()?;
+    step(&mut TrainPhases::default())?;
     let started = Instant::now();
     for _ in 0..steps {
-        step()?;
+        step(&mut phases)?;
     }
-    device.synchronize()?;
     let seconds = started.elapsed().as_secs_f64();
     let flops = steps as f64 * training_flops(&config, std::iter::repeat_n(seq, batch));
     Ok(BenchResult {
@@ -184,6 +220,7 @@ pub fn bench_train(
         tokens_per_s: (batch * seq * steps) as f64 / seconds,
         peak_rss_mib: peak_rss_mib(),
         mfu: target.peak_flops.map(|peak| mfu(flops, seconds, peak)),
+        phases: Some(phases.per_step(steps)),
     })
 }
 
@@ -242,7 +279,7 @@ pub fn bench_generate_on(
     dtype: DType,
 ) -> anyhow::Result<GenerateResult> {
     let config = run.shape.config();
-    let weights = random_weights(&config, 0, &Device::Cpu)?;
+    let weights = random_weights(&config, 0, device)?;
     let model = crate::model::Decoder::from_weights(&config, &weights, dtype, device)?;
     let requests: Vec<GenerationRequest> = (0..run.batch)
         .map(|b| GenerationRequest {
@@ -276,6 +313,7 @@ pub fn bench_generate_on(
             tokens_per_s: produced as f64 / seconds,
             peak_rss_mib: peak_rss_mib(),
             mfu: None,
+            phases: None,
         },
         seconds,
         weight_bytes: config.parameter_count() as f64 * dtype_bytes,

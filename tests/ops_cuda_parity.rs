@@ -14,6 +14,8 @@
 //! output element a kernel leaves unwritten most likely reads back as NaN and fails the test.
 #![cfg(feature = "cuda")]
 
+#[path = "support/adamw_fixture.rs"]
+mod adamw_fixture;
 mod common;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
@@ -720,76 +722,16 @@ fn decoder_forward_and_backward_match_cpu() {
 
 // ---------------------------------------------------------------- optimiser
 
-/// AdamW keeps its moments on the GPU and updates there with tensor ops; on the CPU it runs a fused
-/// host loop. Three steps (two accumulated micro-batches each, weight decay, a clipped step) of a
-/// tiny decoder must leave the same weights on both.
+/// AdamW keeps its moments on the GPU and updates there with tensor ops (on the CPU it runs a fused
+/// host loop). Fed the torch fixture's gradients, the CUDA update must land on torch's weights.
+/// (Comparing after a CUDA and a CPU backward would not do: Adam's first steps move each weight by
+/// about the learning rate whatever the gradient's size, so gradient rounding differences of 1e-7
+/// flip near-zero gradients and move weights by a whole step.)
 #[test]
-fn adamw_on_cuda_matches_the_cpu_update() {
-    use distill::model::init::random_weights;
-    use distill::model::Architecture;
-    use distill::train::loss::next_token_loss;
-    use distill::train::optim::{AdamW, AdamWConfig};
-    use distill::train::trainable::TrainableDecoder;
-
-    let Some(dev) = gpu("adamw_on_cuda_matches_the_cpu_update") else {
+fn adamw_on_cuda_matches_torch() {
+    let Some(dev) = gpu("adamw_on_cuda_matches_torch") else {
         return;
     };
-    let (b, len, vocab) = (2, 9, 97);
-    let config = common::tiny(Architecture::Qwen2, vocab);
-    let weights = random_weights(&config, 5, &CPU).unwrap();
-    let settings = AdamWConfig {
-        weight_decay: 0.1,
-        max_grad_norm: 0.5,
-        ..AdamWConfig::default()
-    };
-    let run = |device: &Device| {
-        let t = TrainableDecoder::new(&config, &weights, DType::F32, device).unwrap();
-        let mut optimizer = AdamW::new(&t.params, settings.clone()).unwrap();
-        let positions = common::positions(b, len).to_device(device).unwrap();
-        let loss_mask = Tensor::ones((b, len), DType::F32, device).unwrap();
-        let mut norms = Vec::new();
-        for step in 0..3u32 {
-            for micro in 0..2u32 {
-                let ids = common::token_ids(b, len, vocab, 10 * step + micro)
-                    .to_device(device)
-                    .unwrap();
-                let hidden = t.model.forward(&ids, &positions, None, None).unwrap();
-                let loss = next_token_loss(&hidden, t.model.lm_head(), &ids, &loss_mask).unwrap();
-                optimizer
-                    .accumulate(&loss.backward().unwrap(), 0.5)
-                    .unwrap();
-            }
-            norms.push(optimizer.step(3e-3).unwrap());
-        }
-        let state = optimizer.state_tensors().unwrap();
-        (t.params, norms, state)
-    };
-    let (want_params, want_norms, want_state) = run(&CPU);
     poison(&dev);
-    let (params, norms, state) = run(&dev);
-    for (got, want) in norms.iter().zip(&want_norms) {
-        let rel = (got.grad_norm - want.grad_norm).abs() / want.grad_norm;
-        assert!(
-            rel < 1e-4,
-            "grad norm {} vs {} on the CPU",
-            got.grad_norm,
-            want.grad_norm
-        );
-        assert_eq!(got.clipped, want.clipped, "clipping decision");
-    }
-    assert!(
-        want_norms.iter().any(|r| r.clipped),
-        "no step was clipped: the test lost its point"
-    );
-    for ((name, got), (_, want)) in params.iter().zip(&want_params) {
-        assert_close(
-            &format!("weights {name}"),
-            got.as_tensor(),
-            want.as_tensor(),
-            1e-4,
-        );
-    }
-    for ((name, got), (_, want)) in state.iter().zip(&want_state) {
-        assert_close(&format!("state {name}"), got, want, 1e-4);
-    }
+    adamw_fixture::replay_against_torch(&dev, 1e-5);
 }

@@ -12,6 +12,8 @@
 #   grpo        two GRPO steps of a Qwen2.5-0.5B-shape policy on cuda:0: rollout and update seconds
 #   train15     the Qwen2.5-1.5B-shape step at 2 x 4096, ours and PyTorch
 #   generate15  generation at the Qwen2.5-1.5B shape, batch 1 and 64, ours and transformers
+# The PyTorch/transformers side of train, generate, train15 and generate15 is its own part, NAME_torch.
+# GPU_GEN_BATCHES and GPU_TORCH_GEN_BATCHES (space-separated) override generate's batch sizes.
 # GPU_PARTS (comma-separated) picks parts; GPU_BUDGET_S (default 420) bounds the whole script: a
 # part gets at most what is left, and a part that would start with under 20 s left is skipped.
 # Every log goes into $OUT/gpu-logs.tgz (the run tool brings $OUT back; at most 8 files) and
@@ -23,7 +25,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 started=$(date +%s)
 budget="${GPU_BUDGET_S:-420}"
-parts="${GPU_PARTS:-parity,sample,sft,train,generate,grpo,train15,generate15}"
+parts="${GPU_PARTS:-parity,sample,sft,train,train_torch,generate,generate_torch,grpo,train15,train15_torch,generate15,generate15_torch}"
 if [ -n "${OUT:-}" ]; then logs=$(mktemp -d); else logs=gpu-logs; fi
 mkdir -p "$logs"
 exec 3>&1
@@ -93,22 +95,22 @@ part sft 90 sft_all
 train() { # SHAPE BATCH SEQ STEPS TAG
   part "$5" 100 "$distill" bench train --device cuda:0 --precision bf16 --shape "$1" --batch "$2" \
     --seq "$3" --steps "$4" >"$logs/$5_ours.json" 2>"$logs/$5_ours.err"
-  part "$5" 100 python3 benches/baselines/torch_train_gpu.py --shape "$1" --batch "$2" --seq "$3" \
+  part "$5_torch" 100 python3 benches/baselines/torch_train_gpu.py --shape "$1" --batch "$2" --seq "$3" \
     --steps "$4" >"$logs/$5_torch.json" 2>"$logs/$5_torch.err"
 }
 train qwen2.5-0.5b 8 1024 5 train
 
-generation() { # SHAPE TAG BATCH...
-  local shape=$1 tag=$2
-  shift 2
-  local batches=()
-  for b in "$@"; do batches+=(--batch "$b"); done
+generation() { # SHAPE TAG OURS_BATCHES TORCH_BATCHES (space-separated lists)
+  local shape=$1 tag=$2 ours=() torch=() b
+  for b in $3; do ours+=(--batch "$b"); done
+  for b in $4; do torch+=(--batch "$b"); done
   part "$tag" 150 "$distill" bench generate --device cuda:0 --shape "$shape" --tokenizer "$tokenizer" \
-    --prompt-len 256 --new-tokens 1024 "${batches[@]}" >"$logs/${tag}_ours.json" 2>"$logs/${tag}_ours.err"
-  part "$tag" 150 python3 benches/baselines/torch_generate_gpu.py --shape "$shape" \
-    --prompt-len 256 --new-tokens 1024 "${batches[@]}" >"$logs/${tag}_torch.json" 2>"$logs/${tag}_torch.err"
+    --prompt-len 256 --new-tokens 1024 "${ours[@]}" >"$logs/${tag}_ours.json" 2>"$logs/${tag}_ours.err"
+  part "${tag}_torch" 150 python3 benches/baselines/torch_generate_gpu.py --shape "$shape" \
+    --prompt-len 256 --new-tokens 1024 "${torch[@]}" >"$logs/${tag}_torch.json" 2>"$logs/${tag}_torch.err"
 }
-generation qwen2.5-0.5b generate 1 16 64 256
+batches="${GPU_GEN_BATCHES:-1 16 64 256}"
+generation qwen2.5-0.5b generate "$batches" "${GPU_TORCH_GEN_BATCHES:-$batches}"
 
 grpo() {
   "$distill" model init --preset qwen2.5-0.5b --tokenizer "$tokenizer" --out "$work/policy" &&
@@ -123,7 +125,7 @@ export -f grpo
 part grpo 120 grpo >"$logs/grpo.log" 2>&1
 
 train qwen2.5-1.5b 2 4096 3 train15
-generation qwen2.5-1.5b generate15 1 64
+generation qwen2.5-1.5b generate15 "1 64" "1 64"
 
 python3 benches/gpu/summarize.py "$logs" | tee "$logs/summary.txt"
 summary_status=${PIPESTATUS[0]}

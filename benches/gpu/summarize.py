@@ -89,16 +89,16 @@ def sft(logs, parts):
 
 
 def pairs(logs, parts, tag, what):
-    if tag not in parts:
+    if tag not in parts and f"{tag}_torch" not in parts:
         return
     ours, theirs = json_lines(logs / f"{tag}_ours.json"), json_lines(logs / f"{tag}_torch.json")
     if not ours and not theirs:
-        if (logs / f"{tag}_ours.err").exists():
+        if tag in parts:
             print(f"{what}: ours FAILED: {tail(logs / f'{tag}_ours.err')}")
         return
-    if not ours:
+    if not ours and tag in parts:
         print(f"{what}: ours FAILED: {tail(logs / f'{tag}_ours.err')}")
-    if not theirs:
+    if not theirs and f"{tag}_torch" in parts:
         print(f"{what}: PyTorch gave no result: {tail(logs / f'{tag}_torch.err')} {tail(logs / f'{tag}_torch.json')}")
     by_batch = {r["batch"]: r for r in theirs}
     for r in ours:
@@ -106,6 +106,10 @@ def pairs(logs, parts, tag, what):
         line = f"{what} {r['shape']} batch {r['batch']}: ours {r['tokens_per_s']:.0f} tok/s"
         if r.get("mfu") is not None:
             line += f" (MFU {r['mfu']:.3f})"
+        if r.get("phases"):
+            p = r["phases"]
+            line += (f" [forward {p['forward_seconds']:.3f} s, backward {p['backward_seconds']:.3f} s, "
+                     f"optimizer {p['optimizer_seconds']:.3f} s per step]")
         if "weight_bytes" in r:
             steps = r["new_tokens"]
             moved = steps * (r["weight_bytes"] + r["mean_kv_bytes_per_step"])

@@ -396,11 +396,8 @@ impl Decoder {
                 positions.dims()
             )));
         }
-        let mut x = self
-            .embed_tokens
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, self.config.hidden_size))?;
-        let (cos, sin) = self.rope.cos_sin(positions, self.dtype())?;
+        let mut x = self.embed(ids)?;
+        let (cos, sin) = self.rope_tables(positions)?;
         let cache_ref = cache.as_deref();
         if let Some(cache) = cache_ref {
             cache.check_room(t)?;
@@ -411,7 +408,39 @@ impl Decoder {
         if let Some(cache) = cache {
             cache.advance(t);
         }
-        self.norm.forward(&x)
+        self.final_norm(&x)
+    }
+
+    /// The token embeddings `[B, T, hidden]` of ids `[B, T]`: the first stage of
+    /// [`Decoder::forward`]. The stages are public for training that recomputes each layer in the
+    /// backward (`crate::train::recompute`).
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        Ok(self
+            .embed_tokens
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.config.hidden_size))?)
+    }
+
+    /// The rotary cos/sin tables for `positions` `[B, T]`, shared by every layer.
+    pub fn rope_tables(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.rope.cos_sin(positions, self.dtype())
+    }
+
+    /// Decoder layer `index` applied to hidden states `x` (no cache).
+    pub fn layer_forward(
+        &self,
+        index: usize,
+        x: &Tensor,
+        rope: (&Tensor, &Tensor),
+        mask: Option<&AttentionMask>,
+    ) -> Result<Tensor> {
+        self.layers[index].forward(x, rope, mask, None)
+    }
+
+    /// The final norm: the last stage of [`Decoder::forward`].
+    pub fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        self.norm.forward(x)
     }
 
     /// The output projection `[vocab, hidden]` (the embedding when tied).
