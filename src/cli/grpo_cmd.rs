@@ -70,6 +70,10 @@ pub struct GrpoArgs {
     /// Give no gradient to completions cut by the length limit.
     #[arg(long)]
     pub mask_truncated: bool,
+    /// Activation checkpointing: keep each decoder layer's input only and recompute the layer in
+    /// the backward (less memory for long rows, one more forward; same gradients).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Stop once the estimated training FLOPs reach this budget.
     #[arg(long)]
     pub max_flops: Option<f64>,
@@ -116,6 +120,10 @@ impl GrpoArgs {
         );
         table.set_enum("loss", self.loss);
         table.set("mask_truncated", self.mask_truncated.then_some(true));
+        table.set(
+            "gradient_checkpointing",
+            self.gradient_checkpointing.then_some(true),
+        );
         table.set("max_flops", self.max_flops);
         table.set("save_every", int64(self.save_every));
         table.set("seed", int64(self.seed));

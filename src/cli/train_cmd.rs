@@ -56,6 +56,10 @@ pub struct TrainArgs {
     /// Pack several examples per row.
     #[arg(long)]
     pub pack: bool,
+    /// Activation checkpointing: keep each decoder layer's input only and recompute the layer in
+    /// the backward (less memory for long rows, one more forward; same gradients).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Passes over the data.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -114,6 +118,10 @@ impl TrainArgs {
         table.set_enum("over_length", self.over_length);
         table.set("max_lost_loss_fraction", self.max_lost_loss_fraction);
         table.set("pack", self.pack.then_some(true));
+        table.set(
+            "gradient_checkpointing",
+            self.gradient_checkpointing.then_some(true),
+        );
         table.set("epochs", int(self.epochs));
         table.set("max_steps", int64(self.max_steps));
         table.set("warmup_steps", int64(self.warmup_steps));

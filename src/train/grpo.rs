@@ -21,6 +21,7 @@ use super::loss::next_token_log_probs_and_entropy;
 use super::metrics::{plot_metrics, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
 use super::precision::Precision;
+use super::recompute::{loss_and_gradients, LossAndGradients};
 use super::rewards::{advantages, AdvantageScaling, RewardBreakdown, RewardConfig, Scored};
 use super::schedule::{Decay, Schedule};
 use super::trainable::{cast_decoder, TrainableDecoder};
@@ -134,6 +135,11 @@ pub struct GrpoConfig {
     /// `bf16` (over f32 master weights either way).
     #[serde(default)]
     pub precision: Precision,
+    /// Activation checkpointing: keep only each decoder layer's input during the forward and
+    /// recompute the layer in the backward (less memory, one more forward through the layers; the
+    /// gradients are the same).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
     /// Optimiser settings.
     #[serde(default)]
     pub optimizer: AdamWConfig,
@@ -286,8 +292,18 @@ impl RolloutBatch {
         temperature: f64,
     ) -> model::Result<crate::ops::SelectiveLogSoftmax> {
         let hidden = model.forward(&self.ids, &self.positions, None, None)?;
+        self.log_probs_of_hidden(&hidden, model, temperature)
+    }
+
+    /// [`RolloutBatch::log_probs`] from `model`'s final hidden states on the batch.
+    pub fn log_probs_of_hidden(
+        &self,
+        hidden: &Tensor,
+        model: &Decoder,
+        temperature: f64,
+    ) -> model::Result<crate::ops::SelectiveLogSoftmax> {
         next_token_log_probs_and_entropy(
-            &hidden,
+            hidden,
             model.lm_head(),
             &self.ids,
             &self.completion_mask,
@@ -317,7 +333,7 @@ pub fn policy_loss(
 
 /// The GRPO objective given the current policy's log-probs on the batch (differentiable through
 /// them), with the per-token entropy.
-fn objective(
+pub fn objective(
     current: &crate::ops::SelectiveLogSoftmax,
     batch: &RolloutBatch,
     old_logp: &Tensor,
@@ -642,17 +658,32 @@ pub fn run_grpo(
         let mut old_logp: Option<Tensor> = None;
         let mu = config.mu.max(1);
         for _ in 0..mu {
-            let current = batch.log_probs(&trainable.compute_model()?, temperature)?;
-            // The first iteration runs before any update, on the weights that sampled the
-            // rollouts: its log-probs are the old policy's, with no extra forward pass.
-            let old = old_logp.get_or_insert_with(|| current.logp.detach());
-            let (loss, token_entropy) =
-                objective(&current, &batch, old, ref_logp.as_ref(), &advantage, config)?;
+            let model = trainable.compute_model()?;
+            let LossAndGradients {
+                extra: (loss, token_entropy),
+                grads,
+                ..
+            } = loss_and_gradients(
+                &model,
+                &batch.ids,
+                &batch.positions,
+                None,
+                config.gradient_checkpointing,
+                |hidden| {
+                    let current = batch.log_probs_of_hidden(hidden, &model, temperature)?;
+                    // The first iteration runs before any update, on the weights that sampled
+                    // the rollouts: its log-probs are the old policy's, with no extra forward.
+                    let old = old_logp.get_or_insert_with(|| current.logp.detach());
+                    let (loss, token_entropy) =
+                        objective(&current, &batch, old, ref_logp.as_ref(), &advantage, config)?;
+                    Ok((loss.loss.clone(), (loss, token_entropy)))
+                },
+            )?;
             let value = f64::from(loss.loss.to_scalar::<f32>()?);
             if !value.is_finite() {
                 bail!("GRPO loss is {value} at step {}: stopping", state.step + 1);
             }
-            optimizer.accumulate(&loss.loss.backward()?, 1.0)?;
+            optimizer.accumulate(&grads, 1.0)?;
             let lr = schedule.lr(optimizer.steps());
             optimizer.step(lr)?;
             loss_value += value / mu as f64;

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod optim;
 pub mod precision;
 pub mod preference_loss;
+pub mod recompute;
 pub mod rewards;
 pub mod schedule;
 pub mod sft;

@@ -15,6 +15,7 @@ use super::loss::next_token_loss;
 use super::metrics::{plot_metrics, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
 use super::precision::Precision;
+use super::recompute::{loss_and_gradients, LossAndGradients};
 use super::schedule::{Decay, Schedule};
 use super::sft_data::{
     apply_length_policy, pack_best_fit_decreasing, packing_efficiency, tokenize_conversation,
@@ -103,6 +104,11 @@ pub struct SftConfig {
     /// weights either way).
     #[serde(default)]
     pub precision: Precision,
+    /// Activation checkpointing: keep only each decoder layer's input during the forward and
+    /// recompute the layer in the backward (less memory, one more forward through the layers; the
+    /// gradients are the same).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
     /// The device's dense peak TFLOP/s in the compute precision, for the MFU in the metrics. When
     /// unset it is looked up for known GPUs; without it no MFU is logged.
     #[serde(default)]
@@ -426,8 +432,18 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
             .max(1);
         for batch in &batches {
             let share = batch.target_tokens as f64 / step_targets as f64;
-            let hidden = model.forward(&batch.ids, &batch.positions, Some(&batch.mask), None)?;
-            let loss = next_token_loss(&hidden, model.lm_head(), &batch.ids, &batch.loss_mask)?;
+            let LossAndGradients { loss, grads, .. } = loss_and_gradients(
+                &model,
+                &batch.ids,
+                &batch.positions,
+                Some(&batch.mask),
+                config.gradient_checkpointing,
+                |hidden| {
+                    let loss =
+                        next_token_loss(hidden, model.lm_head(), &batch.ids, &batch.loss_mask)?;
+                    Ok((loss, ()))
+                },
+            )?;
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
                 bail!(
@@ -437,7 +453,7 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
                         .map_or("(none)".into(), |p| p.display().to_string())
                 );
             }
-            optimizer.accumulate(&loss.backward()?, share as f32)?;
+            optimizer.accumulate(&grads, share as f32)?;
             step_loss += value * share;
             step_tokens += batch.tokens;
             step_flops +=

@@ -121,6 +121,7 @@ pub fn sft_settings(config: &SftConfig, paths: &ScriptPaths) -> anyhow::Result<V
         "max_steps": config.max_steps.map_or(-1, |s| s as i64),
         "max_length": config.max_length,
         "packing": config.pack,
+        "gradient_checkpointing": config.gradient_checkpointing,
         "completion_only_loss": true,
         "seed": config.seed,
         "data_seed": config.seed,
@@ -219,6 +220,7 @@ pub fn grpo_settings(
         "loss_type": loss_type,
         "scale_rewards": scale_rewards,
         "mask_truncated_completions": config.mask_truncated,
+        "gradient_checkpointing": config.gradient_checkpointing,
         "seed": config.seed,
         "data_seed": config.seed,
         "logging_steps": 1,
@@ -267,6 +269,7 @@ mod tests {
             save_every = 50
             eval_every = 10
             seed = 7
+            gradient_checkpointing = true
             [optimizer]
             beta2 = 0.98
             weight_decay = 0.1
@@ -299,6 +302,7 @@ mod tests {
             ("max_steps", json!(-1)),
             ("max_length", json!(256)),
             ("packing", json!(false)),
+            ("gradient_checkpointing", json!(true)),
             ("completion_only_loss", json!(true)),
             ("seed", json!(7)),
             ("save_strategy", json!("steps")),
