@@ -12,6 +12,7 @@ use crate::model::{Architecture, ModelConfig, SamplerConfig, Tokenizer};
 use crate::train::compute::{mfu, training_flops};
 use crate::train::loss::next_token_loss;
 use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::recompute::loss_and_gradients;
 use crate::train::trainable::TrainableDecoder;
 
 /// The shapes of the CPU benchmark.
@@ -31,6 +32,9 @@ pub enum BenchShape {
     #[value(name = "qwen2.5-1.5b")]
     #[serde(rename = "qwen2.5-1.5b")]
     Qwen25OneHalfB,
+    /// Qwen's vocabulary, hidden 512, MLP 2048, 8 layers, 8 heads (2 KV), context 32k: the shape of
+    /// the memory-versus-length bench (`distill bench memory`).
+    LongContext,
 }
 
 impl BenchShape {
@@ -56,6 +60,18 @@ impl BenchShape {
                 return crate::model::init::Preset::Qwen25_1_5b
                     .config(151_936)
                     .expect("the Qwen2.5-1.5B preset has a fixed shape")
+            }
+            BenchShape::LongContext => {
+                return ModelConfig {
+                    hidden_size: 512,
+                    intermediate_size: 2048,
+                    num_hidden_layers: 8,
+                    num_attention_heads: 8,
+                    num_key_value_heads: 2,
+                    head_dim: 64,
+                    max_position_embeddings: 32_768,
+                    ..tiny_config(Architecture::Qwen2, 151_936)
+                }
             }
         };
         ModelConfig {
@@ -93,9 +109,10 @@ pub struct BenchResult {
 /// Seconds per training step in each phase, the device synchronised between phases.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct TrainPhases {
-    /// Forward through the decoder and the loss.
+    /// Forward through the decoder and the loss (without activation checkpointing; with it the
+    /// forward runs inside the layer-by-layer backward and counts there).
     pub forward_seconds: f64,
-    /// `backward()`.
+    /// The backward.
     pub backward_seconds: f64,
     /// Gradient accumulation, clipping and the AdamW update.
     pub optimizer_seconds: f64,
@@ -122,6 +139,8 @@ pub struct TrainTarget {
     pub compute_dtype: DType,
     /// The device's peak FLOP/s in that dtype, for the MFU.
     pub peak_flops: Option<f64>,
+    /// Activation checkpointing (each layer recomputed in the backward).
+    pub recompute_layers: bool,
 }
 
 impl TrainTarget {
@@ -131,6 +150,7 @@ impl TrainTarget {
             device: Device::Cpu,
             compute_dtype: DType::F32,
             peak_flops: None,
+            recompute_layers: false,
         }
     }
 }
@@ -143,16 +163,104 @@ fn random_ids(batch: usize, len: usize, vocab: usize, salt: u32) -> Vec<u32> {
 
 /// Peak resident set size of this process (VmHWM), MiB.
 pub fn peak_rss_mib() -> f64 {
+    proc_status_mib("VmHWM:")
+}
+
+/// Resident set size of this process now (VmRSS), MiB.
+pub fn current_rss_mib() -> f64 {
+    proc_status_mib("VmRSS:")
+}
+
+/// A kB field of /proc/self/status, in MiB (0 where there is none).
+fn proc_status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| {
                 l.split_whitespace()
                     .nth(1)
                     .and_then(|kb| kb.parse::<f64>().ok())
             })
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A model, its optimiser and a fixed batch of `batch × seq` random tokens: what a training bench
+/// steps.
+struct TrainBench {
+    trainable: TrainableDecoder,
+    optimizer: AdamW,
+    ids: Tensor,
+    positions: Tensor,
+    loss_mask: Tensor,
+    target: TrainTarget,
+}
+
+impl TrainBench {
+    fn new(
+        config: &ModelConfig,
+        batch: usize,
+        seq: usize,
+        target: &TrainTarget,
+    ) -> anyhow::Result<Self> {
+        let device = &target.device;
+        // The random weights are freed once copied into the variables.
+        let trainable = TrainableDecoder::new(
+            config,
+            &random_weights(config, 0, &Device::Cpu)?,
+            DType::F32,
+            device,
+        )?
+        .computing_in(target.compute_dtype);
+        let optimizer = AdamW::new(&trainable.params, AdamWConfig::default())?;
+        Ok(TrainBench {
+            ids: Tensor::from_vec(
+                random_ids(batch, seq, config.vocab_size, 7),
+                (batch, seq),
+                device,
+            )?,
+            positions: Tensor::from_vec(
+                (0..batch).flat_map(|_| 0..seq as u32).collect::<Vec<_>>(),
+                (batch, seq),
+                device,
+            )?,
+            loss_mask: Tensor::ones((batch, seq), DType::F32, device)?,
+            trainable,
+            optimizer,
+            target: target.clone(),
+        })
+    }
+
+    /// One forward + backward + AdamW step, its phases' seconds added to `phases`.
+    fn step(&mut self, phases: &mut TrainPhases) -> anyhow::Result<()> {
+        let device = &self.target.device;
+        let started = Instant::now();
+        let model = self.trainable.compute_model()?;
+        let (ids, loss_mask) = (&self.ids, &self.loss_mask);
+        let head = |hidden: &Tensor| next_token_loss(hidden, model.lm_head(), ids, loss_mask);
+        let mut forward_done = started;
+        let grads = if self.target.recompute_layers {
+            loss_and_gradients(&model, ids, &self.positions, None, true, |hidden| {
+                Ok((head(hidden)?, ()))
+            })?
+            .grads
+        } else {
+            let loss = head(&model.forward(ids, &self.positions, None, None)?)?;
+            device.synchronize()?;
+            forward_done = Instant::now();
+            loss.backward()?
+        };
+        device.synchronize()?;
+        let backward_done = Instant::now();
+        self.optimizer.accumulate(&grads, 1.0)?;
+        drop(grads);
+        self.optimizer.step(1e-4)?;
+        device.synchronize()?;
+        phases.forward_seconds += (forward_done - started).as_secs_f64();
+        phases.backward_seconds += (backward_done - forward_done).as_secs_f64();
+        phases.optimizer_seconds += backward_done.elapsed().as_secs_f64();
+        Ok(())
+    }
 }
 
 /// Forward + backward + AdamW step on `batch × seq` random tokens on `target`; tokens/s (and MFU)
@@ -164,52 +272,13 @@ pub fn bench_train(
     steps: usize,
     target: &TrainTarget,
 ) -> anyhow::Result<BenchResult> {
-    let device = &target.device;
     let config = shape.config();
-    // The random weights are freed once copied into the variables.
-    let trainable = TrainableDecoder::new(
-        &config,
-        &random_weights(&config, 0, &Device::Cpu)?,
-        DType::F32,
-        device,
-    )?
-    .computing_in(target.compute_dtype);
-    let mut optimizer = AdamW::new(&trainable.params, AdamWConfig::default())?;
-    let ids = Tensor::from_vec(
-        random_ids(batch, seq, config.vocab_size, 7),
-        (batch, seq),
-        device,
-    )?;
-    let positions = Tensor::from_vec(
-        (0..batch).flat_map(|_| 0..seq as u32).collect::<Vec<_>>(),
-        (batch, seq),
-        device,
-    )?;
-    let mask = Tensor::ones((batch, seq), DType::F32, device)?;
+    let mut bench = TrainBench::new(&config, batch, seq, target)?;
+    bench.step(&mut TrainPhases::default())?;
     let mut phases = TrainPhases::default();
-    let mut step = |phases: &mut TrainPhases| -> anyhow::Result<()> {
-        let started = Instant::now();
-        let model = trainable.compute_model()?;
-        let hidden = model.forward(&ids, &positions, None, None)?;
-        let loss = next_token_loss(&hidden, model.lm_head(), &ids, &mask)?;
-        device.synchronize()?;
-        let forward_done = Instant::now();
-        let grads = loss.backward()?;
-        device.synchronize()?;
-        let backward_done = Instant::now();
-        optimizer.accumulate(&grads, 1.0)?;
-        drop(grads);
-        optimizer.step(1e-4)?;
-        device.synchronize()?;
-        phases.forward_seconds += (forward_done - started).as_secs_f64();
-        phases.backward_seconds += (backward_done - forward_done).as_secs_f64();
-        phases.optimizer_seconds += backward_done.elapsed().as_secs_f64();
-        Ok(())
-    };
-    step(&mut TrainPhases::default())?;
     let started = Instant::now();
     for _ in 0..steps {
-        step(&mut phases)?;
+        bench.step(&mut phases)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let flops = steps as f64 * training_flops(&config, std::iter::repeat_n(seq, batch));
@@ -221,6 +290,45 @@ pub fn bench_train(
         peak_rss_mib: peak_rss_mib(),
         mfu: target.peak_flops.map(|peak| mfu(flops, seconds, peak)),
         phases: Some(phases.per_step(steps)),
+    })
+}
+
+/// The peak memory of one training step at one length.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct StepMemory {
+    /// Tokens in the step's one row.
+    pub seq: usize,
+    /// Whether activation checkpointing was on.
+    pub recompute_layers: bool,
+    /// Resident memory before the step (weights; the optimiser's buffers not yet touched), MiB.
+    pub rss_before_mib: f64,
+    /// Peak resident memory of the process, MiB.
+    pub peak_rss_mib: f64,
+    /// Seconds of the step.
+    pub seconds: f64,
+}
+
+/// Runs one step of one `seq`-token row of `shape` on the CPU in f32 and reports the process's
+/// peak memory (run it alone in a process: the peak is the process's).
+pub fn bench_step_memory(
+    shape: BenchShape,
+    seq: usize,
+    recompute_layers: bool,
+) -> anyhow::Result<StepMemory> {
+    let target = TrainTarget {
+        recompute_layers,
+        ..TrainTarget::cpu()
+    };
+    let mut bench = TrainBench::new(&shape.config(), 1, seq, &target)?;
+    let rss_before_mib = current_rss_mib();
+    let started = Instant::now();
+    bench.step(&mut TrainPhases::default())?;
+    Ok(StepMemory {
+        seq,
+        recompute_layers,
+        rss_before_mib,
+        peak_rss_mib: peak_rss_mib(),
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 

@@ -10,9 +10,10 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::bench::{
-    bench_generate, bench_generate_on, bench_train, BenchResult, BenchShape, GenerateRun,
-    TrainTarget,
+    bench_generate, bench_generate_on, bench_step_memory, bench_train, BenchResult, BenchShape,
+    GenerateRun, StepMemory, TrainTarget,
 };
+use crate::bench_memory::MemoryReport;
 use crate::model::Tokenizer;
 use crate::train::compute::peak_flops;
 use crate::train::precision::Precision;
@@ -32,6 +33,9 @@ pub enum BenchCommand {
     Generate(GenerateBenchArgs),
     /// Traces/s and peak memory of `distill filter` on synthetic R1-like trace sets (prints JSON).
     Filter(FilterBenchArgs),
+    /// Peak memory of one SFT step against the row's length, with and without activation
+    /// checkpointing (each case in its own process): a table, a plot and a linear fit.
+    Memory(MemoryBenchArgs),
 }
 
 /// `distill bench filter`.
@@ -81,6 +85,27 @@ pub struct TrainBenchArgs {
     /// The device's dense peak TFLOP/s in that precision (looked up for known GPUs when unset).
     #[arg(long)]
     pub peak_tflops: Option<f64>,
+    /// Activation checkpointing (each decoder layer recomputed in the backward).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
+}
+
+/// `distill bench memory`.
+#[derive(Debug, Args)]
+pub struct MemoryBenchArgs {
+    /// Row lengths to measure (repeat the flag).
+    #[arg(long, default_values_t = [1024, 2048, 4096, 8192, 16384, 32768])]
+    pub seq: Vec<usize>,
+    /// Lengths above this run with checkpointing only (the plain step's memory and time grow too
+    /// large for the machine).
+    #[arg(long, default_value_t = 16384)]
+    pub max_plain_seq: usize,
+    /// Where the table (memory_vs_length.md), the plot (.svg) and the measurements (.json) go.
+    #[arg(long, default_value = "runs/bench-memory")]
+    pub out: PathBuf,
+    /// Run one case in this process (`SEQ:plain` or `SEQ:checkpointed`) and print JSON.
+    #[arg(long)]
+    pub case: Option<String>,
 }
 
 /// `distill bench generate`.
@@ -202,6 +227,7 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
                 peak_flops: peak_flops(args.peak_tflops, &device, compute_dtype),
                 device,
                 compute_dtype,
+                recompute_layers: args.gradient_checkpointing,
             };
             let seq = args.seq.unwrap_or(args.shape.train_seq_len());
             let result = bench_train(args.shape, args.batch, seq, args.steps, &target)?;
@@ -212,6 +238,7 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
             println!("{line}");
             return Ok(());
         }
+        BenchCommand::Memory(args) => return run_memory(args),
         BenchCommand::Generate(args) => {
             let device = crate::runtime::parse_device(&args.device)?;
             let dtype = args.precision.compute_dtype(&device);
@@ -305,4 +332,61 @@ fn run_case(case: &str, args: &CpuArgs) -> anyhow::Result<BenchResult> {
         }
         other => anyhow::bail!("--case {case:?}: unknown workload {other}"),
     }
+}
+
+/// `distill bench memory`: one child process per (length, mode), then the report.
+fn run_memory(args: &MemoryBenchArgs) -> anyhow::Result<()> {
+    if let Some(case) = &args.case {
+        let (seq, mode) = case
+            .split_once(':')
+            .with_context(|| format!("--case {case:?}: expected SEQ:plain or SEQ:checkpointed"))?;
+        let seq: usize = seq
+            .parse()
+            .with_context(|| format!("--case {case:?}: SEQ"))?;
+        let recompute = match mode {
+            "plain" => false,
+            "checkpointed" => true,
+            other => anyhow::bail!("--case {case:?}: unknown mode {other}"),
+        };
+        let result = bench_step_memory(BenchShape::LongContext, seq, recompute)?;
+        println!("{}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let mut results = Vec::new();
+    for &seq in &args.seq {
+        for mode in ["plain", "checkpointed"] {
+            if mode == "plain" && seq > args.max_plain_seq {
+                continue;
+            }
+            let case = format!("{seq}:{mode}");
+            let out = Command::new(&exe)
+                .args(["bench", "memory", "--case", &case])
+                .output()
+                .with_context(|| format!("running case {case}"))?;
+            if !out.status.success() {
+                anyhow::bail!(
+                    "case {case} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let result: StepMemory =
+                serde_json::from_slice(&out.stdout).with_context(|| format!("case {case}"))?;
+            eprintln!(
+                "{case}: peak {:.0} MiB ({:.0} MiB before the step), {:.1} s",
+                result.peak_rss_mib, result.rss_before_mib, result.seconds
+            );
+            results.push(result);
+        }
+    }
+    let report = MemoryReport::new(BenchShape::LongContext, results);
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(
+        args.out.join("memory_vs_length.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(args.out.join("memory_vs_length.md"), report.markdown())?;
+    report.plot(&args.out.join("memory_vs_length.svg"))?;
+    print!("{}", report.markdown());
+    Ok(())
 }

@@ -82,11 +82,16 @@ pub fn plot_metrics(out: &Path, file: &str, title: &str, curves: &[(&str, &str)]
             (label, points)
         })
         .collect();
-    plot_curves(&out.join(file), title, &series)
+    plot_curves(&out.join(file), title, "step", &series)
 }
 
-/// Plots the named series (each a list of (step, value) points) against the step, as SVG.
-pub fn plot_curves(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
+/// Plots the named series (each a list of (x, value) points) against x, labelled `x_label`, as SVG.
+pub fn plot_curves(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> Result<()> {
     crate::plot_font::register();
     let points: Vec<&(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter()).collect();
     if points.is_empty() {
@@ -108,7 +113,7 @@ pub fn plot_curves(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)])
         .map_err(|e| plot_error(e.to_string()))?;
     chart
         .configure_mesh()
-        .x_desc("step")
+        .x_desc(x_label)
         .draw()
         .map_err(|e| plot_error(e.to_string()))?;
     let colors = [BLUE, RED, GREEN, MAGENTA, BLACK];
