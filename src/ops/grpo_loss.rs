@@ -65,6 +65,18 @@ pub struct GrpoLoss {
     pub mean_ratio: Tensor,
 }
 
+impl GrpoLoss {
+    /// The same values off the autograd graph (so keeping them keeps no activations alive).
+    pub fn detach(&self) -> GrpoLoss {
+        GrpoLoss {
+            loss: self.loss.detach(),
+            clip_fraction: self.clip_fraction.detach(),
+            mean_kl: self.mean_kl.detach(),
+            mean_ratio: self.mean_ratio.detach(),
+        }
+    }
+}
+
 /// Fused GRPO objective. Per token: `ratio = exp(logp - old_logp)`,
 /// `loss = -min(ratio·A, clip(ratio, 1 - eps_low, 1 + eps_high)·A) + beta·KL`, aggregated
 /// per [`GrpoAggregation`]. Gradient only w.r.t. `logp`. Masked tokens contribute nothing

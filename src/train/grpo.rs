@@ -676,7 +676,7 @@ pub fn run_grpo(
                     let old = old_logp.get_or_insert_with(|| current.logp.detach());
                     let (loss, token_entropy) =
                         objective(&current, &batch, old, ref_logp.as_ref(), &advantage, config)?;
-                    Ok((loss.loss.clone(), (loss, token_entropy)))
+                    Ok((loss.loss.clone(), (loss.detach(), token_entropy.detach())))
                 },
             )?;
             let value = f64::from(loss.loss.to_scalar::<f32>()?);

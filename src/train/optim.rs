@@ -236,7 +236,9 @@ impl AdamW {
             let grad = grads.get(slot.var.as_tensor()).ok_or_else(|| {
                 ModelError::Invalid(format!("parameter {} received no gradient", slot.name))
             })?;
-            let grad = grad.to_dtype(DType::F32)?;
+            // Detached: candle's gradients record the activations they were computed from, and a
+            // kept gradient would keep the whole forward graph alive until the update.
+            let grad = grad.to_dtype(DType::F32)?.detach();
             let scaled = if scale == 1.0 {
                 grad
             } else {

@@ -10,18 +10,19 @@
 //! input. The weight gradients equal the plain path's up to the order of floating-point sums.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{Tensor, TensorId, Var};
 
 use crate::model::{AttentionMask, Decoder, ModelError, Result};
 
 /// A loss computed from a decoder's final hidden states, with the gradient of the loss with
 /// respect to every weight of the decoder.
 pub struct LossAndGradients<T> {
-    /// The scalar loss the gradients are of.
+    /// The scalar loss the gradients are of (detached).
     pub loss: Tensor,
-    /// Whatever else the head returned (detach it before keeping it past the step).
+    /// Whatever else the head returned. A tensor still on the graph keeps the activations alive,
+    /// so the head should detach what it returns here.
     pub extra: T,
-    /// The gradients, keyed by the decoder's weight tensors.
+    /// The gradients, keyed by the decoder's weight tensors (detached).
     pub grads: GradStore,
 }
 
@@ -40,7 +41,8 @@ pub fn loss_and_gradients<T>(
     if !recompute_layers {
         let hidden = model.forward(ids, positions, mask, None)?;
         let (loss, extra) = head(&hidden)?;
-        let grads = loss.backward()?;
+        let grads = detached(loss.backward()?);
+        let loss = loss.detach();
         return Ok(LossAndGradients { loss, extra, grads });
     }
     let embedded = model.embed(ids)?;
@@ -58,19 +60,34 @@ pub fn loss_and_gradients<T>(
     let last = Var::from_tensor(&x)?;
     drop(x);
     let (loss, extra) = head(&model.final_norm(last.as_tensor())?)?;
-    let mut grads = loss.backward()?;
+    let mut grads = detached(loss.backward()?);
+    let loss = loss.detach();
     let mut upstream = take_input_gradient(&mut grads, &last, "the final norm")?;
     drop(last);
     while let Some(input) = inputs.pop() {
         let layer = inputs.len();
         let input = Var::from_tensor(&input)?;
         let output = model.layer_forward(layer, input.as_tensor(), rope, mask)?;
-        let mut layer_grads = (output * &upstream)?.sum_all()?.backward()?;
+        let mut layer_grads = detached((output * &upstream)?.sum_all()?.backward()?);
         upstream = take_input_gradient(&mut layer_grads, &input, &format!("layer {layer}"))?;
         grads.extend(layer_grads)?;
     }
-    grads.extend((embedded * &upstream)?.sum_all()?.backward()?)?;
+    grads.extend(detached((embedded * &upstream)?.sum_all()?.backward()?))?;
     Ok(LossAndGradients { loss, extra, grads })
+}
+
+/// `grads` with every gradient detached. candle's backward leaves the weights' gradients attached
+/// to the graph of the backward itself (a matmul's weight gradient records the activation it was
+/// computed from), so a kept gradient would keep its layer's activations alive.
+fn detached(grads: GradStore) -> GradStore {
+    let ids: Vec<TensorId> = grads.get_ids().copied().collect();
+    let mut out = GradStore::default();
+    for id in ids {
+        if let Some(grad) = grads.get_id(id) {
+            out.insert_id(id, grad.detach());
+        }
+    }
+    out
 }
 
 /// Removes from `grads` the gradient at `input`, the leaf a stage was recomputed from.
