@@ -93,6 +93,9 @@ pub struct TrainBenchArgs {
 /// `distill bench memory`.
 #[derive(Debug, Args)]
 pub struct MemoryBenchArgs {
+    /// The model shape (random weights; one row per step, f32 on the CPU).
+    #[arg(long, default_value = "long-context")]
+    pub shape: BenchShape,
     /// Row lengths to measure (repeat the flag).
     #[arg(long, default_values_t = [1024, 2048, 4096, 8192, 16384, 32768])]
     pub seq: Vec<usize>,
@@ -348,7 +351,7 @@ fn run_memory(args: &MemoryBenchArgs) -> anyhow::Result<()> {
             "checkpointed" => true,
             other => anyhow::bail!("--case {case:?}: unknown mode {other}"),
         };
-        let result = bench_step_memory(BenchShape::LongContext, seq, recompute)?;
+        let result = bench_step_memory(args.shape, seq, recompute)?;
         println!("{}", serde_json::to_string(&result)?);
         return Ok(());
     }
@@ -360,8 +363,11 @@ fn run_memory(args: &MemoryBenchArgs) -> anyhow::Result<()> {
                 continue;
             }
             let case = format!("{seq}:{mode}");
+            let shape = clap::ValueEnum::to_possible_value(&args.shape)
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_default();
             let out = Command::new(&exe)
-                .args(["bench", "memory", "--case", &case])
+                .args(["bench", "memory", "--shape", &shape, "--case", &case])
                 .output()
                 .with_context(|| format!("running case {case}"))?;
             if !out.status.success() {
@@ -379,7 +385,7 @@ fn run_memory(args: &MemoryBenchArgs) -> anyhow::Result<()> {
             results.push(result);
         }
     }
-    let report = MemoryReport::new(BenchShape::LongContext, results);
+    let report = MemoryReport::new(args.shape, results);
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(
         args.out.join("memory_vs_length.json"),
