@@ -12,6 +12,16 @@ use distill::train::loss::next_token_loss;
 use distill::train::recompute::loss_and_gradients;
 use distill::train::trainable::TrainableDecoder;
 
+/// The largest absolute value of `t`.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// `max |got - want| / max |want|` over every weight's gradient, the largest over all weights.
 fn worst_gradient_error(
     t: &TrainableDecoder,
@@ -26,21 +36,8 @@ fn worst_gradient_error(
         let got = recomputed
             .get(var)
             .unwrap_or_else(|| panic!("{name}: no gradient with checkpointing"));
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(want);
+        let diff = max_abs(&(got - want).unwrap());
         let error = f64::from(diff) / f64::from(scale).max(1e-30);
         assert!(
             scale > 0.0,
@@ -211,8 +208,7 @@ fn a_packed_sft_run_with_checkpointing_ends_on_the_plain_runs_weights() {
         "final loss {loss} against {plain_loss}"
     );
     for ((name, got), (_, want)) in recomputed.iter().zip(&plain) {
-        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
-        let diff = diff.to_scalar::<f32>().unwrap();
+        let diff = max_abs(&(got - want).unwrap());
         assert!(diff <= 1e-4, "{name}: weights differ by {diff}");
     }
 }

@@ -274,29 +274,22 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
                 "{:<10} {:<12} {:>5} {:>12} {:>10}",
                 "workload", "shape", "batch", "tokens/s", "peak MiB"
             );
-            let exe = std::env::current_exe()?;
             for case in CASES {
-                let out = Command::new(&exe)
-                    .args([
+                let steps = args.steps.to_string();
+                let tokenizer = args.tokenizer.to_string_lossy();
+                let r: serde_json::Value = case_in_child_process(
+                    case,
+                    &[
                         "bench",
                         "cpu",
                         "--case",
                         case,
                         "--steps",
-                        &args.steps.to_string(),
-                    ])
-                    .arg("--tokenizer")
-                    .arg(&args.tokenizer)
-                    .output()
-                    .with_context(|| format!("running case {case}"))?;
-                if !out.status.success() {
-                    anyhow::bail!(
-                        "case {case} failed: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-                let r: serde_json::Value =
-                    serde_json::from_slice(&out.stdout).with_context(|| format!("case {case}"))?;
+                        &steps,
+                        "--tokenizer",
+                        &tokenizer,
+                    ],
+                )?;
                 println!(
                     "{:<10} {:<12} {:>5} {:>12.0} {:>10.0}",
                     r["workload"].as_str().unwrap_or(""),
@@ -355,7 +348,6 @@ fn run_memory(args: &MemoryBenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&result)?);
         return Ok(());
     }
-    let exe = std::env::current_exe()?;
     let mut results = Vec::new();
     for &seq in &args.seq {
         for mode in ["plain", "checkpointed"] {
@@ -366,18 +358,10 @@ fn run_memory(args: &MemoryBenchArgs) -> anyhow::Result<()> {
             let shape = clap::ValueEnum::to_possible_value(&args.shape)
                 .map(|v| v.get_name().to_string())
                 .unwrap_or_default();
-            let out = Command::new(&exe)
-                .args(["bench", "memory", "--shape", &shape, "--case", &case])
-                .output()
-                .with_context(|| format!("running case {case}"))?;
-            if !out.status.success() {
-                anyhow::bail!(
-                    "case {case} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            let result: StepMemory =
-                serde_json::from_slice(&out.stdout).with_context(|| format!("case {case}"))?;
+            let result: StepMemory = case_in_child_process(
+                &case,
+                &["bench", "memory", "--shape", &shape, "--case", &case],
+            )?;
             eprintln!(
                 "{case}: peak {:.0} MiB ({:.0} MiB before the step), {:.1} s",
                 result.peak_rss_mib, result.rss_before_mib, result.seconds
@@ -395,4 +379,23 @@ fn run_memory(args: &MemoryBenchArgs) -> anyhow::Result<()> {
     report.plot(&args.out.join("memory_vs_length.svg"))?;
     print!("{}", report.markdown());
     Ok(())
+}
+
+/// Runs this binary with `args` (one bench case, so its peak memory is its own) and parses the
+/// JSON it prints.
+fn case_in_child_process<T: serde::de::DeserializeOwned>(
+    case: &str,
+    args: &[&str],
+) -> anyhow::Result<T> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(args)
+        .output()
+        .with_context(|| format!("running case {case}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "case {case} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("case {case}"))
 }
