@@ -4,6 +4,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Storage, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ModelError, Result};
@@ -38,6 +39,9 @@ impl Default for AdamWConfig {
         }
     }
 }
+
+/// Values per parallel task of the host update.
+const UPDATE_CHUNK: usize = 1 << 16;
 
 /// The two AdamW moments of one parameter.
 enum Moments {
@@ -162,16 +166,26 @@ impl Slot {
             Moments::Host { m, v } => {
                 let values = with_host_f32(weights, |p| {
                     with_host_f32(&grad, |g| {
-                        let mut out = Vec::with_capacity(p.len());
-                        for i in 0..p.len() {
-                            let g = g[i] * s.clip;
-                            let mi = s.b1 * m[i] + (1.0 - s.b1) * g;
-                            let vi = s.b2 * v[i] + (1.0 - s.b2) * g * g;
-                            m[i] = mi;
-                            v[i] = vi;
-                            let p = p[i] * (1.0 - decay);
-                            out.push(p - s.step_size * mi / (vi.sqrt() * s.inv_bias2_sqrt + s.eps));
-                        }
+                        // Each value's update is independent: chunks run on every core with the
+                        // same arithmetic as one serial pass.
+                        let mut out = vec![0.0f32; p.len()];
+                        out.par_chunks_mut(UPDATE_CHUNK)
+                            .zip(p.par_chunks(UPDATE_CHUNK))
+                            .zip(g.par_chunks(UPDATE_CHUNK))
+                            .zip(m.par_chunks_mut(UPDATE_CHUNK))
+                            .zip(v.par_chunks_mut(UPDATE_CHUNK))
+                            .for_each(|((((out, p), g), m), v)| {
+                                for i in 0..out.len() {
+                                    let g = g[i] * s.clip;
+                                    let mi = s.b1 * m[i] + (1.0 - s.b1) * g;
+                                    let vi = s.b2 * v[i] + (1.0 - s.b2) * g * g;
+                                    m[i] = mi;
+                                    v[i] = vi;
+                                    let p = p[i] * (1.0 - decay);
+                                    out[i] = p - s.step_size * mi
+                                        / (vi.sqrt() * s.inv_bias2_sqrt + s.eps);
+                                }
+                            });
                         out
                     })
                 })??;
