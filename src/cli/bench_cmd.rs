@@ -64,7 +64,7 @@ pub struct FilterBenchArgs {
 /// `distill bench train`.
 #[derive(Debug, Args)]
 pub struct TrainBenchArgs {
-    /// small-vocab, qwen-vocab or qwen2.5-0.5b.
+    /// small-vocab, qwen-vocab, qwen2.5-0.5b, qwen2.5-1.5b or long-context.
     #[arg(long, default_value = "qwen2.5-0.5b")]
     pub shape: BenchShape,
     /// Rows per step.
@@ -114,7 +114,7 @@ pub struct MemoryBenchArgs {
 /// `distill bench generate`.
 #[derive(Debug, Args)]
 pub struct GenerateBenchArgs {
-    /// small-vocab, qwen-vocab, qwen2.5-0.5b or qwen2.5-1.5b.
+    /// small-vocab, qwen-vocab, qwen2.5-0.5b, qwen2.5-1.5b or long-context.
     #[arg(long, default_value = "qwen2.5-0.5b")]
     pub shape: BenchShape,
     /// Rows generated together; repeat for several runs (e.g. `--batch 1 --batch 64`).
@@ -348,6 +348,9 @@ fn run_memory(args: &MemoryBenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&result)?);
         return Ok(());
     }
+    let shape = clap::ValueEnum::to_possible_value(&args.shape)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
     let mut results = Vec::new();
     for &seq in &args.seq {
         for mode in ["plain", "checkpointed"] {
@@ -355,9 +358,6 @@ fn run_memory(args: &MemoryBenchArgs) -> anyhow::Result<()> {
                 continue;
             }
             let case = format!("{seq}:{mode}");
-            let shape = clap::ValueEnum::to_possible_value(&args.shape)
-                .map(|v| v.get_name().to_string())
-                .unwrap_or_default();
             let result: StepMemory = case_in_child_process(
                 &case,
                 &["bench", "memory", "--shape", &shape, "--case", &case],

@@ -514,9 +514,7 @@ pub fn run_dpo(config: &DpoConfig, resume: bool) -> anyhow::Result<DpoSummary> {
         eos_token_ids: &loaded.eos_token_ids,
         generation_config: loaded.generation_config.as_ref(),
     };
-    let trainable = TrainableDecoder::from_model(&loaded.model)?.computing_in(compute_dtype);
-    // The variables hold the weights from here on; the loaded copy is freed (4 bytes a parameter).
-    loaded.model = trainable.model.clone();
+    let trainable = TrainableDecoder::from_model(&mut loaded.model)?.computing_in(compute_dtype);
     let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
     let batching = Batching {
         batch_size: config.batch_size,

@@ -530,15 +530,13 @@ pub fn run_grpo(
         generation_config: loaded.generation_config.as_ref(),
     };
     let compute_dtype = config.precision.compute_dtype(&device);
-    let trainable = TrainableDecoder::from_model(&loaded.model)?.computing_in(compute_dtype);
+    // The reference is the loaded weights, frozen; taken before they become the trainable view.
     let reference = if config.beta > 0.0 {
         Some(cast_decoder(&loaded.model, compute_dtype)?)
     } else {
         None
     };
-    // The variables hold the weights from here on; the loaded copy is freed unless it is the
-    // reference (4 bytes a parameter).
-    loaded.model = trainable.model.clone();
+    let trainable = TrainableDecoder::from_model(&mut loaded.model)?.computing_in(compute_dtype);
     let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
     let schedule = Schedule {
         peak: config.learning_rate,

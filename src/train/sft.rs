@@ -364,9 +364,7 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
         generation_config: loaded.generation_config.as_ref(),
     };
     let compute_dtype = config.precision.compute_dtype(&device);
-    let trainable = TrainableDecoder::from_model(&loaded.model)?.computing_in(compute_dtype);
-    // The variables hold the weights from here on; the loaded copy is freed (4 bytes a parameter).
-    loaded.model = trainable.model.clone();
+    let trainable = TrainableDecoder::from_model(&mut loaded.model)?.computing_in(compute_dtype);
     let mut optimizer = AdamW::new(&trainable.params, config.optimizer.clone())?;
     let peak_flops = peak_flops(config.peak_tflops, &device, compute_dtype);
     let (mut run_model_flops, mut run_step_seconds) = (0.0, 0.0);

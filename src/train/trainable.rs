@@ -66,13 +66,18 @@ impl TrainableDecoder {
         cast_decoder(&self.model, self.compute_dtype)
     }
 
-    /// Trainable copies of `model`'s weights, in its dtype and on its device.
-    pub fn from_model(model: &Decoder) -> Result<Self> {
+    /// Trainable copies of `model`'s weights, in its dtype and on its device. `model` then becomes a
+    /// view of the variables, so the weights it was loaded with are freed unless something else
+    /// (a frozen reference) still holds them: a training run keeps one copy, not two (4 bytes a
+    /// parameter in f32).
+    pub fn from_model(model: &mut Decoder) -> Result<Self> {
         let mut weights = Weights::new("(model)");
         for (name, tensor) in model.named_parameters() {
             weights.insert(name, tensor, "(model)");
         }
-        Self::new(model.config(), &weights, model.dtype(), model.device())
+        let trainable = Self::new(model.config(), &weights, model.dtype(), model.device())?;
+        *model = trainable.model.clone();
+        Ok(trainable)
     }
 }
 
