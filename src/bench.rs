@@ -12,7 +12,7 @@ use crate::model::{Architecture, ModelConfig, SamplerConfig, Tokenizer};
 use crate::train::compute::{mfu, training_flops};
 use crate::train::loss::next_token_loss;
 use crate::train::optim::{AdamW, AdamWConfig};
-use crate::train::recompute::loss_and_gradients;
+use crate::train::recompute::{loss_and_gradients, Checkpointing};
 use crate::train::trainable::TrainableDecoder;
 
 /// The shapes of the CPU benchmark.
@@ -240,9 +240,14 @@ impl TrainBench {
         let head = |hidden: &Tensor| next_token_loss(hidden, model.lm_head(), ids, loss_mask);
         let mut forward_done = started;
         let grads = if self.target.recompute_layers {
-            loss_and_gradients(&model, ids, &self.positions, None, true, |hidden| {
-                Ok((head(hidden)?, ()))
-            })?
+            loss_and_gradients(
+                &model,
+                ids,
+                &self.positions,
+                None,
+                Some(Checkpointing::default()),
+                |hidden| Ok((head(hidden)?, ())),
+            )?
             .grads
         } else {
             let loss = head(&model.forward(ids, &self.positions, None, None)?)?;

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use distill::model::{Architecture, AttentionMask, Completion, FinishReason};
 use distill::train::grpo::{objective, GrpoConfig, RolloutBatch};
 use distill::train::loss::next_token_loss;
-use distill::train::recompute::loss_and_gradients;
+use distill::train::recompute::{loss_and_gradients, Checkpointing};
 use distill::train::trainable::TrainableDecoder;
 
 /// The largest absolute value of `t`.
@@ -78,13 +78,13 @@ fn sft_gradients_on_packed_rows_equal_the_plain_backward() {
         let t = common::trainable(&config, 21, DType::F32);
         let ids = common::token_ids(b, len, vocab, 5);
         let mask = AttentionMask::packed(&segments, &Device::Cpu).unwrap();
-        let run = |recompute: bool| {
+        let run = |checkpointing: Option<Checkpointing>| {
             loss_and_gradients(
                 &t.model,
                 &ids,
                 &positions,
                 Some(&mask),
-                recompute,
+                checkpointing,
                 |hidden| {
                     Ok((
                         next_token_loss(hidden, t.model.lm_head(), &ids, &loss_mask)?,
@@ -94,14 +94,24 @@ fn sft_gradients_on_packed_rows_equal_the_plain_backward() {
             )
             .unwrap()
         };
-        let (plain, recomputed) = (run(false), run(true));
-        assert_eq!(
-            plain.loss.to_scalar::<f32>().unwrap(),
-            recomputed.loss.to_scalar::<f32>().unwrap(),
-            "{arch:?}: the loss"
-        );
-        let worst = worst_gradient_error(&t, &plain.grads, &recomputed.grads);
-        assert!(worst <= 1e-6, "{arch:?}: gradient relative error {worst:e}");
+        let plain = run(None);
+        // The MLP half in chunks of 5 of the 22 tokens: chunks that cross the row boundary and a
+        // short last one; and the default, one chunk.
+        for chunk in [5, Checkpointing::default().mlp_chunk_tokens] {
+            let recomputed = run(Some(Checkpointing {
+                mlp_chunk_tokens: chunk,
+            }));
+            assert_eq!(
+                plain.loss.to_scalar::<f32>().unwrap(),
+                recomputed.loss.to_scalar::<f32>().unwrap(),
+                "{arch:?}, MLP chunks of {chunk}: the loss"
+            );
+            let worst = worst_gradient_error(&t, &plain.grads, &recomputed.grads);
+            assert!(
+                worst <= 1e-6,
+                "{arch:?}, MLP chunks of {chunk}: gradient relative error {worst:e}"
+            );
+        }
     }
 }
 
@@ -143,13 +153,13 @@ fn grpo_gradients_with_a_kl_term_equal_the_plain_backward() {
         "policy = \"unused\"\nout = \"unused\"\nmax_new_tokens = 9\nbeta = 0.04\nloss = \"dapo\"",
     )
     .unwrap();
-    let run = |recompute: bool| {
+    let run = |checkpointing: Option<Checkpointing>| {
         loss_and_gradients(
             &t.model,
             &batch.ids,
             &batch.positions,
             None,
-            recompute,
+            checkpointing,
             |hidden| {
                 let current = batch.log_probs_of_hidden(hidden, &t.model, 1.0)?;
                 let (loss, _) = objective(
@@ -165,7 +175,11 @@ fn grpo_gradients_with_a_kl_term_equal_the_plain_backward() {
         )
         .unwrap()
     };
-    let (plain, recomputed) = (run(false), run(true));
+    // The MLP half in chunks of 4 tokens, across the completions' rows.
+    let chunked = Checkpointing {
+        mlp_chunk_tokens: 4,
+    };
+    let (plain, recomputed) = (run(None), run(Some(chunked)));
     assert_eq!(
         plain.loss.to_scalar::<f32>().unwrap(),
         recomputed.loss.to_scalar::<f32>().unwrap()

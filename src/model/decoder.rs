@@ -269,13 +269,28 @@ impl DecoderLayer {
         mask: Option<&AttentionMask>,
         cache: Option<(&KvCache, usize)>,
     ) -> Result<Tensor> {
+        self.mlp_block(&self.attention_block(x, rope, mask, cache)?)
+    }
+
+    /// The first residual block: `x + attention(norm(x))`.
+    fn attention_block(
+        &self,
+        x: &Tensor,
+        rope: (&Tensor, &Tensor),
+        mask: Option<&AttentionMask>,
+        cache: Option<(&KvCache, usize)>,
+    ) -> Result<Tensor> {
         let attn = self
             .self_attn
             .forward(&self.input_layernorm.forward(x)?, rope, mask, cache)?;
-        let x = (x + attn)?;
+        Ok((x + attn)?)
+    }
+
+    /// The second residual block: `x + mlp(norm(x))`, token by token.
+    fn mlp_block(&self, x: &Tensor) -> Result<Tensor> {
         let mlp = self
             .mlp
-            .forward(&self.post_attention_layernorm.forward(&x)?)?;
+            .forward(&self.post_attention_layernorm.forward(x)?)?;
         Ok((x + mlp)?)
     }
 
@@ -436,6 +451,24 @@ impl Decoder {
         mask: Option<&AttentionMask>,
     ) -> Result<Tensor> {
         self.layers[index].forward(x, rope, mask, None)
+    }
+
+    /// The attention half of decoder layer `index` (no cache): `x + attention(norm(x))`.
+    /// [`Decoder::layer_forward`] is this followed by [`Decoder::mlp_block`].
+    pub fn attention_block(
+        &self,
+        index: usize,
+        x: &Tensor,
+        rope: (&Tensor, &Tensor),
+        mask: Option<&AttentionMask>,
+    ) -> Result<Tensor> {
+        self.layers[index].attention_block(x, rope, mask, None)
+    }
+
+    /// The MLP half of decoder layer `index`: `x + mlp(norm(x))`. It treats every token on its
+    /// own, so it can run on any slice of the tokens `[B, T, hidden]`.
+    pub fn mlp_block(&self, index: usize, x: &Tensor) -> Result<Tensor> {
+        self.layers[index].mlp_block(x)
     }
 
     /// The final norm: the last stage of [`Decoder::forward`].

@@ -21,7 +21,7 @@ use super::loss::next_token_log_probs_and_entropy;
 use super::metrics::{plot_metrics, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
 use super::precision::Precision;
-use super::recompute::{loss_and_gradients, LossAndGradients};
+use super::recompute::{loss_and_gradients, Checkpointing, LossAndGradients};
 use super::rewards::{advantages, AdvantageScaling, RewardBreakdown, RewardConfig, Scored};
 use super::schedule::{Decay, Schedule};
 use super::trainable::{cast_decoder, TrainableDecoder};
@@ -666,7 +666,7 @@ pub fn run_grpo(
                 &batch.ids,
                 &batch.positions,
                 None,
-                config.gradient_checkpointing,
+                Checkpointing::when(config.gradient_checkpointing),
                 |hidden| {
                     let current = batch.log_probs_of_hidden(hidden, &model, temperature)?;
                     // The first iteration runs before any update, on the weights that sampled

@@ -1,18 +1,47 @@
 //! Activation checkpointing: a training step's forward that keeps only each decoder layer's input
 //! and recomputes the layer during the backward. The plain backward holds every layer's
 //! intermediates (norms, projections, attention, MLP) at once. Here they exist for one layer at a
-//! time, so activation memory is one hidden state per layer plus one layer's intermediates, for the
-//! price of a second forward through the layers.
+//! time, so activation memory is one hidden state per layer plus part of one layer's
+//! intermediates, for the price of a second forward through the layers.
 //!
 //! The backward runs layer by layer, from the last to the first. The loss's backward gives the
 //! gradient at the last layer's output. Each layer is then recomputed from its saved input, and the
 //! backward of `Σ output · upstream` gives that layer's weight gradients and the gradient at its
 //! input. The weight gradients equal the plain path's up to the order of floating-point sums.
+//!
+//! Inside a layer, the MLP half (four times the hidden width, most of a layer's intermediates)
+//! treats every token on its own. It runs, forward and backward, on at most
+//! [`Checkpointing::mlp_chunk_tokens`] tokens at a time, so what a layer holds at once stops
+//! growing with the MLP's width times the sequence. The first forward records no graph at all.
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, TensorId, Var};
 
 use crate::model::{AttentionMask, Decoder, ModelError, Result};
+
+/// Activation checkpointing's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpointing {
+    /// The most tokens the MLP half of a layer runs on at once, in the forward and in the
+    /// recompute (at least 1).
+    pub mlp_chunk_tokens: usize,
+}
+
+impl Default for Checkpointing {
+    /// Chunks of 1,024 tokens: large enough for the matmuls to run at full speed.
+    fn default() -> Self {
+        Checkpointing {
+            mlp_chunk_tokens: 1024,
+        }
+    }
+}
+
+impl Checkpointing {
+    /// The default settings when `enabled` (a trainer's `gradient_checkpointing` flag), else none.
+    pub fn when(enabled: bool) -> Option<Self> {
+        enabled.then(Self::default)
+    }
+}
 
 /// A loss computed from a decoder's final hidden states, with the gradient of the loss with
 /// respect to every weight of the decoder.
@@ -27,36 +56,41 @@ pub struct LossAndGradients<T> {
 }
 
 /// Runs `model` on `ids` at `positions` and `head` on its final hidden states, then computes the
-/// gradients of the loss that `head` returns. With `recompute_layers`, activation checkpointing
-/// holds only each layer's input during the forward (see the module docs). Otherwise this is the
-/// plain `forward` then `backward()`.
+/// gradients of the loss that `head` returns. With `checkpointing`, only each layer's input is
+/// held during the forward (see the module docs). Without, this is the plain `forward` then
+/// `backward()`.
 pub fn loss_and_gradients<T>(
     model: &Decoder,
     ids: &Tensor,
     positions: &Tensor,
     mask: Option<&AttentionMask>,
-    recompute_layers: bool,
+    checkpointing: Option<Checkpointing>,
     head: impl FnOnce(&Tensor) -> Result<(Tensor, T)>,
 ) -> Result<LossAndGradients<T>> {
-    if !recompute_layers {
+    let Some(checkpointing) = checkpointing else {
         let hidden = model.forward(ids, positions, mask, None)?;
         let (loss, extra) = head(&hidden)?;
         let grads = detached(loss.backward()?);
         let loss = loss.detach();
         return Ok(LossAndGradients { loss, extra, grads });
-    }
+    };
+    let chunk = checkpointing.mlp_chunk_tokens.max(1);
     let embedded = model.embed(ids)?;
     let (cos, sin) = model.rope_tables(positions)?;
     let rope = (&cos, &sin);
     let layers = model.config().num_hidden_layers;
-    // Each layer's input, detached: a layer's intermediates are freed once its output exists.
+    // The forward needs no graph: the same weights, detached, record none, so each intermediate
+    // is freed as soon as the next one exists. Only each layer's input is kept.
+    let untracked = model.detached()?;
     let mut inputs = Vec::with_capacity(layers);
     let mut x = embedded.detach();
     for layer in 0..layers {
-        let output = model.layer_forward(layer, &x, rope, mask)?.detach();
+        let mid = untracked.attention_block(layer, &x, rope, mask)?;
+        let output = by_token_chunks(&mid, chunk, |part| untracked.mlp_block(layer, part))?;
         inputs.push(x);
         x = output;
     }
+    drop(untracked);
     let last = Var::from_tensor(&x)?;
     drop(x);
     let (loss, extra) = head(&model.final_norm(last.as_tensor())?)?;
@@ -67,13 +101,63 @@ pub fn loss_and_gradients<T>(
     while let Some(input) = inputs.pop() {
         let layer = inputs.len();
         let input = Var::from_tensor(&input)?;
-        let output = model.layer_forward(layer, input.as_tensor(), rope, mask)?;
-        let mut layer_grads = detached((output * &upstream)?.sum_all()?.backward()?);
+        let mid = model.attention_block(layer, input.as_tensor(), rope, mask)?;
+        let mid_upstream =
+            mlp_block_backward(model, layer, &mid.detach(), &upstream, chunk, &mut grads)?;
+        let mut layer_grads = detached((mid * mid_upstream)?.sum_all()?.backward()?);
         upstream = take_input_gradient(&mut layer_grads, &input, &format!("layer {layer}"))?;
         grads.extend(layer_grads)?;
     }
     grads.extend(detached((embedded * &upstream)?.sum_all()?.backward()?))?;
     Ok(LossAndGradients { loss, extra, grads })
+}
+
+/// `stage` applied to the tokens of `x` `[B, T, hidden]` at most `chunk` at a time, the results
+/// joined back into `[B, T, hidden]`. Only for a stage that treats every token on its own.
+fn by_token_chunks(
+    x: &Tensor,
+    chunk: usize,
+    stage: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let (b, t, d) = x.dims3()?;
+    if b * t <= chunk {
+        return stage(x);
+    }
+    let tokens = x.reshape((1, b * t, d))?;
+    let mut parts = Vec::with_capacity((b * t).div_ceil(chunk));
+    for start in (0..b * t).step_by(chunk) {
+        let len = chunk.min(b * t - start);
+        parts.push(stage(&tokens.narrow(1, start, len)?)?);
+    }
+    Ok(Tensor::cat(&parts, 1)?.reshape((b, t, d))?)
+}
+
+/// The backward of layer `layer`'s MLP half at its input `mid` (detached), given the gradient
+/// `upstream` at its output: recomputed `chunk` tokens at a time, the weight gradients added into
+/// `grads`. Returns the gradient at `mid`.
+fn mlp_block_backward(
+    model: &Decoder,
+    layer: usize,
+    mid: &Tensor,
+    upstream: &Tensor,
+    chunk: usize,
+    grads: &mut GradStore,
+) -> Result<Tensor> {
+    let (b, t, d) = mid.dims3()?;
+    let tokens = mid.reshape((1, b * t, d))?;
+    let upstream = upstream.reshape((1, b * t, d))?;
+    let mut input_grads = Vec::with_capacity((b * t).div_ceil(chunk));
+    for start in (0..b * t).step_by(chunk) {
+        let len = chunk.min(b * t - start);
+        let part = Var::from_tensor(&tokens.narrow(1, start, len)?)?;
+        let output = model.mlp_block(layer, part.as_tensor())?;
+        let product = (output * upstream.narrow(1, start, len)?)?;
+        let mut part_grads = detached(product.sum_all()?.backward()?);
+        let stage = format!("layer {layer}'s MLP");
+        input_grads.push(take_input_gradient(&mut part_grads, &part, &stage)?);
+        grads.extend(part_grads)?;
+    }
+    Ok(Tensor::cat(&input_grads, 1)?.reshape((b, t, d))?)
 }
 
 /// `grads` with every gradient detached. candle's backward leaves the weights' gradients attached

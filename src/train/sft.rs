@@ -15,7 +15,7 @@ use super::loss::next_token_loss;
 use super::metrics::{plot_metrics, MetricsLog};
 use super::optim::{AdamW, AdamWConfig};
 use super::precision::Precision;
-use super::recompute::{loss_and_gradients, LossAndGradients};
+use super::recompute::{loss_and_gradients, Checkpointing, LossAndGradients};
 use super::schedule::{Decay, Schedule};
 use super::sft_data::{
     apply_length_policy, pack_best_fit_decreasing, packing_efficiency, tokenize_conversation,
@@ -435,7 +435,7 @@ pub fn run_sft(config: &SftConfig, resume: bool) -> anyhow::Result<SftSummary> {
                 &batch.ids,
                 &batch.positions,
                 Some(&batch.mask),
-                config.gradient_checkpointing,
+                Checkpointing::when(config.gradient_checkpointing),
                 |hidden| {
                     let loss =
                         next_token_loss(hidden, model.lm_head(), &batch.ids, &batch.loss_mask)?;
