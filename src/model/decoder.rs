@@ -476,6 +476,11 @@ impl Decoder {
         self.norm.forward(x)
     }
 
+    /// The token embedding table `[vocab, hidden]`.
+    pub fn embedding(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
     /// The output projection `[vocab, hidden]` (the embedding when tied).
     pub fn lm_head(&self) -> &Tensor {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
