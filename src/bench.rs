@@ -109,10 +109,10 @@ pub struct BenchResult {
 /// Seconds per training step in each phase, the device synchronised between phases.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct TrainPhases {
-    /// Forward through the decoder and the loss (without activation checkpointing; with it the
-    /// forward runs inside the layer-by-layer backward and counts there).
+    /// Forward through the decoder and the loss (with activation checkpointing, the first pass,
+    /// which keeps only each layer's input).
     pub forward_seconds: f64,
-    /// The backward.
+    /// The backward (with activation checkpointing, the layers' recompute included).
     pub backward_seconds: f64,
     /// Gradient accumulation, clipping and the AdamW update.
     pub optimizer_seconds: f64,
@@ -237,24 +237,23 @@ impl TrainBench {
         let started = Instant::now();
         let model = self.trainable.compute_model()?;
         let (ids, loss_mask) = (&self.ids, &self.loss_mask);
-        let head = |hidden: &Tensor| next_token_loss(hidden, model.lm_head(), ids, loss_mask);
         let mut forward_done = started;
-        let grads = if self.target.recompute_layers {
-            loss_and_gradients(
-                &model,
-                ids,
-                &self.positions,
-                None,
-                Some(Checkpointing::default()),
-                |hidden| Ok((head(hidden)?, ())),
-            )?
-            .grads
-        } else {
-            let loss = head(&model.forward(ids, &self.positions, None, None)?)?;
-            device.synchronize()?;
-            forward_done = Instant::now();
-            loss.backward()?
-        };
+        // The head runs once the layers' forward has (with checkpointing, the pass that keeps only
+        // their inputs); the forward phase ends with the loss, the backward phase is the rest.
+        let grads = loss_and_gradients(
+            &model,
+            ids,
+            &self.positions,
+            None,
+            Checkpointing::when(self.target.recompute_layers),
+            |hidden| {
+                let loss = next_token_loss(hidden, model.lm_head(), ids, loss_mask)?;
+                device.synchronize()?;
+                forward_done = Instant::now();
+                Ok((loss, ()))
+            },
+        )?
+        .grads;
         device.synchronize()?;
         let backward_done = Instant::now();
         self.optimizer.accumulate(&grads, 1.0)?;

@@ -57,8 +57,9 @@ pub struct LossAndGradients<T> {
 
 /// Runs `model` on `ids` at `positions` and `head` on its final hidden states, then computes the
 /// gradients of the loss that `head` returns. With `checkpointing`, only each layer's input is
-/// held during the forward (see the module docs). Without, this is the plain `forward` then
-/// `backward()`.
+/// held during the forward (see the module docs); without, the layers' graph is kept and
+/// backpropagated at once. Either way the embedding lookup's gradient is added last, in place
+/// when it can be (see [`add_embedding_gradient`]).
 pub fn loss_and_gradients<T>(
     model: &Decoder,
     ids: &Tensor,
@@ -67,22 +68,59 @@ pub fn loss_and_gradients<T>(
     checkpointing: Option<Checkpointing>,
     head: impl FnOnce(&Tensor) -> Result<(Tensor, T)>,
 ) -> Result<LossAndGradients<T>> {
-    let Some(checkpointing) = checkpointing else {
-        let hidden = model.forward(ids, positions, mask, None)?;
-        let (loss, extra) = head(&hidden)?;
-        let grads = detached(loss.backward()?);
-        let loss = loss.detach();
-        return Ok(LossAndGradients { loss, extra, grads });
-    };
-    let chunk = checkpointing.mlp_chunk_tokens.max(1);
     let (cos, sin) = model.rope_tables(positions)?;
     let rope = (&cos, &sin);
+    let embedded = model.embed(ids)?.detach();
+    let (loss, extra, mut grads, upstream) = match checkpointing {
+        None => plain_backward(model, embedded, rope, mask, head)?,
+        Some(checkpointing) => {
+            checkpointed_backward(model, embedded, rope, mask, checkpointing, head)?
+        }
+    };
+    add_embedding_gradient(model, ids, &upstream, &mut grads)?;
+    Ok(LossAndGradients { loss, extra, grads })
+}
+
+/// What a backward through the layers gives: the loss (detached), the head's extra output, the
+/// weights' gradients, and the gradient at the embeddings.
+type LayersBackward<T> = (Tensor, T, GradStore, Tensor);
+
+/// The plain path: every layer's graph from the embeddings up, one backward.
+fn plain_backward<T>(
+    model: &Decoder,
+    embedded: Tensor,
+    rope: (&Tensor, &Tensor),
+    mask: Option<&AttentionMask>,
+    head: impl FnOnce(&Tensor) -> Result<(Tensor, T)>,
+) -> Result<LayersBackward<T>> {
+    let embedded = Var::from_tensor(&embedded)?;
+    let mut x = embedded.as_tensor().clone();
+    for layer in 0..model.config().num_hidden_layers {
+        x = model.layer_forward(layer, &x, rope, mask)?;
+    }
+    let (loss, extra) = head(&model.final_norm(&x)?)?;
+    drop(x);
+    let mut grads = detached(loss.backward()?);
+    let upstream = take_input_gradient(&mut grads, &embedded, "the first layer")?;
+    Ok((loss.detach(), extra, grads, upstream))
+}
+
+/// The checkpointed path (see the module docs).
+fn checkpointed_backward<T>(
+    model: &Decoder,
+    embedded: Tensor,
+    rope: (&Tensor, &Tensor),
+    mask: Option<&AttentionMask>,
+    checkpointing: Checkpointing,
+    head: impl FnOnce(&Tensor) -> Result<(Tensor, T)>,
+) -> Result<LayersBackward<T>> {
+    let chunk = checkpointing.mlp_chunk_tokens.max(1);
     let layers = model.config().num_hidden_layers;
     // The forward needs no graph: the same weights, detached, record none, so each intermediate
     // is freed as soon as the next one exists. Only each layer's input is kept.
     let untracked = model.detached()?;
     let mut inputs = Vec::with_capacity(layers);
-    let mut x = untracked.embed(ids)?;
+    let mut x = embedded;
     for layer in 0..layers {
         let mid = untracked.attention_block(layer, &x, rope, mask)?;
         let output = by_token_chunks(&mid, chunk, |part| untracked.mlp_block(layer, part))?;
@@ -94,7 +132,6 @@ pub fn loss_and_gradients<T>(
     drop(x);
     let (loss, extra) = head(&model.final_norm(last.as_tensor())?)?;
     let mut grads = detached(loss.backward()?);
-    let loss = loss.detach();
     let mut upstream = take_input_gradient(&mut grads, &last, "the final norm")?;
     drop(last);
     while let Some(input) = inputs.pop() {
@@ -107,22 +144,30 @@ pub fn loss_and_gradients<T>(
         upstream = take_input_gradient(&mut layer_grads, &input, &format!("layer {layer}"))?;
         grads.extend(layer_grads)?;
     }
-    add_embedding_gradient(model.embedding(), ids, &upstream, &mut grads)?;
-    Ok(LossAndGradients { loss, extra, grads })
+    Ok((loss.detach(), extra, grads, upstream))
 }
 
-/// Adds the gradient of the embedding lookup of `ids` `[B, T]` into the gradient of `table`
-/// `[vocab, hidden]`: row `ids[i]` gains `upstream[i]`, in token order. With a tied output
-/// projection the head has already given `table` a gradient, and the rows are added to it in place.
-/// The lookup's own gradient as a separate tensor (what the plain backward makes) would be a
-/// second `[vocab, hidden]` tensor, and the sum of the two a third: 0.5 GiB each at Qwen2.5-0.5B's
-/// shape in f32.
+/// Adds the gradient of `model`'s embedding lookup of `ids` `[B, T]`, given the gradient
+/// `upstream` at the embeddings, into `grads`.
+///
+/// When the embedding table is itself a variable, row `ids[i]` of its gradient gains
+/// `upstream[i]`, in token order and in place: with a tied output projection the head has already
+/// given the table a gradient. The lookup's own gradient as a separate tensor (what candle's
+/// backward makes) would be a second `[vocab, hidden]` tensor and the sum of the two a third,
+/// 0.5 GiB each at Qwen2.5-0.5B's shape in f32. When the table is a cast of the variables
+/// (training that computes in bf16), the lookup is backpropagated through the cast instead.
 fn add_embedding_gradient(
-    table: &Tensor,
+    model: &Decoder,
     ids: &Tensor,
     upstream: &Tensor,
     grads: &mut GradStore,
 ) -> Result<()> {
+    let table = model.embedding();
+    if !table.is_variable() {
+        let lookup = (model.embed(ids)? * upstream)?.sum_all()?;
+        grads.extend(detached(lookup.backward()?))?;
+        return Ok(());
+    }
     let hidden = table.dim(1)?;
     let rows = upstream.reshape(((), hidden))?.contiguous()?;
     let index = ids
