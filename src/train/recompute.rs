@@ -197,12 +197,17 @@ fn by_token_chunks(
         return stage(x);
     }
     let tokens = x.reshape((1, b * t, d))?;
-    let mut parts = Vec::with_capacity((b * t).div_ceil(chunk));
-    for start in (0..b * t).step_by(chunk) {
-        let len = chunk.min(b * t - start);
-        parts.push(stage(&tokens.narrow(1, start, len)?)?);
-    }
+    let parts = token_spans(b * t, chunk)
+        .map(|(start, len)| stage(&tokens.narrow(1, start, len)?))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(&parts, 1)?.reshape((b, t, d))?)
+}
+
+/// `(start, len)` of the consecutive spans of at most `chunk` tokens that cover `tokens`.
+fn token_spans(tokens: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..tokens)
+        .step_by(chunk)
+        .map(move |start| (start, chunk.min(tokens - start)))
 }
 
 /// The backward of layer `layer`'s MLP half at its input `mid` (detached), given the gradient
@@ -219,14 +224,13 @@ fn mlp_block_backward(
     let (b, t, d) = mid.dims3()?;
     let tokens = mid.reshape((1, b * t, d))?;
     let upstream = upstream.reshape((1, b * t, d))?;
+    let stage = format!("layer {layer}'s MLP");
     let mut input_grads = Vec::with_capacity((b * t).div_ceil(chunk));
-    for start in (0..b * t).step_by(chunk) {
-        let len = chunk.min(b * t - start);
+    for (start, len) in token_spans(b * t, chunk) {
         let part = Var::from_tensor(&tokens.narrow(1, start, len)?)?;
         let output = model.mlp_block(layer, part.as_tensor())?;
         let product = (output * upstream.narrow(1, start, len)?)?;
         let mut part_grads = detached(product.sum_all()?.backward()?);
-        let stage = format!("layer {layer}'s MLP");
         input_grads.push(take_input_gradient(&mut part_grads, &part, &stage)?);
         grads.extend(part_grads)?;
     }
