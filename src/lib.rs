@@ -4,6 +4,7 @@
 //! The binary `distill` only parses arguments ([`cli`]) and calls the stages in this library.
 
 pub mod bench;
+pub mod bench_kernels;
 pub mod bench_memory;
 pub mod cli;
 pub mod compare;

@@ -5,6 +5,10 @@
 #               a tiny decoder's forward and backward, against the CPU
 #   sample      greedy generation with stories260K on cuda:0 against the CPU
 #   sft         a 20-step SFT run of stories260K on the CPU (f32) and on cuda:0 (f32 and bf16)
+#   kernels     each stage of that training step (norm, projections, rope, attention, MLP, the
+#               blocks, the loss head, the weight cast) timed forward and backward on its own, ours
+#               and PyTorch (benches/baselines/torch_kernels_gpu.py)
+#   profile     an Nsight Systems profile of one 0.5B training step, where the machine has `nsys`
 #   train       the Qwen2.5-0.5B-shape training step (8 x 1024, bf16 over f32 master weights),
 #               ours and PyTorch AMP (benches/baselines/torch_train_gpu.py)
 #   generate    greedy generation, Qwen2.5-0.5B shape, bf16, 256 prompt + 1024 new tokens, batch
@@ -25,7 +29,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 started=$(date +%s)
 budget="${GPU_BUDGET_S:-420}"
-parts="${GPU_PARTS:-parity,sample,sft,train,train_torch,generate,generate_torch,grpo,train15,train15_torch,generate15,generate15_torch}"
+parts="${GPU_PARTS:-parity,sample,sft,kernels,kernels_torch,profile,train,train_torch,generate,generate_torch,grpo,train15,train15_torch,generate15,generate15_torch}"
 if [ -n "${OUT:-}" ]; then logs=$(mktemp -d); else logs=gpu-logs; fi
 mkdir -p "$logs"
 exec 3>&1
@@ -98,6 +102,28 @@ train() { # SHAPE BATCH SEQ STEPS TAG
   part "$5_torch" 100 python3 benches/baselines/torch_train_gpu.py --shape "$1" --batch "$2" --seq "$3" \
     --steps "$4" >"$logs/$5_torch.json" 2>"$logs/$5_torch.err"
 }
+kernels() { # SHAPE BATCH SEQ
+  part kernels 100 "$distill" bench kernels --device cuda:0 --precision bf16 --shape "$1" --batch "$2" \
+    --seq "$3" >"$logs/kernels_ours.json" 2>"$logs/kernels_ours.err"
+  part kernels_torch 100 python3 benches/baselines/torch_kernels_gpu.py --shape "$1" --batch "$2" \
+    --seq "$3" >"$logs/kernels_torch.json" 2>"$logs/kernels_torch.err"
+}
+kernels qwen2.5-0.5b 8 1024
+
+# The kernel time of one training step by kernel name, where Nsight Systems is installed.
+profile() {
+  local nsys
+  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  if [ -z "$nsys" ]; then
+    echo "no nsys on this machine; /usr/local/cuda/bin has: $(ls /usr/local/cuda/bin 2>&1 | tr '\n' ' ')"
+    return 0
+  fi
+  "$nsys" profile --trace cuda --stats true --force-overwrite true --output "$work/step" \
+    "$distill" bench train --device cuda:0 --precision bf16 --shape qwen2.5-0.5b --batch 8 --seq 1024 --steps 1
+}
+export -f profile
+part profile 75 profile >"$logs/profile.txt" 2>&1
+
 train qwen2.5-0.5b 8 1024 5 train
 
 generation() { # SHAPE TAG OURS_BATCHES TORCH_BATCHES (space-separated lists)

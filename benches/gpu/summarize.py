@@ -139,6 +139,36 @@ def grpo(logs, parts):
               f"({r['generated_tokens']} tokens), update {r['update_seconds']:.2f} s ({r['update_tokens']} tokens)")
 
 
+def kernels(logs, parts):
+    """Each stage of the training step, ours against PyTorch: ms forward + backward and their ratio."""
+    if "kernels" not in parts:
+        return
+    ours, theirs = last_json(logs / "kernels_ours.json"), last_json(logs / "kernels_torch.json")
+    if not ours:
+        print(f"kernels: ours FAILED: {tail(logs / 'kernels_ours.err')}")
+        return
+    torch_cases = {c["name"]: c for c in (theirs or {}).get("cases", [])}
+    step = ours["step_ms_from_primitives"]
+    print(f"kernels {ours['device']} batch {ours['batch']} x {ours['seq']}: a step is "
+          f"{step:.1f} ms as the sum of the primitives, {ours['step_ms_from_blocks']:.1f} ms as the sum of the blocks")
+    print(f"  {'stage':<20} {'x/step':>6} {'ours fwd+bwd ms':>16} {'share':>6} {'rate':>12} {'of peak':>8} "
+          f"{'torch fwd+bwd ms':>17} {'ours/torch':>10}")
+    for c in ours["cases"]:
+        ms = c["forward_ms"] + c["backward_ms"]
+        unit = "TFLOP/s" if "flops" in c["work"] else "GB/s"
+        share = c["per_step"] * ms / step if c["primitive"] else float("nan")
+        peak = f"{c['peak_fraction']:.2f}" if c.get("peak_fraction") is not None else "-"
+        line = (f"  {c['name']:<20} {c['per_step']:>6} {c['forward_ms']:>7.2f}+{c['backward_ms']:<8.2f} "
+                f"{share:>6.2f} {c['rate']:>6.1f} {unit:<5} {peak:>8}")
+        other = torch_cases.get(c["name"])
+        if other:
+            theirs_ms = other["forward_ms"] + other["backward_ms"]
+            line += f" {other['forward_ms']:>8.2f}+{other['backward_ms']:<8.2f} {ms / theirs_ms:>10.2f}"
+        print(line)
+    if theirs is None and "kernels_torch" in parts:
+        print(f"  PyTorch gave no result: {tail(logs / 'kernels_torch.err')}")
+
+
 def main():
     logs = pathlib.Path(sys.argv[1])
     parts = {}
@@ -151,6 +181,7 @@ def main():
     sample(logs, parts)
     sft(logs, parts)
     pairs(logs, parts, "train", "training")
+    kernels(logs, parts)
     pairs(logs, parts, "generate", "generation")
     grpo(logs, parts)
     pairs(logs, parts, "train15", "training")

@@ -36,6 +36,33 @@ pub enum BenchCommand {
     /// Peak memory of one SFT step against the row's length, with and without activation
     /// checkpointing (each case in its own process): a table, a plot and a linear fit.
     Memory(MemoryBenchArgs),
+    /// Each stage of a training step (a layer's norm, projections, rope, attention, MLP, the blocks,
+    /// the loss head, the weight cast) timed forward and backward on its own at a real shape, with
+    /// its FLOP or byte rate (prints JSON).
+    Kernels(KernelBenchArgs),
+}
+
+/// `distill bench kernels`.
+#[derive(Debug, Args)]
+pub struct KernelBenchArgs {
+    /// small-vocab, qwen-vocab, qwen2.5-0.5b, qwen2.5-1.5b or long-context.
+    #[arg(long, default_value = "qwen2.5-0.5b")]
+    pub shape: BenchShape,
+    /// Rows per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Tokens per row (default: the shape's training length).
+    #[arg(long)]
+    pub seq: Option<usize>,
+    /// Timed calls per stage (after one warm-up call).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// auto (bf16 on CUDA, f32 on the CPU), f32 or bf16.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub precision: Precision,
 }
 
 /// `distill bench filter`.
@@ -242,6 +269,24 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
             return Ok(());
         }
         BenchCommand::Memory(args) => return run_memory(args),
+        BenchCommand::Kernels(args) => {
+            let device = crate::runtime::parse_device(&args.device)?;
+            let bench = crate::bench_kernels::KernelBench {
+                config: args.shape.config(),
+                batch: args.batch,
+                seq: args.seq.unwrap_or(args.shape.train_seq_len()),
+                dtype: args.precision.compute_dtype(&device),
+                reps: args.reps,
+                device,
+            };
+            let mut report = serde_json::to_value(bench.run()?)?;
+            report["device"] = crate::runtime::device_name(&bench.device).into();
+            report["compute_dtype"] = format!("{:?}", bench.dtype).into();
+            report["batch"] = bench.batch.into();
+            report["seq"] = bench.seq.into();
+            println!("{report}");
+            return Ok(());
+        }
         BenchCommand::Generate(args) => {
             let device = crate::runtime::parse_device(&args.device)?;
             let dtype = args.precision.compute_dtype(&device);
