@@ -37,6 +37,18 @@ pub enum Work {
     },
 }
 
+/// How a stage enters the step's sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// One of the pieces a step is made of (the sum of the primitives).
+    Primitive,
+    /// A residual block made of primitives (the sum of the blocks).
+    Block,
+    /// Another way to compute a primitive, in neither sum (e.g. the blocked attention).
+    Alternative,
+}
+
 /// One stage timed on its own.
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelTiming {
@@ -44,8 +56,8 @@ pub struct KernelTiming {
     pub name: &'static str,
     /// How many times a training step runs it.
     pub per_step: usize,
-    /// Whether it is one of the primitives that the blocks are made of (`false` for the blocks).
-    pub primitive: bool,
+    /// How it enters the step's sums.
+    pub role: Role,
     /// Mean forward milliseconds.
     pub forward_ms: f64,
     /// Mean backward milliseconds (forward + backward, less the forward).
@@ -159,7 +171,7 @@ impl KernelBench {
         let mut cases = Vec::new();
         let mut add = |name: &'static str,
                        per_step: usize,
-                       primitive: bool,
+                       role: Role,
                        work: Work,
                        (forward_ms, backward_ms): (f64, f64)| {
             let seconds = (forward_ms + backward_ms) / 1e3;
@@ -179,7 +191,7 @@ impl KernelBench {
             cases.push(KernelTiming {
                 name,
                 per_step,
-                primitive,
+                role,
                 forward_ms,
                 backward_ms,
                 work,
@@ -214,7 +226,7 @@ impl KernelBench {
         add(
             "rms_norm",
             2 * layers + 1,
-            true,
+            Role::Primitive,
             Work::Bytes {
                 forward: 2.0 * rows,
                 backward: 3.0 * rows,
@@ -237,7 +249,7 @@ impl KernelBench {
             add(
                 name,
                 per_step,
-                true,
+                Role::Primitive,
                 Work::Flops {
                     forward: flops,
                     backward: 2.0 * flops,
@@ -253,7 +265,7 @@ impl KernelBench {
         add(
             "rope (q)",
             layers,
-            true,
+            Role::Primitive,
             Work::Bytes {
                 forward: 2.0 * q_bytes,
                 backward: 2.0 * q_bytes,
@@ -265,7 +277,7 @@ impl KernelBench {
         add(
             "rope (k)",
             layers,
-            true,
+            Role::Primitive,
             Work::Bytes {
                 forward: 2.0 * q_bytes * kv_heads as f64 / heads as f64,
                 backward: 2.0 * q_bytes * kv_heads as f64 / heads as f64,
@@ -286,13 +298,39 @@ impl KernelBench {
         add(
             "attention",
             layers,
-            true,
+            Role::Primitive,
             Work::Flops {
                 forward: attention_flops,
                 backward: 2.5 * attention_flops,
             },
             time_stage(dev, self.reps, || {
-                ops::attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), scale, &mask)
+                ops::attention_with(
+                    q.as_tensor(),
+                    k.as_tensor(),
+                    v.as_tensor(),
+                    scale,
+                    &mask,
+                    ops::AttentionKernel::Fused,
+                )
+            })?,
+        );
+        add(
+            "attention (blocked)",
+            layers,
+            Role::Alternative,
+            Work::Flops {
+                forward: attention_flops,
+                backward: 2.5 * attention_flops,
+            },
+            time_stage(dev, self.reps, || {
+                ops::attention_with(
+                    q.as_tensor(),
+                    k.as_tensor(),
+                    v.as_tensor(),
+                    scale,
+                    &mask,
+                    ops::AttentionKernel::Blocked,
+                )
             })?,
         );
 
@@ -302,7 +340,7 @@ impl KernelBench {
         add(
             "swiglu",
             layers,
-            true,
+            Role::Primitive,
             Work::Bytes {
                 forward: 3.0 * mlp_bytes,
                 backward: 5.0 * mlp_bytes,
@@ -317,7 +355,7 @@ impl KernelBench {
         add(
             "attention block",
             layers,
-            false,
+            Role::Block,
             Work::Flops {
                 forward: projection_flops + attention_flops,
                 backward: 2.0 * projection_flops + 2.5 * attention_flops,
@@ -330,7 +368,7 @@ impl KernelBench {
         add(
             "mlp block",
             layers,
-            false,
+            Role::Block,
             Work::Flops {
                 forward: mlp_flops,
                 backward: 2.0 * mlp_flops,
@@ -350,7 +388,7 @@ impl KernelBench {
         add(
             "loss head",
             1,
-            true,
+            Role::Primitive,
             Work::Flops {
                 forward: head_flops,
                 backward: 2.0 * head_flops,
@@ -366,7 +404,7 @@ impl KernelBench {
         add(
             "weight cast",
             1,
-            true,
+            Role::Primitive,
             Work::Bytes {
                 forward: cast_bytes,
                 backward: cast_bytes,
@@ -381,13 +419,13 @@ impl KernelBench {
                 .map(|case| case.per_step as f64 * (case.forward_ms + case.backward_ms))
                 .sum()
         };
-        let step_ms_from_primitives = step_ms(&|case| case.primitive);
-        let step_ms_from_blocks =
-            step_ms(&|case| !case.primitive || matches!(case.name, "loss head" | "weight cast"))
-                + cases
-                    .iter()
-                    .find(|case| case.name == "rms_norm")
-                    .map_or(0.0, |norm| norm.forward_ms + norm.backward_ms);
+        let step_ms_from_primitives = step_ms(&|case| case.role == Role::Primitive);
+        let step_ms_from_blocks = step_ms(&|case| {
+            case.role == Role::Block || matches!(case.name, "loss head" | "weight cast")
+        }) + cases
+            .iter()
+            .find(|case| case.name == "rms_norm")
+            .map_or(0.0, |norm| norm.forward_ms + norm.backward_ms);
         Ok(KernelReport {
             cases,
             step_ms_from_primitives,

@@ -20,9 +20,9 @@ mod common;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use distill::ops::{
-    attention, grpo_loss, masked_softmax, rms_norm, rope, selective_log_softmax, sft_loss,
-    softmax_last_dim, AttentionMask, GrpoAggregation, GrpoConfig, GrpoInputs, RopeLayout,
-    SoftmaxMask, IGNORE_TARGET,
+    attention, attention_with, grpo_loss, masked_softmax, rms_norm, rope, selective_log_softmax,
+    sft_loss, softmax_last_dim, AttentionKernel, AttentionMask, GrpoAggregation, GrpoConfig,
+    GrpoInputs, RopeLayout, SoftmaxMask, IGNORE_TARGET,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -344,6 +344,11 @@ struct AttentionCase {
 }
 
 fn check_attention(dev: &Device, case: &AttentionCase) {
+    check_attention_with(dev, case, AttentionKernel::Fused);
+}
+
+/// `case` computed by `kernel` on the GPU against the fused op on the CPU.
+fn check_attention_with(dev: &Device, case: &AttentionCase, kernel: AttentionKernel) {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let (b, t, tk, d) = (case.b, case.t, case.tk, case.d);
     let q = uniform(&mut rng, &[b, case.hq, t, d], -1.5, 1.5);
@@ -365,15 +370,20 @@ fn check_attention(dev: &Device, case: &AttentionCase) {
             key_padding: Some(run.on(&key_padding)),
             segment_ids: segment_ids.as_ref().map(|s| run.on(s)),
         };
-        Ok(vec![attention(&x[0], &x[1], &x[2], scale, &mask)?])
+        let kernel = if run.is_reference() {
+            AttentionKernel::Fused
+        } else {
+            kernel
+        };
+        Ok(vec![attention_with(
+            &x[0], &x[1], &x[2], scale, &mask, kernel,
+        )?])
     });
 }
 
-#[test]
-fn attention_matches_cpu_for_every_mask() {
-    let Some(dev) = gpu("attention_matches_cpu_for_every_mask") else {
-        return;
-    };
+/// Causal and not, grouped-query heads, left padding, fully masked rows, packed segments and
+/// queries offset from the keys.
+fn attention_cases() -> Vec<AttentionCase> {
     let base = |name, t, tk, causal, left_pad: Vec<usize>| AttentionCase {
         name,
         b: 2,
@@ -386,7 +396,7 @@ fn attention_matches_cpu_for_every_mask() {
         left_pad,
         segments: None,
     };
-    let cases = [
+    vec![
         base("attention causal gqa", 13, 13, true, vec![0, 0]),
         base("attention kv cache left pad", 5, 13, true, vec![3, 0]),
         base("attention non-causal padding", 7, 11, false, vec![0, 4]),
@@ -408,10 +418,41 @@ fn attention_matches_cpu_for_every_mask() {
             b: 1,
             ..base("attention several tiles non-causal", 37, 70, false, vec![9])
         },
-    ];
-    for case in &cases {
+    ]
+}
+
+#[test]
+fn attention_matches_cpu_for_every_mask() {
+    let Some(dev) = gpu("attention_matches_cpu_for_every_mask") else {
+        return;
+    };
+    for case in &attention_cases() {
         check_attention(&dev, case);
     }
+}
+
+#[test]
+fn blocked_attention_on_cuda_matches_the_cpu_kernel() {
+    let Some(dev) = gpu("blocked_attention_on_cuda_matches_the_cpu_kernel") else {
+        return;
+    };
+    for case in &attention_cases() {
+        check_attention_with(&dev, case, AttentionKernel::Blocked);
+    }
+    // Large enough for two query blocks (2 · 16 · 1,100 scores a row; 2^25 a block), head dim 64.
+    let two_blocks = AttentionCase {
+        name: "blocked attention, two blocks",
+        b: 2,
+        hq: 16,
+        hkv: 2,
+        t: 1100,
+        tk: 1100,
+        d: 64,
+        causal: true,
+        left_pad: vec![0, 9],
+        segments: None,
+    };
+    check_attention_with(&dev, &two_blocks, AttentionKernel::Blocked);
 }
 
 #[test]

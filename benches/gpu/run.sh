@@ -11,6 +11,8 @@
 #   profile     an Nsight Systems profile of one 0.5B training step, where the machine has `nsys`
 #   train       the Qwen2.5-0.5B-shape training step (8 x 1024, bf16 over f32 master weights),
 #               ours and PyTorch AMP (benches/baselines/torch_train_gpu.py)
+#   train_blocked  the same step of ours with DISTILL_ATTENTION=blocked (attention through cuBLAS
+#               matmuls over query blocks instead of the fused CUDA kernel)
 #   generate    greedy generation, Qwen2.5-0.5B shape, bf16, 256 prompt + 1024 new tokens, batch
 #               1/16/64/256, ours and transformers `generate` (benches/baselines/torch_generate_gpu.py)
 #   grpo        two GRPO steps of a Qwen2.5-0.5B-shape policy on cuda:0: rollout and update seconds
@@ -29,7 +31,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 started=$(date +%s)
 budget="${GPU_BUDGET_S:-420}"
-parts="${GPU_PARTS:-parity,sample,sft,kernels,kernels_torch,profile,train,train_torch,generate,generate_torch,grpo,train15,train15_torch,generate15,generate15_torch}"
+parts="${GPU_PARTS:-parity,sample,sft,kernels,kernels_torch,profile,train,train_torch,train_blocked,generate,generate_torch,grpo,train15,train15_torch,generate15,generate15_torch}"
 if [ -n "${OUT:-}" ]; then logs=$(mktemp -d); else logs=gpu-logs; fi
 mkdir -p "$logs"
 exec 3>&1
@@ -125,6 +127,8 @@ export -f profile
 part profile 75 profile >"$logs/profile.txt" 2>&1
 
 train qwen2.5-0.5b 8 1024 5 train
+part train_blocked 100 env DISTILL_ATTENTION=blocked "$distill" bench train --device cuda:0 --precision bf16 \
+  --shape qwen2.5-0.5b --batch 8 --seq 1024 --steps 5 >"$logs/train_blocked_ours.json" 2>"$logs/train_blocked_ours.err"
 
 generation() { # SHAPE TAG OURS_BATCHES TORCH_BATCHES (space-separated lists)
   local shape=$1 tag=$2 ours=() torch=() b

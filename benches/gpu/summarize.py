@@ -88,18 +88,21 @@ def sft(logs, parts):
               f"final loss {losses[-1]:.4f} vs {cpu[-1]:.4f}")
 
 
-def pairs(logs, parts, tag, what):
-    if tag not in parts and f"{tag}_torch" not in parts:
+def pairs(logs, parts, tag, what, theirs_tag=None):
+    """Our result lines of part TAG against PyTorch's (part THEIRS_TAG_torch, by default TAG_torch)."""
+    theirs_tag = theirs_tag or tag
+    if tag not in parts and f"{theirs_tag}_torch" not in parts:
         return
-    ours, theirs = json_lines(logs / f"{tag}_ours.json"), json_lines(logs / f"{tag}_torch.json")
+    ours, theirs = json_lines(logs / f"{tag}_ours.json"), json_lines(logs / f"{theirs_tag}_torch.json")
     if not ours and not theirs:
         if tag in parts:
             print(f"{what}: ours FAILED: {tail(logs / f'{tag}_ours.err')}")
         return
     if not ours and tag in parts:
         print(f"{what}: ours FAILED: {tail(logs / f'{tag}_ours.err')}")
-    if not theirs and f"{tag}_torch" in parts:
-        print(f"{what}: PyTorch gave no result: {tail(logs / f'{tag}_torch.err')} {tail(logs / f'{tag}_torch.json')}")
+    if not theirs and f"{theirs_tag}_torch" in parts:
+        print(f"{what}: PyTorch gave no result: {tail(logs / f'{theirs_tag}_torch.err')} "
+              f"{tail(logs / f'{theirs_tag}_torch.json')}")
     by_batch = {r["batch"]: r for r in theirs}
     for r in ours:
         other = by_batch.get(r["batch"])
@@ -156,7 +159,7 @@ def kernels(logs, parts):
     for c in ours["cases"]:
         ms = c["forward_ms"] + c["backward_ms"]
         unit = "TFLOP/s" if "flops" in c["work"] else "GB/s"
-        share = c["per_step"] * ms / step if c["primitive"] else float("nan")
+        share = c["per_step"] * ms / step if c["role"] == "primitive" else float("nan")
         peak = f"{c['peak_fraction']:.2f}" if c.get("peak_fraction") is not None else "-"
         line = (f"  {c['name']:<20} {c['per_step']:>6} {c['forward_ms']:>7.2f}+{c['backward_ms']:<8.2f} "
                 f"{share:>6.2f} {c['rate']:>6.1f} {unit:<5} {peak:>8}")
@@ -181,6 +184,7 @@ def main():
     sample(logs, parts)
     sft(logs, parts)
     pairs(logs, parts, "train", "training")
+    pairs(logs, parts, "train_blocked", "training (blocked attention)", theirs_tag="train")
     kernels(logs, parts)
     pairs(logs, parts, "generate", "generation")
     grpo(logs, parts)

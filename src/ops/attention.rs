@@ -38,6 +38,63 @@ pub fn attention(
     scale: f64,
     mask: &AttentionMask,
 ) -> Result<Tensor> {
+    let kernel = match AttentionKernel::configured() {
+        AttentionKernel::Blocked if q.dim(2)? >= AttentionKernel::MIN_BLOCKED_QUERIES => {
+            AttentionKernel::Blocked
+        }
+        _ => AttentionKernel::Fused,
+    };
+    attention_with(q, k, v, scale, mask, kernel)
+}
+
+/// How [`attention`] is computed. Both give the same result (to rounding) and keep memory
+/// linear in the sequence length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// One fused op per direction (the CPU kernel, or the CUDA kernel of `cuda::attention`).
+    Fused,
+    /// Batched matmuls over blocks of query rows and the masked softmax
+    /// (`ops::blocked_attention`): cuBLAS's tensor cores on a GPU.
+    Blocked,
+}
+
+impl AttentionKernel {
+    /// The environment variable that picks [`attention`]'s kernel: `fused` (the default) or
+    /// `blocked` (used for calls with at least [`AttentionKernel::MIN_BLOCKED_QUERIES`] query
+    /// rows: training and prefill; decoding steps stay fused).
+    pub const ENV: &'static str = "DISTILL_ATTENTION";
+
+    /// Fewer query rows than this run fused even when `blocked` is configured: a decoding step's
+    /// handful of rows would pay for a dozen small matmuls and softmaxes per layer.
+    pub const MIN_BLOCKED_QUERIES: usize = 64;
+
+    /// The kernel named by [`AttentionKernel::ENV`], read once per process; `Fused` when unset.
+    /// An unknown value is reported once on stderr and ignored.
+    pub fn configured() -> Self {
+        static CONFIGURED: std::sync::OnceLock<AttentionKernel> = std::sync::OnceLock::new();
+        *CONFIGURED.get_or_init(|| match std::env::var(Self::ENV).as_deref() {
+            Ok("blocked") => AttentionKernel::Blocked,
+            Ok("fused") | Err(_) => AttentionKernel::Fused,
+            Ok(other) => {
+                eprintln!(
+                    "{}={other:?} is neither `fused` nor `blocked`; using `fused`",
+                    Self::ENV
+                );
+                AttentionKernel::Fused
+            }
+        })
+    }
+}
+
+/// [`attention`] computed by `kernel`.
+pub fn attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    mask: &AttentionMask,
+    kernel: AttentionKernel,
+) -> Result<Tensor> {
     let (b, hq, t, d) = match q.dims() {
         &[b, hq, t, d] => (b, hq, t, d),
         dims => bail!("{OP_NAME}: q must be [B, Hq, T, D], got {dims:?}"),
@@ -100,6 +157,9 @@ pub fn attention(
             Some(mask_tensor(seg, q)?)
         }
     };
+    if kernel == AttentionKernel::Blocked {
+        return super::blocked_attention::blocked_attention(q, k, v, scale, mask);
+    }
     let spec = Spec {
         geometry: Geometry {
             batch: b,
