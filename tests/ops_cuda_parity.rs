@@ -776,3 +776,33 @@ fn adamw_on_cuda_matches_torch() {
     poison(&dev);
     adamw_fixture::replay_against_torch(&dev, 1e-5);
 }
+
+// ---------------------------------------------------------------- greedy decoding on the device
+
+#[test]
+fn greedy_tokens_on_cuda_match_the_cpu_argmax_with_ties() {
+    let Some(dev) = gpu("greedy_tokens_on_cuda_match_the_cpu_argmax_with_ties") else {
+        return;
+    };
+    // Qwen's vocabulary, 64 rows; every third row has its maximum at several ids.
+    let (rows, vocab) = (64, 151_936);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut logits: Vec<f32> = (0..rows * vocab)
+        .map(|_| rng.random_range(-4.0..4.0))
+        .collect();
+    for row in (0..rows).step_by(3) {
+        for id in [vocab - 1, 77_000 + row, 5 + row] {
+            logits[row * vocab + id] = 9.0;
+        }
+    }
+    let want: Vec<u32> = logits
+        .chunks(vocab)
+        .map(distill::model::sampling::argmax)
+        .collect();
+    let on_gpu = Tensor::from_vec(logits, (rows, vocab), &dev).unwrap();
+    let got = distill::model::sampling::argmax_rows(&on_gpu).unwrap();
+    assert_eq!(got, want);
+    eprintln!(
+        "greedy tokens: {rows} rows of {vocab} logits agree with the CPU argmax, ties included"
+    );
+}

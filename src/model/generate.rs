@@ -249,13 +249,22 @@ pub fn generate(
 const PARALLEL_SAMPLING_MIN_LOGITS: usize = 1 << 17;
 
 /// The next token of every unfinished row (`None` for finished rows), drawn from its own generator;
-/// rows are sampled in parallel, reading the logits in place when they are f32 on the CPU.
+/// rows are sampled in parallel, reading the logits in place when they are f32 on the CPU. Greedy
+/// decoding off the CPU takes each row's argmax on the device.
 fn sample_rows(
     logits: &Tensor,
     rows: &mut [Row],
     sampler: &SamplerConfig,
 ) -> Result<Vec<Option<u32>>> {
     let logits = logits.to_dtype(DType::F32)?.contiguous()?;
+    if sampler.temperature <= 0.0 && !logits.device().is_cpu() {
+        let tokens = super::sampling::argmax_rows(&logits)?;
+        return Ok(rows
+            .iter()
+            .zip(tokens)
+            .map(|(row, token)| row.finished.is_none().then_some(token))
+            .collect());
+    }
     let vocab = logits.dim(1)?;
     let sample = |(row, row_logits): (&mut Row, &[f32])| {
         row.finished

@@ -130,6 +130,21 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
+/// The greedy token of every row of `logits` `[rows, vocab]`: the lowest id among the row's largest
+/// logits, as [`argmax`]. It is computed where the logits are, so on a GPU only `rows` ids cross to
+/// the host instead of `rows × vocab` logits.
+pub fn argmax_rows(logits: &candle_core::Tensor) -> candle_core::Result<Vec<u32>> {
+    use candle_core::Tensor;
+    let (rows, vocab) = logits.dims2()?;
+    let device = logits.device();
+    let at_max = logits.broadcast_eq(&logits.max_keepdim(1)?)?;
+    let ids = Tensor::arange(0u32, vocab as u32, device)?
+        .unsqueeze(0)?
+        .broadcast_as((rows, vocab))?;
+    let past_the_end = Tensor::full(vocab as u32, (rows, vocab), device)?;
+    at_max.where_cond(&ids, &past_the_end)?.min(1)?.to_vec1()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +242,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(drawn(&config, &logits, 500), [0, 1].into_iter().collect());
+    }
+
+    #[test]
+    fn argmax_rows_picks_the_lowest_id_among_ties_like_argmax() {
+        let rows: [[f32; 6]; 4] = [
+            [0.5, 2.0, -1.0, 2.0, 0.0, 1.0],
+            [-3.0, -2.0, -2.0, -5.0, -2.0, -9.0],
+            [7.0, 7.0, 7.0, 7.0, 7.0, 7.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.25],
+        ];
+        let logits = candle_core::Tensor::from_iter(
+            rows.iter().flatten().copied(),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+        .reshape((4, 6))
+        .unwrap();
+        let expected: Vec<u32> = rows.iter().map(|row| argmax(row)).collect();
+        assert_eq!(expected, vec![1, 1, 0, 5]);
+        assert_eq!(argmax_rows(&logits).unwrap(), expected);
     }
 }
