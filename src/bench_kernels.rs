@@ -295,44 +295,28 @@ impl KernelBench {
             segment_ids: None,
         };
         let scale = 1.0 / (hd as f64).sqrt();
-        add(
-            "attention",
-            layers,
-            Role::Primitive,
-            Work::Flops {
-                forward: attention_flops,
-                backward: 2.5 * attention_flops,
-            },
-            time_stage(dev, self.reps, || {
-                ops::attention_with(
-                    q.as_tensor(),
-                    k.as_tensor(),
-                    v.as_tensor(),
-                    scale,
-                    &mask,
-                    ops::AttentionKernel::Fused,
-                )
-            })?,
-        );
-        add(
-            "attention (blocked)",
-            layers,
-            Role::Alternative,
-            Work::Flops {
-                forward: attention_flops,
-                backward: 2.5 * attention_flops,
-            },
-            time_stage(dev, self.reps, || {
-                ops::attention_with(
-                    q.as_tensor(),
-                    k.as_tensor(),
-                    v.as_tensor(),
-                    scale,
-                    &mask,
-                    ops::AttentionKernel::Blocked,
-                )
-            })?,
-        );
+        for (name, role, kernel) in [
+            ("attention", Role::Primitive, ops::AttentionKernel::Fused),
+            (
+                "attention (blocked)",
+                Role::Alternative,
+                ops::AttentionKernel::Blocked,
+            ),
+        ] {
+            add(
+                name,
+                layers,
+                role,
+                Work::Flops {
+                    forward: attention_flops,
+                    backward: 2.5 * attention_flops,
+                },
+                time_stage(dev, self.reps, || {
+                    let (q, k, v) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
+                    ops::attention_with(q, k, v, scale, &mask, kernel)
+                })?,
+            );
+        }
 
         let gate = random(&[n, inter], dt, dev)?;
         let up = random(&[n, inter], dt, dev)?;
@@ -431,5 +415,66 @@ impl KernelBench {
             step_ms_from_primitives,
             step_ms_from_blocks,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::BenchShape;
+
+    #[test]
+    fn every_stage_is_timed_and_the_step_counts_each_primitive_per_layer() {
+        let config = BenchShape::SmallVocab.config();
+        let layers = config.num_hidden_layers;
+        let report = KernelBench {
+            config,
+            batch: 1,
+            seq: 16,
+            dtype: DType::F32,
+            device: Device::Cpu,
+            reps: 1,
+        }
+        .run()
+        .unwrap();
+        let names: Vec<&str> = report.cases.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "rms_norm",
+                "q_proj",
+                "k_proj, v_proj",
+                "o_proj",
+                "gate_proj, up_proj",
+                "down_proj",
+                "rope (q)",
+                "rope (k)",
+                "attention",
+                "attention (blocked)",
+                "swiglu",
+                "attention block",
+                "mlp block",
+                "loss head",
+                "weight cast",
+            ]
+        );
+        let case = |name: &str| report.cases.iter().find(|c| c.name == name).unwrap();
+        assert_eq!(case("rms_norm").per_step, 2 * layers + 1);
+        assert_eq!(case("gate_proj, up_proj").per_step, 2 * layers);
+        assert_eq!(case("attention").role, Role::Primitive);
+        assert_eq!(case("attention (blocked)").role, Role::Alternative);
+        assert_eq!(case("mlp block").role, Role::Block);
+        for c in &report.cases {
+            assert!(c.forward_ms >= 0.0 && c.backward_ms >= 0.0, "{}", c.name);
+        }
+        let ms = |c: &KernelTiming| c.per_step as f64 * (c.forward_ms + c.backward_ms);
+        let primitives: f64 = report
+            .cases
+            .iter()
+            .filter(|c| c.role == Role::Primitive)
+            .map(ms)
+            .sum();
+        assert!((report.step_ms_from_primitives - primitives).abs() <= 1e-9 * primitives);
+        assert!(report.step_ms_from_primitives > ms(case("attention")));
     }
 }

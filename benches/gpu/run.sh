@@ -4,7 +4,8 @@
 #   parity      the CUDA parity tests of every custom op (forward and backward, f32/bf16/f16) and of
 #               a tiny decoder's forward and backward, against the CPU
 #   sample      greedy generation with stories260K on cuda:0 against the CPU
-#   sft         a 20-step SFT run of stories260K on the CPU (f32) and on cuda:0 (f32 and bf16)
+#   sft         a 20-step SFT run of stories260K on the CPU (f32) and on cuda:0 (f32 and bf16, with
+#               the fused and the blocked attention)
 #   kernels     each stage of that training step (norm, projections, rope, attention, MLP, the
 #               blocks, the loss head, the weight cast) timed forward and backward on its own, ours
 #               and PyTorch (benches/baselines/torch_kernels_gpu.py)
@@ -94,7 +95,13 @@ sft() {
     >"$logs/sft_$1.out" 2>&1
   cp "$work/sft_$1/metrics.jsonl" "$logs/sft_$1.metrics.jsonl"
 }
-sft_all() { sft cpu_f32 cpu f32; sft cuda_f32 cuda:0 f32; sft cuda_bf16 cuda:0 bf16; }
+sft_all() {
+  sft cpu_f32 cpu f32
+  sft cuda_f32 cuda:0 f32
+  sft cuda_bf16 cuda:0 bf16
+  DISTILL_ATTENTION=blocked sft cuda_f32_blocked cuda:0 f32
+  DISTILL_ATTENTION=blocked sft cuda_bf16_blocked cuda:0 bf16
+}
 export -f sft sft_all
 part sft 90 sft_all
 

@@ -72,13 +72,14 @@ def sample(logs, parts):
 def sft(logs, parts):
     if "sft" not in parts:
         return
-    runs = {tag: json_lines(logs / f"sft_{tag}.metrics.jsonl") for tag in ("cpu_f32", "cuda_f32", "cuda_bf16")}
+    tags = ("cpu_f32", "cuda_f32", "cuda_bf16", "cuda_f32_blocked", "cuda_bf16_blocked")
+    runs = {tag: json_lines(logs / f"sft_{tag}.metrics.jsonl") for tag in tags}
     cpu = [r["loss"] for r in runs["cpu_f32"]]
     if not cpu:
         if (logs / "sft_cpu_f32.out").exists():
             print(f"sft: the CPU run FAILED: {tail(logs / 'sft_cpu_f32.out')}")
         return
-    for tag in ("cuda_f32", "cuda_bf16"):
+    for tag in tags[1:]:
         losses = [r["loss"] for r in runs[tag]]
         if len(losses) != len(cpu):
             print(f"sft {tag}: FAILED or short ({len(losses)} of {len(cpu)} steps): {tail(logs / f'sft_{tag}.out')}")
