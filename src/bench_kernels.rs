@@ -295,13 +295,22 @@ impl KernelBench {
             segment_ids: None,
         };
         let scale = 1.0 / (hd as f64).sqrt();
-        for (name, role, kernel) in [
-            ("attention", Role::Primitive, ops::AttentionKernel::Fused),
-            (
-                "attention (blocked)",
-                Role::Alternative,
+        // The device's default kernel is the primitive; the other one is timed beside it.
+        let (default, other, other_name) = match ops::AttentionKernel::for_call(dev, t) {
+            ops::AttentionKernel::Fused => (
+                ops::AttentionKernel::Fused,
                 ops::AttentionKernel::Blocked,
+                "attention (blocked)",
             ),
+            ops::AttentionKernel::Blocked => (
+                ops::AttentionKernel::Blocked,
+                ops::AttentionKernel::Fused,
+                "attention (fused)",
+            ),
+        };
+        for (name, role, kernel) in [
+            ("attention", Role::Primitive, default),
+            (other_name, Role::Alternative, other),
         ] {
             add(
                 name,

@@ -5,15 +5,15 @@
 #               a tiny decoder's forward and backward, against the CPU
 #   sample      greedy generation with stories260K on cuda:0 against the CPU
 #   sft         a 20-step SFT run of stories260K on the CPU (f32) and on cuda:0 (f32 and bf16, with
-#               the fused and the blocked attention)
+#               the blocked attention, CUDA's default, and the fused kernel)
 #   kernels     each stage of that training step (norm, projections, rope, attention, MLP, the
 #               blocks, the loss head, the weight cast) timed forward and backward on its own, ours
 #               and PyTorch (benches/baselines/torch_kernels_gpu.py)
 #   profile     an Nsight Systems profile of one 0.5B training step, where the machine has `nsys`
 #   train       the Qwen2.5-0.5B-shape training step (8 x 1024, bf16 over f32 master weights),
 #               ours and PyTorch AMP (benches/baselines/torch_train_gpu.py)
-#   train_blocked  the same step of ours with DISTILL_ATTENTION=blocked (attention through cuBLAS
-#               matmuls over query blocks instead of the fused CUDA kernel)
+#   train_fused the same step of ours with DISTILL_ATTENTION=fused (the fused CUDA attention kernel
+#               instead of the default, cuBLAS matmuls over query blocks)
 #   generate    greedy generation, Qwen2.5-0.5B shape, bf16, 256 prompt + 1024 new tokens, batch
 #               1/16/64/256, ours and transformers `generate` (benches/baselines/torch_generate_gpu.py)
 #   grpo        two GRPO steps of a Qwen2.5-0.5B-shape policy on cuda:0: rollout and update seconds
@@ -32,7 +32,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 started=$(date +%s)
 budget="${GPU_BUDGET_S:-420}"
-parts="${GPU_PARTS:-parity,sample,sft,kernels,kernels_torch,profile,train,train_torch,train_blocked,generate,generate_torch,grpo,train15,train15_torch,generate15,generate15_torch}"
+parts="${GPU_PARTS:-parity,sample,sft,kernels,kernels_torch,profile,train,train_torch,train_fused,generate,generate_torch,grpo,train15,train15_torch,generate15,generate15_torch}"
 if [ -n "${OUT:-}" ]; then logs=$(mktemp -d); else logs=gpu-logs; fi
 mkdir -p "$logs"
 exec 3>&1
@@ -99,8 +99,8 @@ sft_all() {
   sft cpu_f32 cpu f32
   sft cuda_f32 cuda:0 f32
   sft cuda_bf16 cuda:0 bf16
-  DISTILL_ATTENTION=blocked sft cuda_f32_blocked cuda:0 f32
-  DISTILL_ATTENTION=blocked sft cuda_bf16_blocked cuda:0 bf16
+  DISTILL_ATTENTION=fused sft cuda_f32_fused cuda:0 f32
+  DISTILL_ATTENTION=fused sft cuda_bf16_fused cuda:0 bf16
 }
 export -f sft sft_all
 part sft 90 sft_all
@@ -134,8 +134,8 @@ export -f profile
 part profile 75 profile >"$logs/profile.txt" 2>&1
 
 train qwen2.5-0.5b 8 1024 5 train
-part train_blocked 100 env DISTILL_ATTENTION=blocked "$distill" bench train --device cuda:0 --precision bf16 \
-  --shape qwen2.5-0.5b --batch 8 --seq 1024 --steps 5 >"$logs/train_blocked_ours.json" 2>"$logs/train_blocked_ours.err"
+part train_fused 100 env DISTILL_ATTENTION=fused "$distill" bench train --device cuda:0 --precision bf16 \
+  --shape qwen2.5-0.5b --batch 8 --seq 1024 --steps 5 >"$logs/train_fused_ours.json" 2>"$logs/train_fused_ours.err"
 
 generation() { # SHAPE TAG OURS_BATCHES TORCH_BATCHES (space-separated lists)
   local shape=$1 tag=$2 ours=() torch=() b

@@ -72,7 +72,7 @@ def sample(logs, parts):
 def sft(logs, parts):
     if "sft" not in parts:
         return
-    tags = ("cpu_f32", "cuda_f32", "cuda_bf16", "cuda_f32_blocked", "cuda_bf16_blocked")
+    tags = ("cpu_f32", "cuda_f32", "cuda_bf16", "cuda_f32_fused", "cuda_bf16_fused")
     runs = {tag: json_lines(logs / f"sft_{tag}.metrics.jsonl") for tag in tags}
     cpu = [r["loss"] for r in runs["cpu_f32"]]
     if not cpu:
@@ -185,7 +185,7 @@ def main():
     sample(logs, parts)
     sft(logs, parts)
     pairs(logs, parts, "train", "training")
-    pairs(logs, parts, "train_blocked", "training (blocked attention)", theirs_tag="train")
+    pairs(logs, parts, "train_fused", "training (fused attention kernel)", theirs_tag="train")
     kernels(logs, parts)
     pairs(logs, parts, "generate", "generation")
     grpo(logs, parts)

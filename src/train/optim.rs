@@ -138,23 +138,25 @@ struct StepScalars {
 }
 
 impl Slot {
-    /// Sum of the squared accumulated gradient, added to `total` value by value on the CPU.
-    fn add_grad_sum_sq(&self, total: &mut f64) -> Result<()> {
+    /// Sum of the squared accumulated gradient: added to `host` value by value on the CPU; on a
+    /// device, added to the device scalar `device` (f64), so the norm needs one synchronisation
+    /// for all parameters instead of one each.
+    fn add_grad_sum_sq(&self, host: &mut f64, device: &mut Option<Tensor>) -> Result<()> {
         let Some(grad) = &self.grad else {
             return Ok(());
         };
         if grad.device().is_cpu() {
             with_host_f32(grad, |g| {
                 for &x in g {
-                    *total += f64::from(x) * f64::from(x);
+                    *host += f64::from(x) * f64::from(x);
                 }
             })
         } else {
-            *total += grad
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
+            let sum = grad.sqr()?.sum_all()?.to_dtype(DType::F64)?;
+            *device = Some(match device.take() {
+                None => sum,
+                Some(total) => (total + sum)?,
+            });
             Ok(())
         }
     }
@@ -310,11 +312,14 @@ impl AdamW {
 
     /// Global L2 norm of the accumulated gradients.
     pub fn grad_norm(&self) -> Result<f64> {
-        let mut total = 0.0;
+        let (mut host, mut device) = (0.0, None);
         for slot in &self.slots {
-            slot.add_grad_sum_sq(&mut total)?;
+            slot.add_grad_sum_sq(&mut host, &mut device)?;
         }
-        Ok(total.sqrt())
+        if let Some(device) = device {
+            host += device.to_scalar::<f64>()?;
+        }
+        Ok(host.sqrt())
     }
 
     /// Clips, applies one AdamW update at learning rate `lr`, writes the new weights into the
