@@ -14,7 +14,7 @@
 //! | [`attention`](fn@attention) (grads: q, k, v) | [`attention`](mod@attention) | f32, f64 (bf16/f16 via f32) | kernel; matches the CPU on an H200 |
 //! | [`selective_log_softmax`](fn@selective_log_softmax), [`sft_loss`] (grads: hidden, lm_head) | [`selective_log_softmax`](mod@selective_log_softmax) | f32, f64 (bf16/f16 via f32) | kernel; matches the CPU on an H200 |
 //! | [`grpo_loss`](fn@grpo_loss) (grad: logp) | [`grpo_loss`](mod@grpo_loss) | f32, f64 (bf16/f16 via f32) | kernel; matches the CPU on an H200 |
-//! | [`attention_with`] `AttentionKernel::Blocked` (grads: q, k, v) | `blocked_attention` | candle matmuls + [`masked_softmax`] | the same through cuBLAS; not yet run on a GPU (`DISTILL_ATTENTION=blocked`) |
+//! | [`attention_with`] `AttentionKernel::Blocked` (grads: q, k, v) | `blocked_attention` | candle matmuls + [`masked_softmax`] | the same through cuBLAS; the default on CUDA, matches the CPU on an H200 |
 //! | [`swiglu`](fn@swiglu) (grads: gate, up) | [`swiglu`](mod@swiglu) | f32, f64 (bf16/f16 via f32) | candle's `silu` and `mul` |
 //! | [`linear`](fn@linear) for few rows (grads: x, weight) | [`linear`](mod@linear) | f32 (others: candle matmul) | candle matmul |
 //!
