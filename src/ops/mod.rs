@@ -58,7 +58,8 @@ pub use linear::linear;
 pub use rms_norm::rms_norm;
 pub use rope::{rope, RopeLayout};
 pub use selective_log_softmax::{
-    selective_log_softmax, sft_loss, SelectiveLogSoftmax, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET,
+    selective_log_softmax, selective_log_softmax_f32, sft_loss, SelectiveLogSoftmax,
+    DEFAULT_VOCAB_CHUNK, IGNORE_TARGET,
 };
 pub use softmax::{masked_softmax, softmax_last_dim, SoftmaxMask};
 pub use swiglu::swiglu;

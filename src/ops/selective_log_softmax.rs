@@ -41,6 +41,23 @@ pub fn selective_log_softmax(
     targets: &Tensor,
     vocab_chunk: usize,
 ) -> Result<SelectiveLogSoftmax> {
+    let out = selective_log_softmax_f32(hidden, lm_head, targets, vocab_chunk)?;
+    Ok(SelectiveLogSoftmax {
+        logp: out.logp.to_dtype(hidden.dtype())?,
+        entropy: out.entropy.to_dtype(hidden.dtype())?,
+    })
+}
+
+/// [`selective_log_softmax`] with the log-probs and entropies in f32 whatever the inputs' dtype
+/// (f64 for f64 inputs): half-precision hidden states and head go into the matmuls as they are
+/// (on CUDA, bf16/f16 operands with f32 accumulation, the tensor cores' path), and nothing of the
+/// result is rounded to half precision.
+pub fn selective_log_softmax_f32(
+    hidden: &Tensor,
+    lm_head: &Tensor,
+    targets: &Tensor,
+    vocab_chunk: usize,
+) -> Result<SelectiveLogSoftmax> {
     let hidden_dims = hidden.dims();
     let d = match hidden_dims.last() {
         Some(&d) => d,
@@ -71,7 +88,7 @@ pub fn selective_log_softmax(
         bail!("{OP_NAME}: vocab_chunk must be at least 1");
     }
     let n = targets.elem_count();
-    let (h32, dtype) = widen_half(hidden)?;
+    let (h32, _) = widen_half(hidden)?;
     let (w32, _) = widen_half(lm_head)?;
     let packed = h32.reshape((n, d))?.contiguous()?.apply_op3(
         &w32.contiguous()?,
@@ -80,10 +97,8 @@ pub fn selective_log_softmax(
     )?;
     let logp = packed.narrow(0, 0, n)?.reshape(targets.shape())?;
     let entropy = packed.narrow(0, n, n)?.reshape(targets.shape())?;
-    Ok(SelectiveLogSoftmax {
-        logp: logp.to_dtype(dtype)?,
-        entropy: entropy.to_dtype(dtype)?,
-    })
+    // The packed output is f32 (f64 for f64 inputs) on every device.
+    Ok(SelectiveLogSoftmax { logp, entropy })
 }
 
 /// Supervised fine-tuning loss: mean of `-logp` over the positions whose target is not

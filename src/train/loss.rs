@@ -1,13 +1,16 @@
 //! Token-level losses from hidden states and the output projection, through the fused selective
 //! log-softmax: the N×V logits never exist in full, in the forward or the backward. The projection
-//! and log-softmax run in f32 at least (a bf16/f16 model's hidden states and head are widened first;
-//! f64 stays f64), so log-probs, entropies and losses are never half precision: bf16's 8-bit mantissa
-//! would round a log-prob of −8 by up to 0.03, which is a 3% error in a GRPO probability ratio.
+//! accumulates and the log-softmax runs in f32 at least (a bf16/f16 model's hidden states and head
+//! enter the matmuls as they are, with f32 accumulation; f64 stays f64), so log-probs, entropies and
+//! losses are never half precision: bf16's 8-bit mantissa would round a log-prob of −8 by up to
+//! 0.03, which is a 3% error in a GRPO probability ratio.
 
 use candle_core::{DType, Tensor};
 
 use crate::model::Result;
-use crate::ops::{selective_log_softmax, SelectiveLogSoftmax, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET};
+use crate::ops::{
+    selective_log_softmax_f32, SelectiveLogSoftmax, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET,
+};
 
 /// `log p(ids[t + 1])` at every position `t < T - 1`, `[B, T - 1]` (f32 for half-precision models),
 /// for hidden states `[B, T, d]`.
@@ -39,18 +42,29 @@ pub fn next_token_log_probs_and_entropy(
         )));
     }
     let (b, t, _) = hidden.dims3()?;
-    let inputs = at_least_f32(&hidden.narrow(1, 0, t - 1)?)?;
+    // At temperature 1 half-precision inputs go in as they are: the op multiplies them with f32
+    // accumulation and returns f32, so widening them first would change nothing but the speed
+    // (f32 matmuls instead of the GPU's tensor cores). Dividing the head by a temperature is done
+    // in f32.
+    let widen = |x: &Tensor| -> Result<Tensor> {
+        if temperature == 1.0 {
+            Ok(x.clone())
+        } else {
+            at_least_f32(x)
+        }
+    };
+    let inputs = widen(&hidden.narrow(1, 0, t - 1)?)?;
     let targets = ids.narrow(1, 1, t - 1)?;
     let keep = target_mask.narrow(1, 1, t - 1)?.ne(0.0)?;
     let ignored = Tensor::full(IGNORE_TARGET, (b, t - 1), ids.device())?;
     let targets = keep.where_cond(&targets.contiguous()?, &ignored)?;
-    let head = at_least_f32(lm_head)?;
+    let head = widen(lm_head)?;
     let head = if temperature == 1.0 {
         head
     } else {
         (head / temperature)?
     };
-    Ok(selective_log_softmax(
+    Ok(selective_log_softmax_f32(
         &inputs,
         &head,
         &targets,
