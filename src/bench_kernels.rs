@@ -382,9 +382,10 @@ impl KernelBench {
             "loss head",
             1,
             Role::Primitive,
+            // The backward recomputes each chunk's logits, then takes both gradients.
             Work::Flops {
                 forward: head_flops,
-                backward: 2.0 * head_flops,
+                backward: 3.0 * head_flops,
             },
             time_stage(dev, self.reps, || {
                 next_token_loss(hidden.as_tensor(), model.lm_head(), &ids, &loss_mask)
