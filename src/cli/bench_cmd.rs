@@ -45,15 +45,9 @@ pub enum BenchCommand {
 /// `distill bench kernels`.
 #[derive(Debug, Args)]
 pub struct KernelBenchArgs {
-    /// small-vocab, qwen-vocab, qwen2.5-0.5b, qwen2.5-1.5b or long-context.
-    #[arg(long, default_value = "qwen2.5-0.5b")]
-    pub shape: BenchShape,
-    /// Rows per step.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
-    /// Tokens per row (default: the shape's training length).
-    #[arg(long)]
-    pub seq: Option<usize>,
+    /// The step's shape.
+    #[command(flatten)]
+    pub step: StepArgs,
     /// Timed calls per stage (after one warm-up call).
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
@@ -88,18 +82,34 @@ pub struct FilterBenchArgs {
     pub keep: bool,
 }
 
-/// `distill bench train`.
+/// The training step a bench measures: the model shape, rows per step and tokens per row.
 #[derive(Debug, Args)]
-pub struct TrainBenchArgs {
+pub struct StepArgs {
     /// small-vocab, qwen-vocab, qwen2.5-0.5b, qwen2.5-1.5b or long-context.
     #[arg(long, default_value = "qwen2.5-0.5b")]
     pub shape: BenchShape,
     /// Rows per step.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Tokens per row (default: the shape's training length, 1024 for qwen2.5-0.5b, else 256).
+    /// Tokens per row (default: the shape's training length, 1024 for the full-size shapes, else
+    /// 256).
     #[arg(long)]
     pub seq: Option<usize>,
+}
+
+impl StepArgs {
+    /// Tokens per row.
+    pub fn seq(&self) -> usize {
+        self.seq.unwrap_or(self.shape.train_seq_len())
+    }
+}
+
+/// `distill bench train`.
+#[derive(Debug, Args)]
+pub struct TrainBenchArgs {
+    /// The step's shape.
+    #[command(flatten)]
+    pub step: StepArgs,
     /// Timed steps (after one warm-up step).
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
@@ -259,8 +269,8 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
                 compute_dtype,
                 recompute_layers: args.gradient_checkpointing,
             };
-            let seq = args.seq.unwrap_or(args.shape.train_seq_len());
-            let result = bench_train(args.shape, args.batch, seq, args.steps, &target)?;
+            let seq = args.step.seq();
+            let result = bench_train(args.step.shape, args.step.batch, seq, args.steps, &target)?;
             let mut line = serde_json::to_value(&result)?;
             line["device"] = crate::runtime::device_name(&target.device).into();
             line["compute_dtype"] = format!("{compute_dtype:?}").into();
@@ -272,9 +282,9 @@ pub fn run(command: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Kernels(args) => {
             let device = crate::runtime::parse_device(&args.device)?;
             let bench = crate::bench_kernels::KernelBench {
-                config: args.shape.config(),
-                batch: args.batch,
-                seq: args.seq.unwrap_or(args.shape.train_seq_len()),
+                config: args.step.shape.config(),
+                batch: args.step.batch,
+                seq: args.step.seq(),
                 dtype: args.precision.compute_dtype(&device),
                 reps: args.reps,
                 device,
