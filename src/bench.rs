@@ -155,7 +155,8 @@ impl TrainTarget {
     }
 }
 
-fn random_ids(batch: usize, len: usize, vocab: usize, salt: u32) -> Vec<u32> {
+/// `batch × len` token ids spread over the vocabulary by a multiplicative hash (`salt` varies them).
+pub(crate) fn random_ids(batch: usize, len: usize, vocab: usize, salt: u32) -> Vec<u32> {
     (0..batch * len)
         .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ salt) % vocab as u32)
         .collect()

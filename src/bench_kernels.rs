@@ -174,20 +174,12 @@ impl KernelBench {
                        role: Role,
                        work: Work,
                        (forward_ms, backward_ms): (f64, f64)| {
-            let seconds = (forward_ms + backward_ms) / 1e3;
-            let (rate, peak) = match work {
-                Work::Flops { forward, backward } => {
-                    ((forward + backward) / seconds.max(1e-12), peak_flops)
-                }
-                Work::Bytes { forward, backward } => {
-                    ((forward + backward) / seconds.max(1e-12), peak_bytes)
-                }
+            // TFLOP/s against the FLOP peak, or GB/s against the bandwidth.
+            let (total, peak, unit) = match work {
+                Work::Flops { forward, backward } => (forward + backward, peak_flops, 1e12),
+                Work::Bytes { forward, backward } => (forward + backward, peak_bytes, 1e9),
             };
-            let unit = if matches!(work, Work::Flops { .. }) {
-                1e12
-            } else {
-                1e9
-            };
+            let rate = total / ((forward_ms + backward_ms) / 1e3).max(1e-12);
             cases.push(KernelTiming {
                 name,
                 per_step,
@@ -369,13 +361,7 @@ impl KernelBench {
             time_stage(dev, self.reps, || model.mlp_block(0, hidden.as_tensor()))?,
         );
 
-        let ids = Tensor::from_vec(
-            (0..n as u32)
-                .map(|i| i.wrapping_mul(2_654_435_761) % c.vocab_size as u32)
-                .collect::<Vec<_>>(),
-            (b, t),
-            dev,
-        )?;
+        let ids = Tensor::from_vec(crate::bench::random_ids(b, t, c.vocab_size, 7), (b, t), dev)?;
         let loss_mask = Tensor::ones((b, t), DType::F32, dev)?;
         let head_flops = 2.0 * (n * h * c.vocab_size) as f64;
         add(

@@ -339,16 +339,13 @@ impl Geometry {
         let (batch, kv_head) = (task / self.kv_heads, task % self.kv_heads);
         let group = self.group();
         (kv_head * group..(kv_head + 1) * group).flat_map(move |head| {
-            (0..self.q_len).step_by(QUERY_BLOCK).map(move |i0| {
-                let len = QUERY_BLOCK.min(self.q_len - i0);
-                QueryBlock {
-                    batch,
-                    head,
-                    kv_head,
-                    i0,
-                    len,
-                    key_end: self.key_limit(i0 + len - 1),
-                }
+            super::spans(self.q_len, QUERY_BLOCK).map(move |(i0, len)| QueryBlock {
+                batch,
+                head,
+                kv_head,
+                i0,
+                len,
+                key_end: self.key_limit(i0 + len - 1),
             })
         })
     }

@@ -93,10 +93,8 @@ impl Blocks {
     }
 
     /// The query blocks: `(first row, rows)`.
-    fn spans(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        (0..self.q_len)
-            .step_by(self.rows)
-            .map(|start| (start, self.rows.min(self.q_len - start)))
+    fn spans(&self) -> impl Iterator<Item = (usize, usize)> {
+        super::spans(self.q_len, self.rows)
     }
 
     /// Keys `0..end` are the only candidates for a block ending before query row `end_row`.
@@ -127,27 +125,24 @@ impl Blocks {
     /// The additive padding/segment mask of a block, `[B, 1, 1, len, end]` f32 (0 or -inf), or
     /// `None` without such masks.
     fn block_mask(&self, start: usize, len: usize, end: usize) -> Result<Option<Tensor>> {
-        let allowed = match (&self.key_padding, &self.segment_ids) {
-            (None, None) => return Ok(None),
-            (kp, seg) => {
-                let mut allowed: Option<Tensor> = None;
-                if let Some(seg) = seg {
-                    let queries = seg.narrow(1, start, len)?.unsqueeze(2)?;
-                    let keys = seg.narrow(1, 0, end)?.unsqueeze(1)?;
-                    allowed = Some(queries.broadcast_eq(&keys)?);
-                }
-                if let Some(kp) = kp {
-                    let keys = kp
-                        .narrow(1, 0, end)?
-                        .unsqueeze(1)?
-                        .broadcast_as((self.batch, len, end))?;
-                    allowed = Some(match allowed {
-                        Some(same_segment) => (same_segment * keys)?,
-                        None => keys.contiguous()?,
-                    });
-                }
-                allowed.expect("one of the masks is present")
-            }
+        let mut allowed: Option<Tensor> = None;
+        if let Some(seg) = &self.segment_ids {
+            let queries = seg.narrow(1, start, len)?.unsqueeze(2)?;
+            let keys = seg.narrow(1, 0, end)?.unsqueeze(1)?;
+            allowed = Some(queries.broadcast_eq(&keys)?);
+        }
+        if let Some(kp) = &self.key_padding {
+            let keys = kp
+                .narrow(1, 0, end)?
+                .unsqueeze(1)?
+                .broadcast_as((self.batch, len, end))?;
+            allowed = Some(match allowed {
+                Some(same_segment) => (same_segment * keys)?,
+                None => keys.contiguous()?,
+            });
+        }
+        let Some(allowed) = allowed else {
+            return Ok(None);
         };
         let device = allowed.device();
         let open = Tensor::zeros((self.batch, len, end), DType::F32, device)?;

@@ -52,6 +52,14 @@ pub mod selective_log_softmax;
 pub mod softmax;
 pub mod swiglu;
 
+/// `(start, len)` of the consecutive spans of at most `chunk` items that cover `0..total` (the
+/// query blocks, vocabulary chunks and token chunks that ops and the trainers walk through).
+pub(crate) fn spans(total: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..total)
+        .step_by(chunk)
+        .map(move |start| (start, chunk.min(total - start)))
+}
+
 pub use attention::{attention, attention_with, AttentionKernel, AttentionMask};
 pub use grpo_loss::{grpo_loss, GrpoAggregation, GrpoConfig, GrpoInputs, GrpoLoss};
 pub use linear::linear;

@@ -182,10 +182,7 @@ impl Problem<'_> {
     }
 
     fn chunks(&self) -> impl Iterator<Item = (usize, usize)> {
-        let (vocab, chunk) = (self.vocab, self.vocab_chunk);
-        (0..vocab)
-            .step_by(chunk)
-            .map(move |c0| (c0, chunk.min(vocab - c0)))
+        super::spans(self.vocab, self.vocab_chunk)
     }
 }
 

@@ -46,24 +46,19 @@ pub fn next_token_log_probs_and_entropy(
     // accumulation and returns f32, so widening them first would change nothing but the speed
     // (f32 matmuls instead of the GPU's tensor cores). Dividing the head by a temperature is done
     // in f32.
-    let widen = |x: &Tensor| -> Result<Tensor> {
-        if temperature == 1.0 {
-            Ok(x.clone())
-        } else {
-            at_least_f32(x)
-        }
+    let inputs = hidden.narrow(1, 0, t - 1)?;
+    let (inputs, head) = if temperature == 1.0 {
+        (inputs, lm_head.clone())
+    } else {
+        (
+            at_least_f32(&inputs)?,
+            (at_least_f32(lm_head)? / temperature)?,
+        )
     };
-    let inputs = widen(&hidden.narrow(1, 0, t - 1)?)?;
     let targets = ids.narrow(1, 1, t - 1)?;
     let keep = target_mask.narrow(1, 1, t - 1)?.ne(0.0)?;
     let ignored = Tensor::full(IGNORE_TARGET, (b, t - 1), ids.device())?;
     let targets = keep.where_cond(&targets.contiguous()?, &ignored)?;
-    let head = widen(lm_head)?;
-    let head = if temperature == 1.0 {
-        head
-    } else {
-        (head / temperature)?
-    };
     Ok(selective_log_softmax_f32(
         &inputs,
         &head,

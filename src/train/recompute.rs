@@ -197,17 +197,10 @@ fn by_token_chunks(
         return stage(x);
     }
     let tokens = x.reshape((1, b * t, d))?;
-    let parts = token_spans(b * t, chunk)
+    let parts = crate::ops::spans(b * t, chunk)
         .map(|(start, len)| stage(&tokens.narrow(1, start, len)?))
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(&parts, 1)?.reshape((b, t, d))?)
-}
-
-/// `(start, len)` of the consecutive spans of at most `chunk` tokens that cover `tokens`.
-fn token_spans(tokens: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..tokens)
-        .step_by(chunk)
-        .map(move |start| (start, chunk.min(tokens - start)))
 }
 
 /// The backward of layer `layer`'s MLP half at its input `mid` (detached), given the gradient
@@ -226,7 +219,7 @@ fn mlp_block_backward(
     let upstream = upstream.reshape((1, b * t, d))?;
     let stage = format!("layer {layer}'s MLP");
     let mut input_grads = Vec::with_capacity((b * t).div_ceil(chunk));
-    for (start, len) in token_spans(b * t, chunk) {
+    for (start, len) in crate::ops::spans(b * t, chunk) {
         let part = Var::from_tensor(&tokens.narrow(1, start, len)?)?;
         let output = model.mlp_block(layer, part.as_tensor())?;
         let product = (output * upstream.narrow(1, start, len)?)?;

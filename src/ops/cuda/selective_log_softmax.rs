@@ -22,13 +22,6 @@ const THREADS: u32 = 256;
 /// `(hidden [N, d], lm_head [V, d], targets [N])` as handed to `cuda_fwd`.
 type Inputs<'a> = [(&'a CudaStorage, &'a Layout); 3];
 
-/// Vocabulary chunks `(first id, length)`.
-fn chunks(vocab: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..vocab)
-        .step_by(chunk)
-        .map(move |c0| (c0, chunk.min(vocab - c0)))
-}
-
 /// Row-major `logits [n, c] = hidden [n, d] · lm_head[c0..c0 + c]ᵀ` (column-major:
 /// `logitsᵀ = W_c · hiddenᵀ`).
 fn logits_shape(n: usize, d: usize, c: usize) -> GemmShape {
@@ -82,7 +75,7 @@ pub(in crate::ops) fn forward(
         let chunk = vocab_chunk.min(vocab).max(1);
         let mut logits = alloc::<f32>(dev, n * chunk)?;
         let update = Kernel::load(dev, &MODULE, "sls_update_stats")?;
-        for (c0, c) in chunks(vocab, chunk) {
+        for (c0, c) in crate::ops::spans(vocab, chunk) {
             let w_chunk = lm_head.slice(c0 * d..(c0 + c) * d);
             gemm(dev, op, &logits_shape(n, d, c), &w_chunk, &hidden, &mut logits.slice_mut(..n * c))?;
             let (c32, c0_32) = (c as u32, c0 as u32);
@@ -137,7 +130,7 @@ pub(in crate::ops) fn backward(
         let mut grad_hidden = zeros::<f32>(dev, n * d)?;
         let mut out = alloc::<T>(dev, out_len)?;
         let grad_logits = Kernel::load_for::<T>(dev, &MODULE, "sls_grad_logits")?;
-        for (c0, c) in chunks(vocab, chunk) {
+        for (c0, c) in crate::ops::spans(vocab, chunk) {
             let w_chunk = lm_head.slice(c0 * d..(c0 + c) * d);
             gemm(dev, op, &logits_shape(n, d, c), &w_chunk, &hidden, &mut logits.slice_mut(..n * c))?;
             let (c32, c0_32) = (c as u32, c0 as u32);
