@@ -246,7 +246,9 @@ impl KernelBench {
                     forward: flops,
                     backward: 2.0 * flops,
                 },
-                time_stage(dev, self.reps, || ops::linear(x.as_tensor(), w.as_tensor()))?,
+                time_stage(dev, self.reps, || {
+                    ops::linear(x.as_tensor(), w.as_tensor(), None)
+                })?,
             );
         }
 

@@ -41,13 +41,7 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, inp) = x.dims3()?;
-        let y = ops::linear(&x.reshape((b * t, inp))?, &self.weight)?;
-        let y = match &self.bias {
-            Some(bias) => y.broadcast_add(bias)?,
-            None => y,
-        };
-        Ok(y.reshape((b, t, ()))?)
+        Ok(ops::linear(x, &self.weight, self.bias.as_ref())?)
     }
 
     fn collect(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
@@ -489,15 +483,7 @@ impl Decoder {
     /// Logits `[..., vocab]` for hidden states `[..., hidden]`. Materialises N×V: use it for the few
     /// positions generation samples from, not for training losses.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let dims = hidden.dims().to_vec();
-        let d = self.config.hidden_size;
-        let rows = hidden.elem_count() / d;
-        let logits = ops::linear(&hidden.reshape((rows, d))?, self.lm_head())?;
-        let mut out_dims = dims;
-        if let Some(last) = out_dims.last_mut() {
-            *last = self.config.vocab_size;
-        }
-        Ok(logits.reshape(out_dims)?)
+        Ok(ops::linear(hidden, self.lm_head(), None)?)
     }
 
     /// Refuses a prompt of `prompt_tokens` that may grow by `max_new_tokens` past the context the

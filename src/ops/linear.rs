@@ -1,11 +1,18 @@
-//! `y = x · Wᵀ` for the few-row products of decoding (a handful of rows against a whole weight
-//! matrix), where a general gemm spends most of its time packing the weight into panels on every
-//! call. This kernel reads each weight row in place, once per block of input rows, while the input
-//! rows stay in L1; the weight is blocked so a block is reused from L2 across row groups.
+//! `y = x · Wᵀ (+ b)`, the projection of every linear layer, as one differentiable op.
 //!
-//! Many-row products (training, long prefills) go to candle's matmul, which is faster there.
+//! On the CPU the forward and the backward are each one node of the autograd graph: candle's
+//! composition (reshape, transpose, matmul, broadcast bias add, reshape) costs a zero-filled
+//! gradient buffer and an add pass over the activation for every one of those nodes in the
+//! backward. Few-row products (decoding: a handful of rows against a whole weight matrix) use
+//! a kernel that reads each weight row in place, once per block of input rows, while the input
+//! rows stay in L1 — a general gemm spends most of its time packing the weight into panels on
+//! every call. Many-row products (training, long prefills) use candle's gemm on the operands in
+//! place.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use super::cpu::{contiguous_slice, gemm, unsupported_dtype, MatView};
+use candle_core::{
+    bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
+};
 use rayon::prelude::*;
 
 const OP_NAME: &str = "linear";
@@ -20,28 +27,143 @@ const PARALLEL_MIN_MULTIPLY_ADDS: usize = 1 << 20;
 /// Weight rows per block: the block is reused from cache by every group of input rows.
 const WEIGHT_ROWS_PER_BLOCK: usize = 32;
 
-/// `x · weightᵀ` for `x` of shape `[m, k]` and `weight` of shape `[n, k]` (the layout of an HF
-/// linear layer), differentiable in both. f32 CPU tensors with at most [`FEW_ROWS_MAX`] rows use
-/// the few-row kernel; everything else is candle's matmul.
-pub fn linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    let (m, _) = x.dims2()?;
-    let uses_kernel = m <= FEW_ROWS_MAX
-        && matches!(x.device(), Device::Cpu)
-        && x.dtype() == DType::F32
-        && weight.dtype() == DType::F32
-        && weight.rank() == 2;
-    if uses_kernel {
-        x.contiguous()?
-            .apply_op2(&weight.contiguous()?, FewRowsMatmul)
-    } else {
-        x.matmul(&weight.t()?)
+/// `x · weightᵀ (+ bias)` for `x` of shape `[..., in]`, `weight` of shape `[out, in]` (the layout
+/// of an HF linear layer) and an optional `bias` of shape `[out]`; the result is `[..., out]`,
+/// differentiable in all three.
+///
+/// f32 and f64 CPU tensors run as one op forward and one backward (f32 with at most
+/// [`FEW_ROWS_MAX`] rows through the few-row kernel); other devices and dtypes use candle's
+/// matmul and broadcast add.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (outputs, inputs) = weight.dims2()?;
+    let x_dims = x.dims();
+    if x_dims.last() != Some(&inputs) {
+        bail!("{OP_NAME}: x is {x_dims:?} but weight is [{outputs}, {inputs}]");
+    }
+    if let Some(bias) = bias {
+        if bias.dims() != [outputs] {
+            bail!(
+                "{OP_NAME}: bias is {:?} but weight is [{outputs}, {inputs}]",
+                bias.dims()
+            );
+        }
+    }
+    let dtype = x.dtype();
+    let native = x.device().is_cpu()
+        && matches!(dtype, DType::F32 | DType::F64)
+        && weight.dtype() == dtype
+        && bias.is_none_or(|b| b.dtype() == dtype);
+    if !native {
+        let rows = x.elem_count() / inputs.max(1);
+        let y = x.reshape((rows, inputs))?.matmul(&weight.t()?)?;
+        let y = match bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        let mut out_dims = x_dims.to_vec();
+        *out_dims.last_mut().expect("x has a last dim") = outputs;
+        return y.reshape(out_dims);
+    }
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    match bias {
+        None => x.apply_op2(&weight, Projection),
+        Some(bias) => x.apply_op3(&weight, &bias.contiguous()?, Projection),
     }
 }
 
-/// Forward op: inputs `(x [m, k], weight [n, k])`, output `[m, n]`.
-struct FewRowsMatmul;
+/// The CPU op: inputs `(x [..., in], weight [out, in])`, and `bias [out]` as a third input when
+/// the layer has one; output `[..., out]`.
+struct Projection;
 
-impl CustomOp2 for FewRowsMatmul {
+impl Projection {
+    fn forward(
+        x: (&CpuStorage, &Layout),
+        weight: (&CpuStorage, &Layout),
+        bias: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (outputs, inputs) = weight.1.shape().dims2()?;
+        let rows = x.1.shape().elem_count() / inputs.max(1);
+        let mut out_dims = x.1.dims().to_vec();
+        *out_dims.last_mut().expect("x has a last dim") = outputs;
+        let product = match (x.0, weight.0) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(product::<f32>(x, weight, bias, rows, outputs, inputs)?)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(product::<f64>(x, weight, bias, rows, outputs, inputs)?)
+            }
+            (other, _) => return Err(unsupported_dtype(OP_NAME, other)),
+        };
+        Ok((product, Shape::from(out_dims)))
+    }
+
+    /// `(grad_x, grad_weight)`: `grad_y · W` in `x`'s shape and `grad_yᵀ · x` as `[out, in]`.
+    fn input_and_weight_grads(
+        x: &Tensor,
+        weight: &Tensor,
+        grad_y: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let (outputs, inputs) = weight.dims2()?;
+        let rows = x.elem_count() / inputs.max(1);
+        let grad_y = grad_y.reshape((rows, outputs))?;
+        let grad_x = grad_y.matmul(weight)?.reshape(x.shape())?;
+        let grad_weight = grad_y.t()?.matmul(&x.reshape((rows, inputs))?)?;
+        Ok((grad_x, grad_weight))
+    }
+}
+
+/// `x · weightᵀ (+ bias)` over `rows` rows, as a new row-major `[rows, outputs]` buffer.
+fn product<T: WithDType>(
+    (xs, xl): (&CpuStorage, &Layout),
+    (ws, wl): (&CpuStorage, &Layout),
+    bias: Option<(&CpuStorage, &Layout)>,
+    rows: usize,
+    outputs: usize,
+    inputs: usize,
+) -> Result<Vec<T>> {
+    let mut y = match (xs, ws) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) if rows <= FEW_ROWS_MAX => {
+            let y = few_rows_matmul(
+                contiguous_slice(xs, xl, OP_NAME)?,
+                contiguous_slice(ws, wl, OP_NAME)?,
+                rows,
+                outputs,
+                inputs,
+            );
+            T::cpu_storage_data(CpuStorage::F32(y))?
+        }
+        _ => gemm(
+            &MatView::row_major(xs, contiguous_start(xl)?, inputs),
+            &MatView::transposed(ws, contiguous_start(wl)?, inputs),
+            rows,
+            outputs,
+            inputs,
+        )?,
+    };
+    if let Some((bs, bl)) = bias {
+        let bias = contiguous_slice::<T>(bs, bl, OP_NAME)?;
+        let rows_per_task = super::cpu::min_rows_per_task(outputs);
+        y.par_chunks_mut(outputs.max(1) * rows_per_task)
+            .for_each(|chunk| {
+                for row in chunk.chunks_mut(outputs) {
+                    for (v, &b) in row.iter_mut().zip(bias) {
+                        *v += b;
+                    }
+                }
+            });
+    }
+    Ok(y)
+}
+
+/// The element offset of a contiguous layout's first element, or an error naming the op.
+fn contiguous_start(layout: &Layout) -> Result<usize> {
+    match layout.contiguous_offsets() {
+        Some((start, _)) => Ok(start),
+        None => bail!("{OP_NAME}: expected a contiguous input, got layout {layout:?}"),
+    }
+}
+
+impl CustomOp2 for Projection {
     fn name(&self) -> &'static str {
         OP_NAME
     }
@@ -53,17 +175,7 @@ impl CustomOp2 for FewRowsMatmul {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (m, k) = xl.shape().dims2()?;
-        let (n, wk) = wl.shape().dims2()?;
-        if k != wk {
-            candle_core::bail!("{OP_NAME}: x is [{m}, {k}] but weight is [{n}, {wk}]");
-        }
-        let x = super::cpu::contiguous_slice::<f32>(xs, xl, OP_NAME)?;
-        let w = super::cpu::contiguous_slice::<f32>(ws, wl, OP_NAME)?;
-        Ok((
-            CpuStorage::F32(few_rows_matmul(x, w, m, n, k)),
-            (m, n).into(),
-        ))
+        Self::forward((xs, xl), (ws, wl), None)
     }
 
     fn bwd(
@@ -73,9 +185,40 @@ impl CustomOp2 for FewRowsMatmul {
         _y: &Tensor,
         grad_y: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad_x = grad_y.matmul(weight)?;
-        let grad_weight = grad_y.t()?.matmul(x)?;
+        let (grad_x, grad_weight) = Self::input_and_weight_grads(x, weight, grad_y)?;
         Ok((Some(grad_x), Some(grad_weight)))
+    }
+}
+
+impl CustomOp3 for Projection {
+    fn name(&self) -> &'static str {
+        OP_NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Self::forward((xs, xl), (ws, wl), Some((bs, bl)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _y: &Tensor,
+        grad_y: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (grad_x, grad_weight) = Self::input_and_weight_grads(x, weight, grad_y)?;
+        let outputs = weight.dim(0)?;
+        let grad_bias = grad_y.reshape(((), outputs))?.sum(0)?;
+        Ok((Some(grad_x), Some(grad_weight), Some(grad_bias)))
     }
 }
 
@@ -300,6 +443,31 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_relative_error(ours: &Tensor, reference: &Tensor) -> Result<f64> {
+        let diff = (ours - reference)?.abs()?.flatten_all()?.max(0)?;
+        let scale = reference.abs()?.flatten_all()?.max(0)?;
+        let (diff, scale) = (
+            diff.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+            scale.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        );
+        Ok(diff / scale.max(1.0))
+    }
+
+    /// candle's composition of the same product, the reference for the op and its gradients.
+    fn composed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let (outputs, inputs) = weight.dims2()?;
+        let rows = x.elem_count() / inputs;
+        let y = x.reshape((rows, inputs))?.matmul(&weight.t()?)?;
+        let y = match bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().unwrap() = outputs;
+        y.reshape(dims)
+    }
 
     #[test]
     fn matches_candle_matmul_on_odd_shapes() -> Result<()> {
@@ -309,31 +477,77 @@ mod tests {
             (5, 67, 29),
             (8, 96, 256),
             (33, 65, 19),
+            (65, 33, 17),
+            (300, 70, 45),
         ] {
             let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
             let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)?;
-            let ours = linear(&x, &w)?;
-            let reference = x.matmul(&w.t()?)?;
-            let diff = (ours - &reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            let scale = reference.abs()?.max_all()?.to_scalar::<f32>()?.max(1.0);
-            assert!(diff / scale < 1e-5, "{m}×{n}×{k}: rel {}", diff / scale);
+            let b = Tensor::randn(0f32, 1.0, n, &Device::Cpu)?;
+            let error = max_relative_error(&linear(&x, &w, None)?, &composed(&x, &w, None)?)?;
+            assert!(error < 1e-5, "{m}×{n}×{k}: rel {error}");
+            let error =
+                max_relative_error(&linear(&x, &w, Some(&b))?, &composed(&x, &w, Some(&b))?)?;
+            assert!(error < 1e-5, "{m}×{n}×{k} with bias: rel {error}");
+        }
+        Ok(())
+    }
+
+    /// Gradients of x, weight and bias equal those of candle's composition, for a batched input
+    /// on both kernels (few rows, many rows), f32 and f64, with and without bias.
+    #[test]
+    fn gradients_match_the_composition() -> Result<()> {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            for (batch, t) in [(1, 3), (4, 50)] {
+                for with_bias in [false, true] {
+                    let x = Var::randn(0f32, 1.0, (batch, t, 24), &dev)?;
+                    let w = Var::randn(0f32, 1.0, (40, 24), &dev)?;
+                    let b = Var::randn(0f32, 1.0, 40, &dev)?;
+                    let (x, w, b) = (
+                        Var::from_tensor(&x.to_dtype(dtype)?)?,
+                        Var::from_tensor(&w.to_dtype(dtype)?)?,
+                        Var::from_tensor(&b.to_dtype(dtype)?)?,
+                    );
+                    let bias = with_bias.then_some(b.as_tensor());
+                    // A non-uniform upstream gradient, so a transposed or misplaced one shows.
+                    let probe = Tensor::randn(0f32, 1.0, (batch, t, 40), &dev)?.to_dtype(dtype)?;
+                    let ours = (linear(&x, &w, bias)? * &probe)?.sum_all()?.backward()?;
+                    let reference = (composed(&x, &w, bias)? * &probe)?.sum_all()?.backward()?;
+                    let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+                    let mut vars = vec![("x", &x), ("weight", &w)];
+                    if with_bias {
+                        vars.push(("bias", &b));
+                    }
+                    for (name, var) in vars {
+                        let error = max_relative_error(
+                            ours.get(var).expect("op gradient"),
+                            reference.get(var).expect("reference gradient"),
+                        )?;
+                        assert!(
+                            error < tolerance,
+                            "{dtype:?} {batch}×{t} bias={with_bias}: {name} rel {error}"
+                        );
+                    }
+                }
+            }
         }
         Ok(())
     }
 
     #[test]
-    fn keeps_gradients_for_tracked_operands() -> Result<()> {
-        let x = candle_core::Var::randn(0f32, 1.0, (3, 7), &Device::Cpu)?;
-        let w = candle_core::Var::randn(0f32, 1.0, (5, 7), &Device::Cpu)?;
-        let grads = linear(&x, &w)?.sum_all()?.backward()?;
-        let expected_x = Tensor::ones((3, 5), DType::F32, &Device::Cpu)?.matmul(&w)?;
-        let got_x = grads.get(&x).expect("x has a gradient");
-        let diff = (got_x - expected_x)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-5);
-        let expected_w = Tensor::ones((5, 3), DType::F32, &Device::Cpu)?.matmul(&x)?;
-        let got_w = grads.get(&w).expect("weight has a gradient");
-        let diff = (got_w - expected_w)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(diff < 1e-5);
+    fn rejects_mismatched_shapes() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((2, 5), DType::F32, &dev)?;
+        let w = Tensor::zeros((3, 4), DType::F32, &dev)?;
+        let error = linear(&x, &w, None).unwrap_err().to_string();
+        assert!(
+            error.contains("[2, 5]") && error.contains("[3, 4]"),
+            "{error}"
+        );
+        let w = Tensor::zeros((3, 5), DType::F32, &dev)?;
+        let b = Tensor::zeros(4, DType::F32, &dev)?;
+        let error = linear(&x, &w, Some(&b)).unwrap_err().to_string();
+        assert!(error.contains("bias is [4]"), "{error}");
         Ok(())
     }
 }

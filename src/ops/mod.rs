@@ -16,7 +16,7 @@
 //! | [`grpo_loss`](fn@grpo_loss) (grad: logp) | [`grpo_loss`](mod@grpo_loss) | f32, f64 (bf16/f16 via f32) | kernel; matches the CPU on an H200 |
 //! | [`attention_with`] `AttentionKernel::Blocked` (grads: q, k, v) | `blocked_attention` | candle matmuls + [`masked_softmax`] | the same through cuBLAS; the default on CUDA, matches the CPU on an H200 |
 //! | [`swiglu`](fn@swiglu) (grads: gate, up) | [`swiglu`](mod@swiglu) | f32, f64 (bf16/f16 via f32) | candle's `silu` and `mul` |
-//! | [`linear`](fn@linear) for few rows (grads: x, weight) | [`linear`](mod@linear) | f32 (others: candle matmul) | candle matmul |
+//! | [`linear`](fn@linear) (grads: x, weight, bias) | [`linear`](mod@linear) | f32, f64: one node forward and backward, few rows through its own kernel (others: candle matmul) | candle matmul |
 //!
 //! The CUDA kernels (feature `cuda`, module `cuda`) take f32, bf16 and f16 natively and
 //! accumulate in f32 (the GRPO loss in f64); f64 is CPU-only. Saved statistics and the packed
