@@ -4,7 +4,8 @@
 //! log-sum-exp, and the backward recomputes each block's probabilities from it.
 
 use super::cpu::{
-    gemm, min_rows_per_task, unsupported_dtype, widen_half, with_cpu_storage, MatView, Real,
+    gemm, gemm_accumulate, min_rows_per_task, unsupported_dtype, widen_half, with_cpu_storage,
+    MatView, Real,
 };
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -442,14 +443,15 @@ fn forward<T: Real>(g: &Geometry, q: Input<'_>, k: Input<'_>, v: Input<'_>) -> R
                 let block_lse = g.probabilities(&block, &mut scores, None);
                 lse_group[local..local + block.len].copy_from_slice(&block_lse);
                 let probs = T::to_cpu_storage_owned(scores);
-                let o_block: Vec<T> = gemm(
+                // The block's output rows start at zero and are written by this block alone.
+                gemm_accumulate(
+                    &mut o_group[local * d..(local + block.len) * d],
                     &MatView::row_major(&probs, 0, block.key_end),
                     &v.rows(kv_start, d),
                     block.len,
                     d,
                     block.key_end,
                 )?;
-                o_group[local * d..(local + block.len) * d].copy_from_slice(&o_block);
             }
             Ok(())
         })?;
@@ -512,34 +514,32 @@ fn backward<T: Real>(
                 }
                 let probs = T::to_cpu_storage_owned(probs);
                 let d_scores = T::to_cpu_storage_owned(d_scores);
-                let dq_block: Vec<T> = gemm(
+                // dq's rows of this block are written by this block alone and start at zero,
+                // so accumulating into them writes them; dk and dv sum over the query blocks.
+                gemm_accumulate(
+                    &mut dq_group[local * d..(local + n) * d],
                     &MatView::row_major(&d_scores, 0, m),
                     &k.rows(kv_start, d),
                     n,
                     d,
                     m,
                 )?;
-                dq_group[local * d..(local + n) * d].copy_from_slice(&dq_block);
-                let dk_block: Vec<T> = gemm(
+                gemm_accumulate(
+                    &mut dk_group[..m * d],
                     &MatView::transposed(&d_scores, 0, m),
                     &q.rows(q_start, d),
                     m,
                     d,
                     n,
                 )?;
-                let dv_block: Vec<T> = gemm(
+                gemm_accumulate(
+                    &mut dv_group[..m * d],
                     &MatView::transposed(&probs, 0, m),
                     &d_o.rows(q_start, d),
                     m,
                     d,
                     n,
                 )?;
-                for (acc, x) in dk_group.iter_mut().zip(dk_block) {
-                    *acc += x;
-                }
-                for (acc, x) in dv_group.iter_mut().zip(dv_block) {
-                    *acc += x;
-                }
             }
             Ok(())
         })?;

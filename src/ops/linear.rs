@@ -6,10 +6,13 @@
 //! backward. Few-row products (decoding: a handful of rows against a whole weight matrix) use
 //! a kernel that reads each weight row in place, once per block of input rows, while the input
 //! rows stay in L1 — a general gemm spends most of its time packing the weight into panels on
-//! every call. Many-row products (training, long prefills) use candle's gemm on the operands in
-//! place.
+//! every call. Many-row products (training, long prefills) and both products of the backward use
+//! the gemm crate's kernels (those under candle's matmul) on the operands in place, through
+//! `ops::cpu::gemm`.
 
-use super::cpu::{contiguous_slice, gemm, unsupported_dtype, MatView};
+use super::cpu::{
+    contiguous_slice, cpu_tensor, gemm, unsupported_dtype, with_cpu_storage, MatView,
+};
 use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
 };
@@ -97,7 +100,8 @@ impl Projection {
         Ok((product, Shape::from(out_dims)))
     }
 
-    /// `(grad_x, grad_weight)`: `grad_y · W` in `x`'s shape and `grad_yᵀ · x` as `[out, in]`.
+    /// `(grad_x, grad_weight)`: `grad_y · W` in `x`'s shape and `grad_yᵀ · x` as `[out, in]`,
+    /// each one gemm on the operands in place.
     fn input_and_weight_grads(
         x: &Tensor,
         weight: &Tensor,
@@ -105,11 +109,70 @@ impl Projection {
     ) -> Result<(Tensor, Tensor)> {
         let (outputs, inputs) = weight.dims2()?;
         let rows = x.elem_count() / inputs.max(1);
-        let grad_y = grad_y.reshape((rows, outputs))?;
-        let grad_x = grad_y.matmul(weight)?.reshape(x.shape())?;
-        let grad_weight = grad_y.t()?.matmul(&x.reshape((rows, inputs))?)?;
-        Ok((grad_x, grad_weight))
+        let grad_y = grad_y.contiguous()?;
+        let grads = |xs: &CpuStorage, x_at: usize| {
+            with_cpu_storage(weight, OP_NAME, |ws, w_at| {
+                with_cpu_storage(&grad_y, OP_NAME, |gs, g_at| {
+                    let grad_x = MatView::row_major(gs, g_at, outputs).times(
+                        &MatView::row_major(ws, w_at, inputs),
+                        rows,
+                        inputs,
+                        outputs,
+                    )?;
+                    let grad_weight = MatView::transposed(gs, g_at, outputs).times(
+                        &MatView::row_major(xs, x_at, inputs),
+                        outputs,
+                        inputs,
+                        rows,
+                    )?;
+                    Ok((grad_x, grad_weight))
+                })
+            })
+        };
+        let (grad_x, grad_weight) = with_cpu_storage(x, OP_NAME, grads)?;
+        Ok((
+            cpu_tensor(grad_x, x.shape())?,
+            cpu_tensor(grad_weight, (outputs, inputs))?,
+        ))
     }
+
+    /// The bias gradient: the sum of `grad_y`'s rows.
+    fn bias_grad(grad_y: &Tensor, outputs: usize) -> Result<Tensor> {
+        let grad_y = grad_y.contiguous()?;
+        let sums = with_cpu_storage(&grad_y, OP_NAME, |gs, g_at| match gs {
+            CpuStorage::F32(_) => Ok(CpuStorage::F32(row_sums(
+                gs,
+                g_at,
+                grad_y.elem_count(),
+                outputs,
+            )?)),
+            CpuStorage::F64(_) => Ok(CpuStorage::F64(row_sums(
+                gs,
+                g_at,
+                grad_y.elem_count(),
+                outputs,
+            )?)),
+            other => Err(unsupported_dtype(OP_NAME, other)),
+        })?;
+        cpu_tensor(sums, outputs)
+    }
+}
+
+/// The sum of the `len / row_len` rows of `row_len` elements that start at element `start`.
+fn row_sums<T: WithDType>(
+    storage: &CpuStorage,
+    start: usize,
+    len: usize,
+    row_len: usize,
+) -> Result<Vec<T>> {
+    let data = &storage.as_slice::<T>()?[start..start + len];
+    let mut sums = vec![T::zero(); row_len];
+    for row in data.chunks_exact(row_len.max(1)) {
+        for (sum, &v) in sums.iter_mut().zip(row) {
+            *sum += v;
+        }
+    }
+    Ok(sums)
 }
 
 /// `x · weightᵀ (+ bias)` over `rows` rows, as a new row-major `[rows, outputs]` buffer.
@@ -216,8 +279,7 @@ impl CustomOp3 for Projection {
         grad_y: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (grad_x, grad_weight) = Self::input_and_weight_grads(x, weight, grad_y)?;
-        let outputs = weight.dim(0)?;
-        let grad_bias = grad_y.reshape(((), outputs))?.sum(0)?;
+        let grad_bias = Self::bias_grad(grad_y, weight.dim(0)?)?;
         Ok((Some(grad_x), Some(grad_weight), Some(grad_bias)))
     }
 }
