@@ -541,6 +541,9 @@ mod tests {
             (33, 65, 19),
             (65, 33, 17),
             (300, 70, 45),
+            // Large enough to be cut into one block of rows (then of columns) per thread.
+            (300, 70, 64),
+            (70, 300, 64),
         ] {
             let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
             let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)?;
@@ -560,11 +563,13 @@ mod tests {
     fn gradients_match_the_composition() -> Result<()> {
         let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F64] {
-            for (batch, t) in [(1, 3), (4, 50)] {
+            // The last case's products are cut into one block per thread.
+            for (batch, t, inputs, outputs) in [(1, 3, 24, 40), (4, 50, 24, 40), (2, 150, 64, 130)]
+            {
                 for with_bias in [false, true] {
-                    let x = Var::randn(0f32, 1.0, (batch, t, 24), &dev)?;
-                    let w = Var::randn(0f32, 1.0, (40, 24), &dev)?;
-                    let b = Var::randn(0f32, 1.0, 40, &dev)?;
+                    let x = Var::randn(0f32, 1.0, (batch, t, inputs), &dev)?;
+                    let w = Var::randn(0f32, 1.0, (outputs, inputs), &dev)?;
+                    let b = Var::randn(0f32, 1.0, outputs, &dev)?;
                     let (x, w, b) = (
                         Var::from_tensor(&x.to_dtype(dtype)?)?,
                         Var::from_tensor(&w.to_dtype(dtype)?)?,
@@ -572,7 +577,8 @@ mod tests {
                     );
                     let bias = with_bias.then_some(b.as_tensor());
                     // A non-uniform upstream gradient, so a transposed or misplaced one shows.
-                    let probe = Tensor::randn(0f32, 1.0, (batch, t, 40), &dev)?.to_dtype(dtype)?;
+                    let probe =
+                        Tensor::randn(0f32, 1.0, (batch, t, outputs), &dev)?.to_dtype(dtype)?;
                     let ours = (linear(&x, &w, bias)? * &probe)?.sum_all()?.backward()?;
                     let reference = (composed(&x, &w, bias)? * &probe)?.sum_all()?.backward()?;
                     let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
