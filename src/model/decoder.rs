@@ -217,9 +217,12 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?;
-        let up = self.up_proj.forward(x)?;
-        self.down_proj.forward(&ops::swiglu(&gate, &up)?)
+        let activation = if self.gate_proj.bias.is_none() && self.up_proj.bias.is_none() {
+            ops::swiglu_projection(x, &self.gate_proj.weight, &self.up_proj.weight)?
+        } else {
+            ops::swiglu(&self.gate_proj.forward(x)?, &self.up_proj.forward(x)?)?
+        };
+        self.down_proj.forward(&activation)
     }
 
     fn collect(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {

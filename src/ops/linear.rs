@@ -176,7 +176,7 @@ fn row_sums<T: WithDType>(
 }
 
 /// `x · weightᵀ (+ bias)` over `rows` rows, as a new row-major `[rows, outputs]` buffer.
-fn product<T: WithDType>(
+pub(super) fn product<T: WithDType>(
     (xs, xl): (&CpuStorage, &Layout),
     (ws, wl): (&CpuStorage, &Layout),
     bias: Option<(&CpuStorage, &Layout)>,

@@ -16,6 +16,7 @@
 //! | [`grpo_loss`](fn@grpo_loss) (grad: logp) | [`grpo_loss`](mod@grpo_loss) | f32, f64 (bf16/f16 via f32) | kernel; matches the CPU on an H200 |
 //! | [`attention_with`] `AttentionKernel::Blocked` (grads: q, k, v) | `blocked_attention` | candle matmuls + [`masked_softmax`] | the same through cuBLAS; the default on CUDA, matches the CPU on an H200 |
 //! | [`swiglu`](fn@swiglu) (grads: gate, up) | [`swiglu`](mod@swiglu) | f32, f64 (bf16/f16 via f32) | candle's `silu` and `mul` |
+//! | [`swiglu_projection`](fn@swiglu_projection) (grads: x, w_gate, w_up) | [`swiglu_projection`](mod@swiglu_projection) | f32, f64: the gate and up projections and SwiGLU as one node | [`linear`](fn@linear) and [`swiglu`](fn@swiglu) |
 //! | [`linear`](fn@linear) (grads: x, weight, bias) | [`linear`](mod@linear) | f32, f64: one node forward and backward, few rows through its own kernel (others: candle matmul) | candle matmul |
 //!
 //! The CUDA kernels (feature `cuda`, module `cuda`) take f32, bf16 and f16 natively and
@@ -51,6 +52,7 @@ pub mod rope;
 pub mod selective_log_softmax;
 pub mod softmax;
 pub mod swiglu;
+pub mod swiglu_projection;
 
 /// `(start, len)` of the consecutive spans of at most `chunk` items that cover `0..total` (the
 /// query blocks, vocabulary chunks and token chunks that ops and the trainers walk through).
@@ -71,3 +73,4 @@ pub use selective_log_softmax::{
 };
 pub use softmax::{masked_softmax, softmax_last_dim, SoftmaxMask};
 pub use swiglu::swiglu;
+pub use swiglu_projection::swiglu_projection;

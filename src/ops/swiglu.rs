@@ -59,7 +59,8 @@ fn sigmoid_into<T: Real>(x: &[T], out: &mut [T]) {
     }
 }
 
-fn forward<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
+/// `silu(gate) · up` elementwise into a new buffer.
+pub(super) fn forward<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
     let mut y = vec![T::of(0.0); gate.len()];
     y.par_chunks_mut(CHUNK)
         .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
@@ -73,8 +74,9 @@ fn forward<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
     y
 }
 
-/// `d/dg [g·σ(g)·u] = u·σ(g)·(1 + g·(1 − σ(g)))`, `d/du = g·σ(g)`.
-fn backward<T: Real>(gate: &[T], up: &[T], grad_y: &[T]) -> Vec<T> {
+/// `d/dg [g·σ(g)·u] = u·σ(g)·(1 + g·(1 − σ(g)))`, `d/du = g·σ(g)`: `[grad_gate | grad_up]` in one
+/// buffer.
+pub(super) fn backward<T: Real>(gate: &[T], up: &[T], grad_y: &[T]) -> Vec<T> {
     let n = gate.len();
     let mut out = vec![T::of(0.0); 2 * n];
     let (grad_gate, grad_up) = out.split_at_mut(n);
