@@ -365,6 +365,19 @@ unsafe fn gemm_raw<T: WithDType>(
     Ok(())
 }
 
+/// Whether the f32/f64 CPU kernels take these tensors as they are: all on the CPU, all f32 or all
+/// f64.
+pub(crate) fn cpu_float_operands(tensors: &[&Tensor]) -> bool {
+    let Some(first) = tensors.first() else {
+        return false;
+    };
+    let dtype = first.dtype();
+    matches!(dtype, DType::F32 | DType::F64)
+        && tensors
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == dtype)
+}
+
 /// A CPU tensor of `shape` over an f32 or f64 storage (the result of a kernel that runs outside
 /// a custom op, such as a backward's gemm).
 pub(crate) fn cpu_tensor(storage: CpuStorage, shape: impl Into<Shape>) -> Result<Tensor> {

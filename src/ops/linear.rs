@@ -11,10 +11,11 @@
 //! `ops::cpu::gemm`.
 
 use super::cpu::{
-    contiguous_slice, cpu_tensor, gemm, unsupported_dtype, with_cpu_storage, MatView,
+    contiguous_slice, cpu_float_operands, cpu_tensor, gemm, unsupported_dtype, with_cpu_storage,
+    MatView,
 };
 use candle_core::{
-    bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
+    bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
 use rayon::prelude::*;
 
@@ -51,12 +52,9 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             );
         }
     }
-    let dtype = x.dtype();
-    let native = x.device().is_cpu()
-        && matches!(dtype, DType::F32 | DType::F64)
-        && weight.dtype() == dtype
-        && bias.is_none_or(|b| b.dtype() == dtype);
-    if !native {
+    let mut operands = vec![x, weight];
+    operands.extend(bias);
+    if !cpu_float_operands(&operands) {
         let rows = x.elem_count() / inputs.max(1);
         let y = x.reshape((rows, inputs))?.matmul(&weight.t()?)?;
         let y = match bias {
@@ -505,7 +503,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     fn max_relative_error(ours: &Tensor, reference: &Tensor) -> Result<f64> {
         let diff = (ours - reference)?.abs()?.flatten_all()?.max(0)?;

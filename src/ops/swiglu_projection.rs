@@ -9,12 +9,12 @@
 //! two weights' gradients without any of that.
 
 use super::cpu::{
-    contiguous_slice, cpu_tensor, gemm, gemm_accumulate, unsupported_dtype, with_cpu_storage,
-    MatView, Real,
+    contiguous_slice, cpu_float_operands, cpu_tensor, gemm, gemm_accumulate, unsupported_dtype,
+    with_cpu_storage, MatView, Real,
 };
 use super::linear::{linear, product};
 use super::swiglu::{self, swiglu};
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use std::sync::Mutex;
 
 const OP_NAME: &str = "swiglu_projection";
@@ -39,12 +39,7 @@ pub fn swiglu_projection(x: &Tensor, w_gate: &Tensor, w_up: &Tensor) -> Result<T
             x.dims()
         );
     }
-    let dtype = x.dtype();
-    let native = x.device().is_cpu()
-        && matches!(dtype, DType::F32 | DType::F64)
-        && w_gate.dtype() == dtype
-        && w_up.dtype() == dtype;
-    if !native {
+    if !cpu_float_operands(&[x, w_gate, w_up]) {
         return swiglu(&linear(x, w_gate, None)?, &linear(x, w_up, None)?);
     }
     x.contiguous()?.apply_op3(
@@ -235,7 +230,7 @@ fn storages<T: WithDType>(a: Vec<T>, b: Vec<T>, c: Vec<T>) -> (CpuStorage, CpuSt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     fn max_relative_error(ours: &Tensor, reference: &Tensor) -> Result<f64> {
         let diff = (ours - reference)?.abs()?.flatten_all()?.max(0)?;
