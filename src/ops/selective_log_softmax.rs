@@ -3,7 +3,9 @@
 //! logits never exist in full. The backward recomputes each chunk's logits from the saved
 //! log-sum-exp and accumulates the gradients of the hidden states and of the projection.
 
-use super::cpu::{contiguous_slice, gemm, unsupported_dtype, widen_half, MatView, Real};
+use super::cpu::{
+    contiguous_slice, gemm, gemm_accumulate, unsupported_dtype, widen_half, MatView, Real,
+};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -286,14 +288,17 @@ fn backward<T: Real>(p: &Problem<'_>, saved: &[T], grad: &[T]) -> Result<Vec<T>>
         let dz = T::to_cpu_storage_owned(dz);
         let dz_view = MatView::row_major(&dz, 0, c);
         let lm_head_chunk = MatView::row_major(p.lm_head, p.lm_head_offset + c0 * d, d);
-        let gh: Vec<T> = gemm(&dz_view, &lm_head_chunk, n, d, c)?;
-        grad_hidden
-            .par_iter_mut()
-            .zip(gh.par_iter())
-            .for_each(|(acc, &v)| *acc += v);
+        gemm_accumulate(grad_hidden, &dz_view, &lm_head_chunk, n, d, c)?;
+        // The chunk's rows of the head's gradient start at zero: accumulating writes them.
         let dz_t = MatView::transposed(&dz, 0, c);
-        let gw: Vec<T> = gemm(&dz_t, &p.hidden, c, d, n)?;
-        grad_lm_head[c0 * d..(c0 + c) * d].copy_from_slice(&gw);
+        gemm_accumulate(
+            &mut grad_lm_head[c0 * d..(c0 + c) * d],
+            &dz_t,
+            &p.hidden,
+            c,
+            d,
+            n,
+        )?;
     }
     Ok(out)
 }
