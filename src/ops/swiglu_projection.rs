@@ -9,12 +9,12 @@
 //! two weights' gradients without any of that.
 
 use super::cpu::{
-    contiguous_slice, cpu_float_operands, cpu_tensor, gemm, gemm_accumulate, unsupported_dtype,
-    with_cpu_storage, MatView, Real,
+    cpu_float_operands, cpu_tensor, gemm, gemm_accumulate, unsupported_dtype, with_cpu_storage,
+    MatView, Real,
 };
 use super::linear::{linear, product};
 use super::swiglu::{self, swiglu};
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use std::sync::Mutex;
 
 const OP_NAME: &str = "swiglu_projection";
@@ -86,18 +86,18 @@ impl SwigluProjection {
         Ok(activation)
     }
 
-    /// `(grad_x, grad_w_gate, grad_w_up)` as storages.
+    /// `(grad_x, grad_w_gate, grad_w_up)` as storages; each operand is a storage and the offset
+    /// of its first element.
     fn backward<T: Real>(
         saved: &PreActivations,
-        x: (&CpuStorage, usize),
-        w_gate: (&CpuStorage, usize),
-        w_up: (&CpuStorage, usize),
-        grad_activation: &[T],
+        [x, w_gate, w_up, grad_activation]: [(&CpuStorage, usize); 4],
         (rows, intermediate, inputs): (usize, usize, usize),
-    ) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+    ) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
         let n = rows * intermediate;
         let gate = &saved.gate.as_slice::<T>()?[..n];
         let up = &saved.up.as_slice::<T>()?[..n];
+        let (grad_storage, grad_at) = grad_activation;
+        let grad_activation = &grad_storage.as_slice::<T>()?[grad_at..grad_at + n];
         // [grad_gate | grad_up], each row-major [rows, intermediate].
         let grads = T::to_cpu_storage_owned(swiglu::backward(gate, up, grad_activation));
         let grad_gate = MatView::row_major(&grads, 0, intermediate);
@@ -132,7 +132,11 @@ impl SwigluProjection {
             inputs,
             rows,
         )?;
-        Ok((grad_x, grad_w_gate, grad_w_up))
+        Ok((
+            T::to_cpu_storage_owned(grad_x),
+            T::to_cpu_storage_owned(grad_w_gate),
+            T::to_cpu_storage_owned(grad_w_up),
+        ))
     }
 }
 
@@ -186,23 +190,10 @@ impl CustomOp3 for SwigluProjection {
             with_cpu_storage(w_gate, OP_NAME, |gs, g_at| {
                 with_cpu_storage(w_up, OP_NAME, |us, u_at| {
                     with_cpu_storage(&grad_activation, OP_NAME, |ds, d_at| {
-                        let operands = ((xs, x_at), (gs, g_at), (us, u_at));
-                        let layout = Layout::contiguous_with_offset(rows * intermediate, d_at);
+                        let operands = [(xs, x_at), (gs, g_at), (us, u_at), (ds, d_at)];
                         match ds {
-                            CpuStorage::F32(_) => {
-                                let d = contiguous_slice::<f32>(ds, &layout, OP_NAME)?;
-                                let (a, b, c) = Self::backward(
-                                    saved, operands.0, operands.1, operands.2, d, sizes,
-                                )?;
-                                Ok(storages(a, b, c))
-                            }
-                            CpuStorage::F64(_) => {
-                                let d = contiguous_slice::<f64>(ds, &layout, OP_NAME)?;
-                                let (a, b, c) = Self::backward(
-                                    saved, operands.0, operands.1, operands.2, d, sizes,
-                                )?;
-                                Ok(storages(a, b, c))
-                            }
+                            CpuStorage::F32(_) => Self::backward::<f32>(saved, operands, sizes),
+                            CpuStorage::F64(_) => Self::backward::<f64>(saved, operands, sizes),
                             other => Err(unsupported_dtype(OP_NAME, other)),
                         }
                     })
@@ -216,15 +207,6 @@ impl CustomOp3 for SwigluProjection {
             Some(cpu_tensor(grad_w_up, (intermediate, inputs))?),
         ))
     }
-}
-
-/// Three vectors as CPU storages.
-fn storages<T: WithDType>(a: Vec<T>, b: Vec<T>, c: Vec<T>) -> (CpuStorage, CpuStorage, CpuStorage) {
-    (
-        T::to_cpu_storage_owned(a),
-        T::to_cpu_storage_owned(b),
-        T::to_cpu_storage_owned(c),
-    )
 }
 
 #[cfg(test)]
