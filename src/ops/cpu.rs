@@ -389,6 +389,17 @@ pub(crate) fn cpu_tensor(storage: CpuStorage, shape: impl Into<Shape>) -> Result
     }
 }
 
+/// Largest |ours − reference| over the largest |reference| (at least 1), in f64: the ops' unit
+/// tests compare a kernel with candle's composition of the same computation.
+#[cfg(test)]
+pub(crate) fn max_relative_error(ours: &Tensor, reference: &Tensor) -> Result<f64> {
+    let diff = (ours - reference)?.abs()?.flatten_all()?.max(0)?;
+    let scale = reference.abs()?.flatten_all()?.max(0)?;
+    let diff = diff.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let scale = scale.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    Ok(diff / scale.max(1.0))
+}
+
 /// Converts an f16/bf16 tensor on the CPU to f32 (the wrappers run the f32 kernels for half
 /// types) and reports the original dtype so the result can be converted back. Tensors on a
 /// cuda device are returned as they are: the CUDA kernels read and write half types natively.

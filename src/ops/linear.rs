@@ -55,21 +55,28 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let mut operands = vec![x, weight];
     operands.extend(bias);
     if !cpu_float_operands(&operands) {
-        let rows = x.elem_count() / inputs.max(1);
-        let y = x.reshape((rows, inputs))?.matmul(&weight.t()?)?;
-        let y = match bias {
-            Some(bias) => y.broadcast_add(bias)?,
-            None => y,
-        };
-        let mut out_dims = x_dims.to_vec();
-        *out_dims.last_mut().expect("x has a last dim") = outputs;
-        return y.reshape(out_dims);
+        return composed(x, weight, bias);
     }
     let (x, weight) = (x.contiguous()?, weight.contiguous()?);
     match bias {
         None => x.apply_op2(&weight, Projection),
         Some(bias) => x.apply_op3(&weight, &bias.contiguous()?, Projection),
     }
+}
+
+/// The same product through candle's ops (reshape, matmul, broadcast add, reshape): the path
+/// for other devices and dtypes, and the tests' reference for the op and its gradients.
+fn composed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (outputs, inputs) = weight.dims2()?;
+    let rows = x.elem_count() / inputs.max(1);
+    let y = x.reshape((rows, inputs))?.matmul(&weight.t()?)?;
+    let y = match bias {
+        Some(bias) => y.broadcast_add(bias)?,
+        None => y,
+    };
+    let mut out_dims = x.dims().to_vec();
+    *out_dims.last_mut().expect("x has a last dim") = outputs;
+    y.reshape(out_dims)
 }
 
 /// The CPU op: inputs `(x [..., in], weight [out, in])`, and `bias [out]` as a third input when
@@ -137,19 +144,10 @@ impl Projection {
     /// The bias gradient: the sum of `grad_y`'s rows.
     fn bias_grad(grad_y: &Tensor, outputs: usize) -> Result<Tensor> {
         let grad_y = grad_y.contiguous()?;
+        let len = grad_y.elem_count();
         let sums = with_cpu_storage(&grad_y, OP_NAME, |gs, g_at| match gs {
-            CpuStorage::F32(_) => Ok(CpuStorage::F32(row_sums(
-                gs,
-                g_at,
-                grad_y.elem_count(),
-                outputs,
-            )?)),
-            CpuStorage::F64(_) => Ok(CpuStorage::F64(row_sums(
-                gs,
-                g_at,
-                grad_y.elem_count(),
-                outputs,
-            )?)),
+            CpuStorage::F32(_) => row_sums::<f32>(gs, g_at, len, outputs),
+            CpuStorage::F64(_) => row_sums::<f64>(gs, g_at, len, outputs),
             other => Err(unsupported_dtype(OP_NAME, other)),
         })?;
         cpu_tensor(sums, outputs)
@@ -162,7 +160,7 @@ fn row_sums<T: WithDType>(
     start: usize,
     len: usize,
     row_len: usize,
-) -> Result<Vec<T>> {
+) -> Result<CpuStorage> {
     let data = &storage.as_slice::<T>()?[start..start + len];
     let mut sums = vec![T::zero(); row_len];
     for row in data.chunks_exact(row_len.max(1)) {
@@ -170,7 +168,7 @@ fn row_sums<T: WithDType>(
             *sum += v;
         }
     }
-    Ok(sums)
+    Ok(T::to_cpu_storage_owned(sums))
 }
 
 /// `x · weightᵀ (+ bias)` over `rows` rows, as a new row-major `[rows, outputs]` buffer.
@@ -502,32 +500,9 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cpu::max_relative_error;
     use super::*;
     use candle_core::{DType, Device, Var};
-
-    fn max_relative_error(ours: &Tensor, reference: &Tensor) -> Result<f64> {
-        let diff = (ours - reference)?.abs()?.flatten_all()?.max(0)?;
-        let scale = reference.abs()?.flatten_all()?.max(0)?;
-        let (diff, scale) = (
-            diff.to_dtype(DType::F64)?.to_scalar::<f64>()?,
-            scale.to_dtype(DType::F64)?.to_scalar::<f64>()?,
-        );
-        Ok(diff / scale.max(1.0))
-    }
-
-    /// candle's composition of the same product, the reference for the op and its gradients.
-    fn composed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let (outputs, inputs) = weight.dims2()?;
-        let rows = x.elem_count() / inputs;
-        let y = x.reshape((rows, inputs))?.matmul(&weight.t()?)?;
-        let y = match bias {
-            Some(bias) => y.broadcast_add(bias)?,
-            None => y,
-        };
-        let mut dims = x.dims().to_vec();
-        *dims.last_mut().unwrap() = outputs;
-        y.reshape(dims)
-    }
 
     #[test]
     fn matches_candle_matmul_on_odd_shapes() -> Result<()> {

@@ -211,16 +211,9 @@ impl CustomOp3 for SwigluProjection {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cpu::max_relative_error;
     use super::*;
     use candle_core::{DType, Device, Var};
-
-    fn max_relative_error(ours: &Tensor, reference: &Tensor) -> Result<f64> {
-        let diff = (ours - reference)?.abs()?.flatten_all()?.max(0)?;
-        let scale = reference.abs()?.flatten_all()?.max(0)?;
-        let diff = diff.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let scale = scale.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        Ok(diff / scale.max(1.0))
-    }
 
     /// The activation and the gradients of x and both weights equal those of the composition
     /// `swiglu(linear(x, w_gate), linear(x, w_up))`, for few rows (the decode kernel) and many
