@@ -370,10 +370,18 @@ impl KernelBench {
             "loss head",
             1,
             Role::Primitive,
-            // The backward recomputes each chunk's logits, then takes both gradients.
-            Work::Flops {
-                forward: head_flops,
-                backward: 3.0 * head_flops,
+            // On the CPU the forward takes the logits and both gradients (`linear_cross_entropy`);
+            // elsewhere the backward recomputes each chunk's logits, then takes both gradients.
+            if dev.is_cpu() {
+                Work::Flops {
+                    forward: 3.0 * head_flops,
+                    backward: 0.0,
+                }
+            } else {
+                Work::Flops {
+                    forward: head_flops,
+                    backward: 3.0 * head_flops,
+                }
             },
             time_stage(dev, self.reps, || {
                 next_token_loss(hidden.as_tensor(), model.lm_head(), &ids, &loss_mask)

@@ -13,6 +13,7 @@
 //! | [`softmax_last_dim`], [`masked_softmax`] (grad: x) | [`softmax`] | f32, f64 (bf16/f16 via f32) | kernel; matches the CPU on an H200 |
 //! | [`attention`](fn@attention) (grads: q, k, v) | [`attention`](mod@attention) | f32, f64 (bf16/f16 via f32) | kernel; matches the CPU on an H200 |
 //! | [`selective_log_softmax`](fn@selective_log_softmax), [`sft_loss`] (grads: hidden, lm_head) | [`selective_log_softmax`](mod@selective_log_softmax) | f32, f64 (bf16/f16 via f32) | kernel; matches the CPU on an H200 |
+//! | [`linear_cross_entropy`](fn@linear_cross_entropy) (grads: hidden, lm_head) | [`linear_cross_entropy`](mod@linear_cross_entropy) | f32, f64: the loss and both gradients in the forward, rows of full-vocabulary logits at a time | [`selective_log_softmax`](fn@selective_log_softmax) |
 //! | [`grpo_loss`](fn@grpo_loss) (grad: logp) | [`grpo_loss`](mod@grpo_loss) | f32, f64 (bf16/f16 via f32) | kernel; matches the CPU on an H200 |
 //! | [`attention_with`] `AttentionKernel::Blocked` (grads: q, k, v) | `blocked_attention` | candle matmuls + [`masked_softmax`] | the same through cuBLAS; the default on CUDA, matches the CPU on an H200 |
 //! | [`swiglu`](fn@swiglu) (grads: gate, up) | [`swiglu`](mod@swiglu) | f32, f64 (bf16/f16 via f32) | candle's `silu` and `mul` |
@@ -47,6 +48,7 @@ pub mod cuda;
 mod fast_exp;
 pub mod grpo_loss;
 pub mod linear;
+pub mod linear_cross_entropy;
 pub mod rms_norm;
 pub mod rope;
 pub mod selective_log_softmax;
@@ -65,6 +67,7 @@ pub(crate) fn spans(total: usize, chunk: usize) -> impl Iterator<Item = (usize, 
 pub use attention::{attention, attention_with, AttentionKernel, AttentionMask};
 pub use grpo_loss::{grpo_loss, GrpoAggregation, GrpoConfig, GrpoInputs, GrpoLoss};
 pub use linear::linear;
+pub use linear_cross_entropy::{linear_cross_entropy, DEFAULT_LOGITS_CHUNK_ELEMENTS};
 pub use rms_norm::rms_norm;
 pub use rope::{rope, RopeLayout};
 pub use selective_log_softmax::{

@@ -9,7 +9,8 @@ use candle_core::{DType, Tensor};
 
 use crate::model::Result;
 use crate::ops::{
-    selective_log_softmax_f32, SelectiveLogSoftmax, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET,
+    linear_cross_entropy, selective_log_softmax_f32, SelectiveLogSoftmax,
+    DEFAULT_LOGITS_CHUNK_ELEMENTS, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET,
 };
 
 /// `log p(ids[t + 1])` at every position `t < T - 1`, `[B, T - 1]` (f32 for half-precision models),
@@ -41,7 +42,7 @@ pub fn next_token_log_probs_and_entropy(
             "log-probs at temperature {temperature}: the temperature must be positive and finite"
         )));
     }
-    let (b, t, _) = hidden.dims3()?;
+    let t = hidden.dims3()?.1;
     // At temperature 1 half-precision inputs go in as they are: the op multiplies them with f32
     // accumulation and returns f32, so widening them first would change nothing but the speed
     // (f32 matmuls instead of the GPU's tensor cores). Dividing the head by a temperature is done
@@ -55,20 +56,28 @@ pub fn next_token_log_probs_and_entropy(
             (at_least_f32(lm_head)? / temperature)?,
         )
     };
-    let targets = ids.narrow(1, 1, t - 1)?;
-    let keep = target_mask.narrow(1, 1, t - 1)?.ne(0.0)?;
-    let ignored = Tensor::full(IGNORE_TARGET, (b, t - 1), ids.device())?;
-    let targets = keep.where_cond(&targets.contiguous()?, &ignored)?;
     Ok(selective_log_softmax_f32(
         &inputs,
         &head,
-        &targets,
+        &next_token_targets(ids, target_mask)?,
         DEFAULT_VOCAB_CHUNK,
     )?)
 }
 
+/// `ids[t + 1]` for every position `t < T - 1`, `[B, T - 1]`, with [`IGNORE_TARGET`] where
+/// `target_mask[t + 1]` is 0.
+fn next_token_targets(ids: &Tensor, target_mask: &Tensor) -> Result<Tensor> {
+    let (b, t) = ids.dims2()?;
+    let targets = ids.narrow(1, 1, t - 1)?;
+    let keep = target_mask.narrow(1, 1, t - 1)?.ne(0.0)?;
+    let ignored = Tensor::full(IGNORE_TARGET, (b, t - 1), ids.device())?;
+    Ok(keep.where_cond(&targets.contiguous()?, &ignored)?)
+}
+
 /// Mean negative log-likelihood of the next token (an f32 scalar, f64 for an f64 model) over
-/// positions where `loss_mask` `[B, T]` is non-zero (weighted by it). `hidden` is `[B, T, d]` for ids `[B, T]`: position `t` predicts `t + 1`.
+/// positions where `loss_mask` `[B, T]` is non-zero (weighted by it). `hidden` is `[B, T, d]` for
+/// ids `[B, T]`: position `t` predicts `t + 1`. On the CPU the loss's forward also computes its
+/// gradients ([`linear_cross_entropy`]).
 pub fn next_token_loss(
     hidden: &Tensor,
     lm_head: &Tensor,
@@ -76,14 +85,15 @@ pub fn next_token_loss(
     loss_mask: &Tensor,
 ) -> Result<Tensor> {
     let t = hidden.dim(1)?;
-    let log_probs = next_token_log_probs(hidden, lm_head, ids, loss_mask)?;
-    let weights = loss_mask.narrow(1, 1, t - 1)?.to_dtype(log_probs.dtype())?;
-    let count = weights
-        .to_dtype(DType::F64)?
-        .sum_all()?
-        .to_scalar::<f64>()?
-        .max(1.0);
-    Ok(((log_probs * weights)?.sum_all()?.neg()? / count)?)
+    let weights = loss_mask.narrow(1, 1, t - 1)?.to_dtype(DType::F64)?;
+    let count = weights.sum_all()?.to_scalar::<f64>()?.max(1.0);
+    Ok(linear_cross_entropy(
+        &hidden.narrow(1, 0, t - 1)?,
+        lm_head,
+        &next_token_targets(ids, loss_mask)?,
+        &(weights / count)?,
+        DEFAULT_LOGITS_CHUNK_ELEMENTS,
+    )?)
 }
 
 /// `t` widened to f32 when it is f16 or bf16 (a differentiable cast), otherwise `t` itself.
