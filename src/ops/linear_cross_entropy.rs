@@ -14,7 +14,8 @@
 //! the backward (the backward would allocate it anyway) and read and written once per row chunk.
 
 use super::cpu::{
-    cpu_float_operands, cpu_tensor, gemm, gemm_accumulate, unsupported_dtype, MatView, Real,
+    cpu_float_operands, cpu_tensor, gemm, gemm_accumulate, min_rows_per_task, unsupported_dtype,
+    MatView, Real,
 };
 use super::selective_log_softmax::{selective_log_softmax_f32, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
@@ -132,6 +133,7 @@ impl LinearCrossEntropy {
                 .par_chunks_mut(vocab)
                 .zip(&self.targets[r0..r0 + r])
                 .zip(&self.weights[r0..r0 + r])
+                .with_min_len(min_rows_per_task(vocab))
                 .map(|((row, &target), &weight)| loss_row_and_gradient(row, target, weight))
                 .sum::<f64>();
             let scores = T::to_cpu_storage_owned(scores);
