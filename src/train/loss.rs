@@ -1,5 +1,6 @@
 //! Token-level losses from hidden states and the output projection, through the fused selective
-//! log-softmax: the N×V logits never exist in full, in the forward or the backward. The projection
+//! log-softmax (and, for the SFT loss on the CPU, `linear_cross_entropy`): the logits exist a
+//! bounded chunk at a time, never as the whole `N × V` once that exceeds the chunk. The projection
 //! accumulates and the log-softmax runs in f32 at least (a bf16/f16 model's hidden states and head
 //! enter the matmuls as they are, with f32 accumulation; f64 stays f64), so log-probs, entropies and
 //! losses are never half precision: bf16's 8-bit mantissa would round a log-prob of −8 by up to
