@@ -400,6 +400,26 @@ pub(crate) fn max_relative_error(ours: &Tensor, reference: &Tensor) -> Result<f6
     Ok(diff / scale.max(1.0))
 }
 
+/// Asserts that every named variable's gradient in `ours` is within `tolerance` (relative, see
+/// [`max_relative_error`]) of its gradient in `reference`; `case` prefixes the failure message.
+#[cfg(test)]
+pub(crate) fn assert_gradients_match(
+    ours: &candle_core::backprop::GradStore,
+    reference: &candle_core::backprop::GradStore,
+    vars: &[(&str, &candle_core::Var)],
+    tolerance: f64,
+    case: &str,
+) -> Result<()> {
+    for (name, var) in vars {
+        let error = max_relative_error(
+            ours.get(var).expect("op gradient"),
+            reference.get(var).expect("reference gradient"),
+        )?;
+        assert!(error < tolerance, "{case}: {name} rel {error}");
+    }
+    Ok(())
+}
+
 /// Converts an f16/bf16 tensor on the CPU to f32 (the wrappers run the f32 kernels for half
 /// types) and reports the original dtype so the result can be converted back. Tensors on a
 /// cuda device are returned as they are: the CUDA kernels read and write half types natively.

@@ -500,7 +500,7 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cpu::max_relative_error;
+    use super::super::cpu::{assert_gradients_match, max_relative_error};
     use super::*;
     use candle_core::{DType, Device, Var};
 
@@ -559,16 +559,8 @@ mod tests {
                     if with_bias {
                         vars.push(("bias", &b));
                     }
-                    for (name, var) in vars {
-                        let error = max_relative_error(
-                            ours.get(var).expect("op gradient"),
-                            reference.get(var).expect("reference gradient"),
-                        )?;
-                        assert!(
-                            error < tolerance,
-                            "{dtype:?} {batch}×{t} bias={with_bias}: {name} rel {error}"
-                        );
-                    }
+                    let case = format!("{dtype:?} {batch}×{t} bias={with_bias}");
+                    assert_gradients_match(&ours, &reference, &vars, tolerance, &case)?;
                 }
             }
         }

@@ -233,7 +233,7 @@ impl CustomOp2 for LinearCrossEntropy {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cpu::max_relative_error;
+    use super::super::cpu::{assert_gradients_match, max_relative_error};
     use super::*;
     use candle_core::{Device, Var};
 
@@ -284,13 +284,8 @@ mod tests {
                 assert!(error < tolerance, "{case}: loss rel {error}");
                 let ours = ours.affine(2.5, 0.0)?.backward()?;
                 let reference = reference.affine(2.5, 0.0)?.backward()?;
-                for (name, var) in [("hidden", &hidden), ("lm_head", &lm_head)] {
-                    let error = max_relative_error(
-                        ours.get(var).expect("op gradient"),
-                        reference.get(var).expect("reference gradient"),
-                    )?;
-                    assert!(error < tolerance, "{case}: {name} rel {error}");
-                }
+                let vars = [("hidden", &hidden), ("lm_head", &lm_head)];
+                assert_gradients_match(&ours, &reference, &vars, tolerance, &case)?;
             }
         }
         Ok(())

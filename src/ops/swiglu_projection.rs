@@ -211,7 +211,7 @@ impl CustomOp3 for SwigluProjection {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cpu::max_relative_error;
+    use super::super::cpu::{assert_gradients_match, max_relative_error};
     use super::*;
     use candle_core::{DType, Device, Var};
 
@@ -239,13 +239,8 @@ mod tests {
                 assert!(error < tolerance, "{case}: activation rel {error}");
                 let ours = (ours * &probe)?.sum_all()?.backward()?;
                 let reference = (reference * &probe)?.sum_all()?.backward()?;
-                for (name, var) in [("x", &x), ("w_gate", &w_gate), ("w_up", &w_up)] {
-                    let error = max_relative_error(
-                        ours.get(var).expect("op gradient"),
-                        reference.get(var).expect("reference gradient"),
-                    )?;
-                    assert!(error < tolerance, "{case}: {name} rel {error}");
-                }
+                let vars = [("x", &x), ("w_gate", &w_gate), ("w_up", &w_up)];
+                assert_gradients_match(&ours, &reference, &vars, tolerance, &case)?;
             }
         }
         Ok(())
