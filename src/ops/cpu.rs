@@ -78,17 +78,22 @@ pub(crate) fn unsupported_dtype(op: &str, storage: &CpuStorage) -> candle_core::
     ))
 }
 
+/// The element offset of a contiguous layout's first element, or an error naming `op`.
+pub(crate) fn contiguous_start(layout: &Layout, op: &str) -> Result<usize> {
+    match layout.contiguous_offsets() {
+        Some((start, _)) => Ok(start),
+        None => bail!("{op}: expected a contiguous input, got layout {layout:?}"),
+    }
+}
+
 /// Returns the elements of a contiguous tensor as a slice, or an error naming `op`.
 pub(crate) fn contiguous_slice<'a, T: WithDType>(
     storage: &'a CpuStorage,
     layout: &Layout,
     op: &str,
 ) -> Result<&'a [T]> {
-    let data = storage.as_slice::<T>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("{op}: expected a contiguous input, got layout {layout:?}"),
-    }
+    let start = contiguous_start(layout, op)?;
+    Ok(&storage.as_slice::<T>()?[start..start + layout.shape().elem_count()])
 }
 
 /// Borrows the CPU storage of a contiguous `tensor` and runs `f` on it and the element

@@ -11,8 +11,8 @@
 //! `ops::cpu::gemm`.
 
 use super::cpu::{
-    contiguous_slice, cpu_float_operands, cpu_tensor, gemm, unsupported_dtype, with_cpu_storage,
-    MatView,
+    contiguous_slice, contiguous_start, cpu_float_operands, cpu_tensor, gemm, unsupported_dtype,
+    with_cpu_storage, MatView,
 };
 use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
@@ -192,8 +192,8 @@ pub(super) fn product<T: WithDType>(
             T::cpu_storage_data(CpuStorage::F32(y))?
         }
         _ => gemm(
-            &MatView::row_major(xs, contiguous_start(xl)?, inputs),
-            &MatView::transposed(ws, contiguous_start(wl)?, inputs),
+            &MatView::row_major(xs, contiguous_start(xl, OP_NAME)?, inputs),
+            &MatView::transposed(ws, contiguous_start(wl, OP_NAME)?, inputs),
             rows,
             outputs,
             inputs,
@@ -212,14 +212,6 @@ pub(super) fn product<T: WithDType>(
             });
     }
     Ok(y)
-}
-
-/// The element offset of a contiguous layout's first element, or an error naming the op.
-fn contiguous_start(layout: &Layout) -> Result<usize> {
-    match layout.contiguous_offsets() {
-        Some((start, _)) => Ok(start),
-        None => bail!("{OP_NAME}: expected a contiguous input, got layout {layout:?}"),
-    }
 }
 
 impl CustomOp2 for Projection {

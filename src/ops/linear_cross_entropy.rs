@@ -14,10 +14,12 @@
 //! the backward (the backward would allocate it anyway) and read and written once per row chunk.
 
 use super::cpu::{
-    cpu_float_operands, cpu_tensor, gemm, gemm_accumulate, min_rows_per_task, unsupported_dtype,
-    MatView, Real,
+    contiguous_start, cpu_float_operands, cpu_tensor, gemm, gemm_accumulate, min_rows_per_task,
+    unsupported_dtype, MatView, Real,
 };
-use super::selective_log_softmax::{selective_log_softmax_f32, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET};
+use super::selective_log_softmax::{
+    check_targets, selective_log_softmax_f32, DEFAULT_VOCAB_CHUNK, IGNORE_TARGET,
+};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -70,12 +72,7 @@ pub fn linear_cross_entropy(
         return (logp * weights)?.sum_all()?.neg();
     }
     let targets = targets.flatten_all()?.to_vec1::<u32>()?;
-    if let Some(&bad) = targets
-        .iter()
-        .find(|&&t| t != IGNORE_TARGET && t as usize >= vocab)
-    {
-        bail!("{OP_NAME}: target {bad} out of range for vocab {vocab}");
-    }
+    check_targets(OP_NAME, &targets, vocab)?;
     let weights = weights
         .flatten_all()?
         .to_dtype(DType::F64)?
@@ -117,11 +114,8 @@ impl LinearCrossEntropy {
     ) -> Result<T> {
         let (n, d) = hl.shape().dims2()?;
         let (vocab, _) = wl.shape().dims2()?;
-        let (Some((hidden_at, _)), Some((lm_head_at, _))) =
-            (hl.contiguous_offsets(), wl.contiguous_offsets())
-        else {
-            bail!("{OP_NAME}: hidden and lm_head must be contiguous");
-        };
+        let hidden_at = contiguous_start(hl, OP_NAME)?;
+        let lm_head_at = contiguous_start(wl, OP_NAME)?;
         let mut grad_hidden = vec![T::of(0.0); n * d];
         let mut grad_lm_head: Vec<T> = Vec::new();
         let mut loss = 0f64;
@@ -147,13 +141,14 @@ impl LinearCrossEntropy {
                 vocab,
             )?;
             let score_grads_t = MatView::transposed(&scores, 0, vocab);
-            if grad_lm_head.is_empty() {
+            // The first chunk writes the head's gradient, the others add into it.
+            if r0 == 0 {
                 grad_lm_head = gemm(&score_grads_t, &rows, vocab, d, r)?;
             } else {
                 gemm_accumulate(&mut grad_lm_head, &score_grads_t, &rows, vocab, d, r)?;
             }
         }
-        if grad_lm_head.is_empty() {
+        if n == 0 {
             grad_lm_head = vec![T::of(0.0); vocab * d];
         }
         *self.saved.lock().expect("the saved gradients' lock") = Some(Gradients {

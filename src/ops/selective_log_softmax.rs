@@ -4,7 +4,8 @@
 //! log-sum-exp and accumulates the gradients of the hidden states and of the projection.
 
 use super::cpu::{
-    contiguous_slice, gemm, gemm_accumulate, unsupported_dtype, widen_half, MatView, Real,
+    contiguous_slice, contiguous_start, gemm, gemm_accumulate, unsupported_dtype, widen_half,
+    MatView, Real,
 };
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -124,6 +125,18 @@ pub fn sft_loss(
         .affine(-1.0 / counted.max(1) as f64, 0.0)
 }
 
+/// An error naming `op` for the first target of `targets` that is neither [`IGNORE_TARGET`] nor
+/// below `vocab`.
+pub(super) fn check_targets(op: &str, targets: &[u32], vocab: usize) -> Result<()> {
+    match targets
+        .iter()
+        .find(|&&t| t != IGNORE_TARGET && t as usize >= vocab)
+    {
+        Some(&bad) => bail!("{op}: target {bad} out of range for vocab {vocab}"),
+        None => Ok(()),
+    }
+}
+
 /// Forward op: inputs `(hidden [N, d], lm_head [V, d], targets [N])`; output packs
 /// `[logp (N), entropy (N), log-sum-exp (N)]` in one 1-D buffer.
 struct SelectiveLogSoftmaxOp {
@@ -169,27 +182,13 @@ impl Problem<'_> {
         MatView::transposed(self.lm_head, self.lm_head_offset + c0 * self.d, self.d)
     }
 
-    fn check_targets(&self) -> Result<()> {
-        if let Some(&bad) = self
-            .targets
-            .iter()
-            .find(|&&t| t != IGNORE_TARGET && t as usize >= self.vocab)
-        {
-            bail!(
-                "{OP_NAME}: target {bad} out of range for vocab {}",
-                self.vocab
-            );
-        }
-        Ok(())
-    }
-
     fn chunks(&self) -> impl Iterator<Item = (usize, usize)> {
         super::spans(self.vocab, self.vocab_chunk)
     }
 }
 
 fn forward<T: Real>(p: &Problem<'_>) -> Result<Vec<T>> {
-    p.check_targets()?;
+    check_targets(OP_NAME, p.targets, p.vocab)?;
     let n = p.n;
     let mut stats = vec![
         RowStats {
@@ -314,11 +313,8 @@ fn problem<'a>(
     vocab_chunk: usize,
 ) -> Result<Problem<'a>> {
     let (n, d) = hl.shape().dims2()?;
-    let (Some((h_start, _)), Some((w_start, _))) =
-        (hl.contiguous_offsets(), wl.contiguous_offsets())
-    else {
-        bail!("{OP_NAME}: hidden and lm_head must be contiguous");
-    };
+    let h_start = contiguous_start(hl, OP_NAME)?;
+    let w_start = contiguous_start(wl, OP_NAME)?;
     Ok(Problem {
         hidden: MatView::row_major(hs, h_start, d),
         lm_head: ws,
