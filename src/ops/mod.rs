@@ -46,6 +46,7 @@ mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod fast_exp;
+mod few_rows_matmul;
 pub mod grpo_loss;
 pub mod linear;
 pub mod linear_cross_entropy;
