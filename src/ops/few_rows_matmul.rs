@@ -44,11 +44,14 @@ impl Kernel {
         kernels
     }
 
-    /// The fastest kernel this CPU can run.
+    /// The fastest kernel this CPU can run, found once.
     fn best() -> Self {
-        *Self::available()
-            .last()
-            .expect("the portable kernel is always available")
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            *Self::available()
+                .last()
+                .expect("the portable kernel is always available")
+        })
     }
 }
 
