@@ -69,6 +69,44 @@ pub(crate) fn min_rows_per_task(row_len: usize) -> usize {
     (MIN_ELEMENTS_PER_TASK / row_len.max(1)).max(1)
 }
 
+/// The vector instruction sets the hand-written CPU kernels come in, narrowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SimdLevel {
+    /// Plain Rust, vectorised by the compiler for the build's baseline target (SSE2 on x86-64).
+    Portable,
+    /// AVX2 with FMA: 8 f32 lanes.
+    Avx2,
+    /// AVX-512F: 16 f32 lanes.
+    Avx512,
+}
+
+impl SimdLevel {
+    /// Every level this CPU can run, widest last (the kernels' tests run each of them).
+    pub(crate) fn available() -> Vec<Self> {
+        let mut levels = vec![Self::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                levels.push(Self::Avx2);
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                levels.push(Self::Avx512);
+            }
+        }
+        levels
+    }
+
+    /// The widest level this CPU can run, found once (attention asks for every row of scores).
+    pub(crate) fn widest() -> Self {
+        static WIDEST: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+        *WIDEST.get_or_init(|| {
+            *Self::available()
+                .last()
+                .expect("the portable level is always available")
+        })
+    }
+}
+
 /// Error for a dtype that the CPU kernel of `op` does not handle.
 pub(crate) fn unsupported_dtype(op: &str, storage: &CpuStorage) -> candle_core::Error {
     let dtype = storage.dtype();

@@ -1,62 +1,27 @@
 //! A vectorisable `exp` for f32 slices. libm's `expf` is a scalar call per element, and the
 //! softmax-style loops of attention and of the selective log-softmax evaluate hundreds of millions
-//! of them per training step; this version compiles to SIMD code (AVX2/FMA when the CPU has them).
+//! of them per training step; this version compiles to SIMD code (AVX-512 or AVX2/FMA, whichever
+//! the CPU has, picked at run time).
 //!
 //! Method (Cephes `expf`): `x = n·ln2 + r` with `|r| ≤ ln2/2`, `exp(r)` by a degree-7 polynomial,
 //! `2ⁿ` built in the exponent bits. Inputs below -87 give exactly 0 (so masked `-inf` scores
 //! vanish), inputs above 88 saturate near `f32::MAX`, NaN stays NaN.
 
+use super::cpu::SimdLevel;
+
 /// `values[i] = exp(values[i])`, on the widest vectors the CPU has.
 pub(crate) fn exp_in_place(values: &mut [f32]) {
-    exp_in_place_on(VectorWidth::widest(), values);
+    exp_in_place_on(SimdLevel::widest(), values);
 }
 
-/// The instruction set the loop is compiled for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum VectorWidth {
-    /// The build's baseline target (SSE2 on x86-64).
-    Portable,
-    /// AVX2 with FMA: 8 lanes.
-    Avx2,
-    /// AVX-512F: 16 lanes.
-    Avx512,
-}
-
-impl VectorWidth {
-    /// Every width this CPU can run, widest last.
-    fn available() -> Vec<Self> {
-        let mut widths = vec![Self::Portable];
+/// [`exp_in_place`] on a given level, which the CPU must support.
+fn exp_in_place_on(level: SimdLevel, values: &mut [f32]) {
+    match level {
+        // SAFETY (both): the caller picked a level from `SimdLevel::available`.
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                widths.push(Self::Avx2);
-            }
-            if std::is_x86_feature_detected!("avx512f") {
-                widths.push(Self::Avx512);
-            }
-        }
-        widths
-    }
-
-    /// The widest this CPU can run, found once: attention calls the exp once per row of scores.
-    fn widest() -> Self {
-        static WIDEST: std::sync::OnceLock<VectorWidth> = std::sync::OnceLock::new();
-        *WIDEST.get_or_init(|| {
-            *Self::available()
-                .last()
-                .expect("the portable loop is always available")
-        })
-    }
-}
-
-/// [`exp_in_place`] on a given width, which the CPU must support.
-fn exp_in_place_on(width: VectorWidth, values: &mut [f32]) {
-    match width {
-        // SAFETY (both): the caller picked a width from `VectorWidth::available`.
+        SimdLevel::Avx512 => unsafe { exp_in_place_avx512(values) },
         #[cfg(target_arch = "x86_64")]
-        VectorWidth::Avx512 => unsafe { exp_in_place_avx512(values) },
-        #[cfg(target_arch = "x86_64")]
-        VectorWidth::Avx2 => unsafe { exp_in_place_avx2(values) },
+        SimdLevel::Avx2 => unsafe { exp_in_place_avx2(values) },
         _ => exp_in_place_portable(values),
     }
 }
@@ -118,7 +83,7 @@ fn exp(x: f32) -> f32 {
 mod tests {
     use super::*;
 
-    /// Every width the CPU has, on one long slice (so the vector loop runs, not only its
+    /// Every level the CPU has, on one long slice (so the vector loop runs, not only its
     /// scalar tail), is within 2 ulp of libm from -87 to 88.
     #[test]
     fn agrees_with_libm_within_two_ulp_across_the_range() {
@@ -126,29 +91,29 @@ mod tests {
             .map(|i| -87.0 + 0.001_37 * i as f32)
             .take_while(|&x| x < 88.0)
             .collect();
-        for width in VectorWidth::available() {
+        for level in SimdLevel::available() {
             let mut got = inputs.clone();
-            exp_in_place_on(width, &mut got);
+            exp_in_place_on(level, &mut got);
             let (worst, at) = inputs
                 .iter()
                 .zip(&got)
                 .map(|(x, y)| (y.to_bits().abs_diff(x.exp().to_bits()), *x))
                 .max_by_key(|&(ulp, _)| ulp)
                 .unwrap();
-            assert!(worst <= 2, "{width:?}: worst error {worst} ulp at {at}");
+            assert!(worst <= 2, "{level:?}: worst error {worst} ulp at {at}");
         }
     }
 
     #[test]
     fn masked_scores_vanish_and_nan_propagates() {
-        for width in VectorWidth::available() {
+        for level in SimdLevel::available() {
             // Twice over, so the specials sit in a vector as well as in the scalar tail.
             let specials = [f32::NEG_INFINITY, -100.0, 0.0, f32::NAN];
             let mut values: Vec<f32> = specials.iter().cycle().take(36).copied().collect();
-            exp_in_place_on(width, &mut values);
+            exp_in_place_on(level, &mut values);
             for chunk in values.chunks(4) {
-                assert_eq!(&chunk[..3], &[0.0, 0.0, 1.0], "{width:?}");
-                assert!(chunk[3].is_nan(), "{width:?}");
+                assert_eq!(&chunk[..3], &[0.0, 0.0, 1.0], "{level:?}");
+                assert!(chunk[3].is_nan(), "{level:?}");
             }
         }
     }

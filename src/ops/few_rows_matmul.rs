@@ -8,6 +8,7 @@
 //! AVX-512 (16 lanes, and a tree that sums sixteen accumulators' lanes at once, which matters when
 //! `k` is short, as in a small model's output layer), else AVX2/FMA, else portable code.
 
+use super::cpu::SimdLevel;
 use rayon::prelude::*;
 
 /// Products smaller than this run on the calling thread: waking the pool costs more than the
@@ -17,52 +18,14 @@ const PARALLEL_MIN_MULTIPLY_ADDS: usize = 1 << 20;
 /// Weight rows per block: the block is reused from cache by every group of input rows.
 const WEIGHT_ROWS_PER_BLOCK: usize = 32;
 
-/// The instruction set the product runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
-    /// Plain Rust, vectorised by the compiler for the build's baseline target.
-    Portable,
-    /// AVX2 with FMA: 8 lanes.
-    Avx2,
-    /// AVX-512F: 16 lanes.
-    Avx512,
-}
-
-impl Kernel {
-    /// Every kernel this CPU can run, fastest last.
-    fn available() -> Vec<Self> {
-        let mut kernels = vec![Self::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                kernels.push(Self::Avx2);
-            }
-            if std::is_x86_feature_detected!("avx512f") {
-                kernels.push(Self::Avx512);
-            }
-        }
-        kernels
-    }
-
-    /// The fastest kernel this CPU can run, found once.
-    fn best() -> Self {
-        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        *BEST.get_or_init(|| {
-            *Self::available()
-                .last()
-                .expect("the portable kernel is always available")
-        })
-    }
-}
-
 /// `x [m, k] · w [n, k]ᵀ` into a new row-major `[m, n]` buffer, on the fastest kernel the CPU has.
 pub(super) fn few_rows_matmul(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
-    few_rows_matmul_on(Kernel::best(), x, w, m, n, k)
+    few_rows_matmul_on(SimdLevel::widest(), x, w, m, n, k)
 }
 
 /// [`few_rows_matmul`] on a given kernel, which the CPU must support.
 fn few_rows_matmul_on(
-    kernel: Kernel,
+    kernel: SimdLevel,
     x: &[f32],
     w: &[f32],
     m: usize,
@@ -119,7 +82,7 @@ impl OutputColumns {
 
 /// `y[i, j] = x[i] · w[j]` for every input row `i` and every weight row `j` in `columns`.
 fn block_product(
-    kernel: Kernel,
+    kernel: SimdLevel,
     x: &[f32],
     m: usize,
     k: usize,
@@ -130,9 +93,9 @@ fn block_product(
     match kernel {
         // SAFETY (both): the caller picked a kernel the CPU supports; `columns` is this task's.
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => unsafe { avx512::block_product(x, m, k, w, columns, out) },
+        SimdLevel::Avx512 => unsafe { avx512::block_product(x, m, k, w, columns, out) },
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => unsafe { avx2::block_product(x, m, k, w, columns, out) },
+        SimdLevel::Avx2 => unsafe { avx2::block_product(x, m, k, w, columns, out) },
         _ => {
             for j in columns {
                 let w_row = &w[j * k..(j + 1) * k];
@@ -494,7 +457,7 @@ mod tests {
             (32, 300, 128),
             (64, 1100, 33),
         ];
-        for kernel in Kernel::available() {
+        for kernel in SimdLevel::available() {
             for &(m, n, k) in &shapes {
                 let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
                 let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
