@@ -78,6 +78,18 @@ impl OutputColumns {
     unsafe fn write(&self, row: usize, column: usize, value: f32) {
         *self.ptr.add(row * self.row_len + column) = value;
     }
+
+    /// Writes `y[row, column..column + 4]`.
+    ///
+    /// # Safety
+    /// As [`Self::write`], for each of the four columns.
+    unsafe fn write_four(&self, row: usize, column: usize, values: &[f32; 4]) {
+        std::ptr::copy_nonoverlapping(
+            values.as_ptr(),
+            self.ptr.add(row * self.row_len + column),
+            4,
+        );
+    }
 }
 
 /// `y[i, j] = x[i] · w[j]` for every input row `i` and every weight row `j` in `columns`.
@@ -303,40 +315,38 @@ mod avx512 {
         columns: std::ops::Range<usize>,
         out: &OutputColumns,
     ) {
-        let mut j = columns.start;
-        while j + 4 <= columns.end {
-            let sums = micro::<MR, 4>(x, i, k, w, j);
-            for r in 0..4 {
-                for c in 0..MR {
-                    out.write(i + c, j + r, sums[4 * r + c]);
-                }
-            }
-            j += 4;
-        }
-        while j < columns.end {
-            let sums = micro::<MR, 1>(x, i, k, w, j);
-            for (c, &s) in sums[..MR].iter().enumerate() {
-                out.write(i + c, j, s);
-            }
-            j += 1;
-        }
-    }
-
-    /// Element `4r + c` of the result is `x[i + c] · w[j + r]` (`r < NR ≤ 4`, `c < MR ≤ 4`).
-    #[target_feature(enable = "avx512f")]
-    unsafe fn micro<const MR: usize, const NR: usize>(
-        x: &[f32],
-        i: usize,
-        k: usize,
-        w: &[f32],
-        j: usize,
-    ) -> [f32; 16] {
         // Plain loops, no closures: a closure does not inherit `target_feature`, so an intrinsic
         // inside one becomes a call.
         let mut x_rows = [x.as_ptr(); MR];
         for (c, row) in x_rows.iter_mut().enumerate() {
             *row = x[(i + c) * k..(i + c + 1) * k].as_ptr();
         }
+        let mut j = columns.start;
+        while j + 4 <= columns.end {
+            let sums = micro::<MR, 4>(&x_rows, k, w, j);
+            for (c, row_sums) in sums[..MR].iter().enumerate() {
+                out.write_four(i + c, j, row_sums);
+            }
+            j += 4;
+        }
+        while j < columns.end {
+            let sums = micro::<MR, 1>(&x_rows, k, w, j);
+            for (c, row_sums) in sums[..MR].iter().enumerate() {
+                out.write(i + c, j, row_sums[0]);
+            }
+            j += 1;
+        }
+    }
+
+    /// `result[c][r]` is `x_rows[c] · w[j + r]` (`c < MR ≤ 4`, `r < NR ≤ 4`): each input row's
+    /// sums are four consecutive outputs.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn micro<const MR: usize, const NR: usize>(
+        x_rows: &[*const f32; MR],
+        k: usize,
+        w: &[f32],
+        j: usize,
+    ) -> [[f32; 4]; 4] {
         let mut w_rows = [w.as_ptr(); NR];
         for (r, row) in w_rows.iter_mut().enumerate() {
             *row = w[(j + r) * k..(j + r + 1) * k].as_ptr();
@@ -352,7 +362,7 @@ mod avx512 {
             for c in 0..MR {
                 let xv = _mm512_loadu_ps(x_rows[c].add(p));
                 for r in 0..NR {
-                    acc[4 * r + c] = _mm512_fmadd_ps(xv, wv[r], acc[4 * r + c]);
+                    acc[4 * c + r] = _mm512_fmadd_ps(xv, wv[r], acc[4 * c + r]);
                 }
             }
             p += LANES;
@@ -367,17 +377,18 @@ mod avx512 {
             for c in 0..MR {
                 let xv = _mm512_maskz_loadu_ps(mask, x_rows[c].add(p));
                 for r in 0..NR {
-                    acc[4 * r + c] = _mm512_fmadd_ps(xv, wv[r], acc[4 * r + c]);
+                    acc[4 * c + r] = _mm512_fmadd_ps(xv, wv[r], acc[4 * c + r]);
                 }
             }
         }
         lane_sums(&acc)
     }
 
-    /// `result[q]` is the sum of the sixteen lanes of `v[q]`: a tree of 30 shuffles and 15 adds,
-    /// where summing each vector on its own takes 4 shuffles, 4 adds and a scalar move apiece.
+    /// `result[q / 4][q % 4]` is the sum of the sixteen lanes of `v[q]`: a tree of 30 shuffles
+    /// and 15 adds, where summing each vector on its own takes 4 shuffles, 4 adds and a scalar
+    /// move apiece.
     #[target_feature(enable = "avx512f")]
-    unsafe fn lane_sums(v: &[__m512; 16]) -> [f32; 16] {
+    unsafe fn lane_sums(v: &[__m512; 16]) -> [[f32; 4]; 4] {
         // Level 1: pairs (a, b) → per 128-bit lane [a0+a2, b0+b2, a1+a3, b1+b3].
         let mut pairs = [_mm512_setzero_ps(); 8];
         for (q, pair) in pairs.iter_mut().enumerate() {
@@ -402,8 +413,8 @@ mod avx512 {
             lane_quarters_added(quads[0], quads[1]),
             lane_quarters_added(quads[2], quads[3]),
         );
-        let mut result = [0f32; 16];
-        _mm512_storeu_ps(result.as_mut_ptr(), sums);
+        let mut result = [[0f32; 4]; 4];
+        _mm512_storeu_ps(result.as_mut_ptr().cast(), sums);
         result
     }
 
