@@ -119,16 +119,64 @@ fn keep_nucleus(candidates: &mut Vec<(u32, f32)>, mass: f32) {
     candidates.truncate(keep);
 }
 
-/// Index of the largest logit (the first one on ties, as torch.argmax).
+/// Index of the largest logit (the first one on ties, as torch.argmax). NaNs are passed over,
+/// except a NaN in the first position, which is returned (as the plain left-to-right scan does).
+///
+/// Two passes: the largest value, over [`ARGMAX_LANES`] running maxima (SSE `maxps` on x86-64),
+/// then the first position that holds it. A greedy decoding step runs this on every row's
+/// full-vocabulary logits (32 × 151,936 at batch 32 with Qwen's vocabulary), where a
+/// compare-and-branch scan cost 12% of the step.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
+    if logits.first().is_none_or(|first| first.is_nan()) {
+        return 0;
+    }
+    let max = largest(logits);
+    logits.iter().position(|&l| l == max).unwrap_or(0) as u32
+}
+
+/// The largest non-NaN value (`-inf` if there is none), over [`ARGMAX_LANES`] running maxima.
+fn largest(values: &[f32]) -> f32 {
+    let chunks = values.chunks_exact(ARGMAX_LANES);
+    // `f32::max` passes over a NaN operand, as the scan's `>` does.
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut lanes = [f32::NEG_INFINITY; ARGMAX_LANES];
+    for chunk in chunks {
+        lanes_max_in_place(&mut lanes, chunk.try_into().expect("chunks_exact"));
+    }
+    lanes.into_iter().fold(tail, f32::max)
+}
+
+/// `lanes[l] = max(lanes[l], chunk[l])`, passing over NaNs in `chunk`. On x86-64 four SSE
+/// `maxps` (in the baseline target, so no run-time check): the compiler leaves the plain loop
+/// scalar.
+#[cfg(target_arch = "x86_64")]
+fn lanes_max_in_place(lanes: &mut [f32; ARGMAX_LANES], chunk: &[f32; ARGMAX_LANES]) {
+    use std::arch::x86_64::{_mm_loadu_ps, _mm_max_ps, _mm_storeu_ps};
+    for q in 0..ARGMAX_LANES / 4 {
+        // SAFETY: SSE is part of x86-64; both arrays hold 16 floats, so `4q..4q + 4` is in
+        // bounds. `maxps(v, m)` returns `m` when `v` is NaN.
+        unsafe {
+            let v = _mm_loadu_ps(chunk.as_ptr().add(4 * q));
+            let m = _mm_loadu_ps(lanes.as_ptr().add(4 * q));
+            _mm_storeu_ps(lanes.as_mut_ptr().add(4 * q), _mm_max_ps(v, m));
         }
     }
-    best as u32
 }
+
+/// `lanes[l] = max(lanes[l], chunk[l])`, passing over NaNs in `chunk`.
+#[cfg(not(target_arch = "x86_64"))]
+fn lanes_max_in_place(lanes: &mut [f32; ARGMAX_LANES], chunk: &[f32; ARGMAX_LANES]) {
+    for (m, &v) in lanes.iter_mut().zip(chunk) {
+        *m = m.max(v);
+    }
+}
+
+/// Running maxima [`argmax`] keeps: 16 f32 lanes, one AVX-512 or four SSE vectors.
+const ARGMAX_LANES: usize = 16;
 
 /// The greedy token of every row of `logits` `[rows, vocab]`: the lowest id among the row's largest
 /// logits, as [`argmax`]. It is computed where the logits are, so on a GPU only `rows` ids cross to
@@ -242,6 +290,45 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(drawn(&config, &logits, 500), [0, 1].into_iter().collect());
+    }
+
+    /// The left-to-right scan that [`argmax`] must agree with: the first strictly larger logit
+    /// wins, so NaNs never win unless they come first.
+    fn scan_argmax(logits: &[f32]) -> u32 {
+        let mut best = 0;
+        for (i, &l) in logits.iter().enumerate() {
+            if l > logits[best] {
+                best = i;
+            }
+        }
+        best as u32
+    }
+
+    /// Long rows (vector body and tail) with ties, NaNs, infinities and a leading NaN.
+    #[test]
+    fn argmax_agrees_with_the_left_to_right_scan() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for len in [0, 1, 15, 16, 17, 100, 1000, 4099] {
+            for case in 0..8 {
+                // Few distinct values, so the maximum is usually tied.
+                let mut row: Vec<f32> = (0..len)
+                    .map(|_| f32::from(rng.random_range(0u8..6)) - 3.0)
+                    .collect();
+                if len > 0 {
+                    let at = rng.random_range(0..len);
+                    match case {
+                        1 => row[at] = f32::NAN,
+                        2 => row[at] = f32::INFINITY,
+                        3 => row.iter_mut().for_each(|v| *v = f32::NEG_INFINITY),
+                        4 => row[0] = f32::NAN,
+                        5 => row.iter_mut().for_each(|v| *v = f32::NAN),
+                        6 => row[len - 1] = 9.0,
+                        _ => {}
+                    }
+                }
+                assert_eq!(argmax(&row), scan_argmax(&row), "len {len}, case {case}");
+            }
+        }
     }
 
     #[test]
