@@ -309,7 +309,7 @@ mod tests {
     fn argmax_agrees_with_the_left_to_right_scan() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         for len in [0, 1, 15, 16, 17, 100, 1000, 4099] {
-            for case in 0..8 {
+            for case in 0..9 {
                 // Few distinct values, so the maximum is usually tied.
                 let mut row: Vec<f32> = (0..len)
                     .map(|_| f32::from(rng.random_range(0u8..6)) - 3.0)
@@ -323,6 +323,13 @@ mod tests {
                         4 => row[0] = f32::NAN,
                         5 => row.iter_mut().for_each(|v| *v = f32::NAN),
                         6 => row[len - 1] = 9.0,
+                        // A unique maximum with a NaN after it in the same lane.
+                        7 => {
+                            row[at / 2] = 9.0;
+                            if at / 2 + 16 < len {
+                                row[at / 2 + 16] = f32::NAN;
+                            }
+                        }
                         _ => {}
                     }
                 }
