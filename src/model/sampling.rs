@@ -175,7 +175,7 @@ fn lanes_max_in_place(lanes: &mut [f32; ARGMAX_LANES], chunk: &[f32; ARGMAX_LANE
     }
 }
 
-/// Running maxima [`argmax`] keeps: 16 f32 lanes, one AVX-512 or four SSE vectors.
+/// Running maxima [`argmax`] keeps: 16 f32 lanes, four SSE vectors.
 const ARGMAX_LANES: usize = 16;
 
 /// The greedy token of every row of `logits` `[rows, vocab]`: the lowest id among the row's largest

@@ -23,9 +23,9 @@ pub(super) fn few_rows_matmul(x: &[f32], w: &[f32], m: usize, n: usize, k: usize
     few_rows_matmul_on(SimdLevel::widest(), x, w, m, n, k)
 }
 
-/// [`few_rows_matmul`] on a given kernel, which the CPU must support.
+/// [`few_rows_matmul`] on a given instruction-set level, which the CPU must support.
 fn few_rows_matmul_on(
-    kernel: SimdLevel,
+    level: SimdLevel,
     x: &[f32],
     w: &[f32],
     m: usize,
@@ -50,7 +50,7 @@ fn few_rows_matmul_on(
     let run_block = |block: usize| {
         let first = block * WEIGHT_ROWS_PER_BLOCK;
         let last = (first + WEIGHT_ROWS_PER_BLOCK).min(n);
-        block_product(kernel, x, m, k, w, first..last, &out);
+        block_product(level, x, m, k, w, first..last, &out);
     };
     if m * n * k >= PARALLEL_MIN_MULTIPLY_ADDS {
         (0..blocks).into_par_iter().for_each(run_block);
@@ -94,7 +94,7 @@ impl OutputColumns {
 
 /// `y[i, j] = x[i] · w[j]` for every input row `i` and every weight row `j` in `columns`.
 fn block_product(
-    kernel: SimdLevel,
+    level: SimdLevel,
     x: &[f32],
     m: usize,
     k: usize,
@@ -102,8 +102,8 @@ fn block_product(
     columns: std::ops::Range<usize>,
     out: &OutputColumns,
 ) {
-    match kernel {
-        // SAFETY (both): the caller picked a kernel the CPU supports; `columns` is this task's.
+    match level {
+        // SAFETY (both): the caller picked a level the CPU supports; `columns` is this task's.
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512 => unsafe { avx512::block_product(x, m, k, w, columns, out) },
         #[cfg(target_arch = "x86_64")]
@@ -208,11 +208,17 @@ mod avx2 {
         w: &[f32],
         j: usize,
     ) -> [[f32; MR]; NR] {
-        // No closures in the loop: a closure does not inherit `target_feature`, so an intrinsic
-        // inside one becomes a call.
+        // Plain loops, no closures: a closure does not inherit `target_feature`, so it is not
+        // inlined here (the `array::from_fn` closures this used were out-of-line calls in profiles).
         let mut acc = [[_mm256_setzero_ps(); MR]; NR];
-        let x_rows: [&[f32]; MR] = std::array::from_fn(|c| &x[(i + c) * k..(i + c + 1) * k]);
-        let w_rows: [&[f32]; NR] = std::array::from_fn(|r| &w[(j + r) * k..(j + r + 1) * k]);
+        let mut x_rows: [&[f32]; MR] = [&[]; MR];
+        for (c, row) in x_rows.iter_mut().enumerate() {
+            *row = &x[(i + c) * k..(i + c + 1) * k];
+        }
+        let mut w_rows: [&[f32]; NR] = [&[]; NR];
+        for (r, row) in w_rows.iter_mut().enumerate() {
+            *row = &w[(j + r) * k..(j + r + 1) * k];
+        }
         let full = k / 8 * 8;
         let mut p = 0;
         while p < full {
@@ -468,17 +474,17 @@ mod tests {
             (32, 300, 128),
             (64, 1100, 33),
         ];
-        for kernel in SimdLevel::available() {
+        for level in SimdLevel::available() {
             for &(m, n, k) in &shapes {
                 let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
                 let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
-                let ours = few_rows_matmul_on(kernel, &x, &w, m, n, k);
+                let ours = few_rows_matmul_on(level, &x, &w, m, n, k);
                 let expected = reference(&x, &w, m, n, k);
                 for (q, (&y, &e)) in ours.iter().zip(&expected).enumerate() {
                     let scale = (k as f64).sqrt().max(1.0);
                     assert!(
                         (f64::from(y) - e).abs() <= 1e-5 * scale,
-                        "{kernel:?} {m}×{n}×{k}: y[{}, {}] = {y}, expected {e}",
+                        "{level:?} {m}×{n}×{k}: y[{}, {}] = {y}, expected {e}",
                         q / n,
                         q % n
                     );

@@ -5,9 +5,9 @@
 //! gradient buffer and an add pass over the activation for every one of those nodes in the
 //! backward. Few-row products (decoding: a handful of rows against a whole weight matrix) use
 //! `ops::few_rows_matmul`, which reads each weight row in place — a general gemm spends most of
-//! its time packing the weight into panels on every call. Many-row products (training, long prefills) and both products of the backward use
-//! the gemm crate's kernels (those under candle's matmul) on the operands in place, through
-//! `ops::cpu::gemm`.
+//! its time packing the weight into panels on every call. Many-row products (training, long
+//! prefills) and both products of the backward use the gemm crate's kernels (those under candle's
+//! matmul) on the operands in place, through `ops::cpu::gemm`.
 
 use super::cpu::{
     contiguous_slice, contiguous_start, cpu_float_operands, cpu_tensor, gemm, unsupported_dtype,
